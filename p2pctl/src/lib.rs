@@ -1,0 +1,183 @@
+//! A typed async client for the p2pd control socket. `p2pctl` is built on it, and other Rust
+//! applications on the same host can use it to drive the daemon.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), p2pctl::ClientError> {
+//! let mut client = p2pctl::Client::connect(&p2pctl::default_socket()).await?;
+//! let status = client.status().await?;
+//! println!("{} has {} peers", status.peer_id, status.connected_peers);
+//! # Ok(()) }
+//! ```
+
+use p2pd_proto::control::{
+    client_frame, request, response, server_frame, ClientFrame, ConnectRequest, ConnectResponse,
+    DisconnectRequest, ErrorCode, Hello, PeersRequest, PeersResponse, Request, ServerFrame,
+    StatusRequest, StatusResponse,
+};
+use p2pd_proto::{frame, paths, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use std::path::{Path, PathBuf};
+use tokio::net::UnixStream;
+
+pub use p2pd_proto::control;
+
+/// The socket p2pd uses by default on this machine (system or user mode).
+pub fn default_socket() -> PathBuf {
+    paths::default_socket(paths::Mode::detect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be opened; the message says how to get access.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The daemon answered with an error.
+    #[error("{message}")]
+    Daemon { code: ErrorCode, message: String },
+    /// The daemon sent something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("connection to p2pd lost: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn unreachable(path: &Path, e: &std::io::Error) -> ClientError {
+    let p = path.display();
+    let hint = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied. The socket is open to root and the group p2pd only: add your user to it (sudo usermod -aG p2pd $USER, then log in again), or run p2pctl with sudo"
+        ),
+        std::io::ErrorKind::NotFound => format!(
+            "no such socket. Is p2pd running (systemctl status p2pd, or start one with `p2pd`)? If it uses another socket, pass --socket PATH or set P2PCTL_SOCKET"
+        ),
+        std::io::ErrorKind::ConnectionRefused => format!(
+            "connection refused: the socket exists but no p2pd is serving it (stale after a crash?). Start p2pd, or pass --socket PATH"
+        ),
+        _ => format!("{e}"),
+    };
+    ClientError::Unreachable(format!("cannot reach p2pd at {p}: {hint}"))
+}
+
+pub struct Client {
+    stream: UnixStream,
+    next_id: u64,
+    daemon: Hello,
+}
+
+impl Client {
+    /// Connects and exchanges hellos.
+    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        let mut stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| unreachable(path, &e))?;
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent: format!("p2pctl/{}", env!("CARGO_PKG_VERSION")),
+            peer_id: String::new(),
+        };
+        frame::write_message(
+            &mut stream,
+            &ClientFrame {
+                frame: Some(client_frame::Frame::Hello(hello)),
+            },
+        )
+        .await
+        .map_err(|e| unreachable(path, &e))?;
+        let daemon = match read(&mut stream).await? {
+            server_frame::Frame::Hello(h) => h,
+            server_frame::Frame::Response(r) => return Err(into_error(r.kind)),
+        };
+        Ok(Client {
+            stream,
+            next_id: 1,
+            daemon,
+        })
+    }
+
+    /// The daemon's hello (its version and PeerId).
+    pub fn daemon(&self) -> &Hello {
+        &self.daemon
+    }
+
+    /// Sends one request and waits for its (single) response.
+    pub async fn request(&mut self, kind: request::Kind) -> Result<response::Kind, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = ClientFrame {
+            frame: Some(client_frame::Frame::Request(Request {
+                id,
+                kind: Some(kind),
+            })),
+        };
+        frame::write_message(&mut self.stream, &req).await?;
+        loop {
+            match read(&mut self.stream).await? {
+                server_frame::Frame::Response(r) if r.id == id || r.id == 0 => {
+                    return match r.kind {
+                        Some(response::Kind::Error(_)) | None => Err(into_error(r.kind)),
+                        Some(k) => Ok(k),
+                    }
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
+        match self.request(request::Kind::Status(StatusRequest {})).await? {
+            response::Kind::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn peers(&mut self, verbose: bool) -> Result<PeersResponse, ClientError> {
+        match self.request(request::Kind::Peers(PeersRequest { verbose })).await? {
+            response::Kind::Peers(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn connect_peer(&mut self, multiaddr: &str, timeout_ms: u64) -> Result<ConnectResponse, ClientError> {
+        let req = ConnectRequest {
+            multiaddr: multiaddr.into(),
+            timeout_ms,
+        };
+        match self.request(request::Kind::Connect(req)).await? {
+            response::Kind::Connect(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn disconnect_peer(&mut self, peer_id: &str) -> Result<(), ClientError> {
+        let req = DisconnectRequest {
+            peer_id: peer_id.into(),
+        };
+        match self.request(request::Kind::Disconnect(req)).await? {
+            response::Kind::Ack(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+async fn read(stream: &mut UnixStream) -> Result<server_frame::Frame, ClientError> {
+    match frame::read_message::<ServerFrame, _>(stream, MAX_FRAME_BYTES).await {
+        Ok(Some(ServerFrame { frame: Some(f) })) => Ok(f),
+        Ok(Some(ServerFrame { frame: None })) => Err(ClientError::Protocol("empty frame from p2pd".into())),
+        Ok(None) => Err(ClientError::Protocol("p2pd closed the connection".into())),
+        Err(frame::FrameError::Io(e)) => Err(ClientError::Io(e)),
+        Err(e) => Err(ClientError::Protocol(e.to_string())),
+    }
+}
+
+fn into_error(kind: Option<response::Kind>) -> ClientError {
+    match kind {
+        Some(response::Kind::Error(e)) => ClientError::Daemon {
+            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+            message: e.message,
+        },
+        other => ClientError::Protocol(format!("unexpected response {other:?}")),
+    }
+}
+
+fn unexpected(kind: response::Kind) -> ClientError {
+    ClientError::Protocol(format!("unexpected response kind {kind:?}"))
+}

@@ -1,0 +1,136 @@
+//! Human tables and `--json` documents for each command's answer. JSON field names are stable:
+//! scripts depend on them.
+
+use p2pd_proto::control::{PeersResponse, StatusResponse};
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn ago(since_unix: u64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    humantime::format_duration(Duration::from_secs(now.saturating_sub(since_unix))).to_string()
+}
+
+fn or_dash(list: &[String]) -> String {
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join("\n               ")
+    }
+}
+
+pub fn status_json(s: &StatusResponse) -> Value {
+    json!({
+        "peer_id": s.peer_id,
+        "version": s.version,
+        "mode": s.mode,
+        "uptime_seconds": s.uptime_seconds,
+        "listen_addrs": s.listen_addrs,
+        "external_addrs": s.external_addrs,
+        "metrics_addr": s.metrics_addr,
+        "connections_inbound": s.connections_inbound,
+        "connections_outbound": s.connections_outbound,
+        "connected_peers": s.connected_peers,
+        "routing_table_size": s.routing_table_size,
+        "dht_mode": s.dht_mode,
+        "nat_status": s.nat_status,
+        "open_files_limit": s.open_files_limit,
+    })
+}
+
+pub fn status_text(s: &StatusResponse) -> String {
+    let rows = [
+        ("peer id", s.peer_id.clone()),
+        ("version", s.version.clone()),
+        ("mode", s.mode.clone()),
+        ("uptime", humantime::format_duration(Duration::from_secs(s.uptime_seconds)).to_string()),
+        ("listen", or_dash(&s.listen_addrs)),
+        ("external", or_dash(&s.external_addrs)),
+        ("metrics", format!("http://{}/metrics", s.metrics_addr)),
+        (
+            "connections",
+            format!(
+                "{} inbound, {} outbound ({} peers)",
+                s.connections_inbound, s.connections_outbound, s.connected_peers
+            ),
+        ),
+        ("routing table", format!("{} peers", s.routing_table_size)),
+        ("DHT mode", s.dht_mode.clone()),
+        ("NAT", s.nat_status.clone()),
+        ("open files", s.open_files_limit.to_string()),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<14} {v}\n")).collect()
+}
+
+pub fn peers_json(p: &PeersResponse, verbose: bool) -> Value {
+    Value::Array(
+        p.peers
+            .iter()
+            .map(|e| {
+                let mut v = json!({
+                    "peer_id": e.peer_id,
+                    "connections": e.connections.iter().map(|c| json!({
+                        "address": c.address,
+                        "direction": c.direction,
+                        "since_unix": c.since_unix,
+                    })).collect::<Vec<_>>(),
+                    "latency_ms": (e.latency_us > 0).then(|| e.latency_us as f64 / 1000.0),
+                    "agent": e.agent,
+                });
+                if verbose {
+                    v["protocols"] = json!(e.protocols);
+                    v["listen_addrs"] = json!(e.listen_addrs);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
+    if p.peers.is_empty() {
+        return "no peers connected\n".into();
+    }
+    let mut rows = vec![[
+        "PEER ID".to_string(),
+        "DIRECTION".into(),
+        "ADDRESS".into(),
+        "LATENCY".into(),
+        "AGENT".into(),
+        "SINCE".into(),
+    ]];
+    for e in &p.peers {
+        let latency = if e.latency_us > 0 {
+            format!("{:.1}ms", e.latency_us as f64 / 1000.0)
+        } else {
+            "-".into()
+        };
+        for c in &e.connections {
+            rows.push([
+                e.peer_id.clone(),
+                c.direction.clone(),
+                c.address.clone(),
+                latency.clone(),
+                if e.agent.is_empty() { "-".into() } else { e.agent.clone() },
+                ago(c.since_unix),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if verbose {
+        for e in &p.peers {
+            out.push_str(&format!("\n{}\n  protocols: {}\n  listen:    {}\n", e.peer_id, e.protocols.join(", "), e.listen_addrs.join(", ")));
+        }
+    }
+    out
+}

@@ -1,0 +1,96 @@
+//! The node's composed `NetworkBehaviour`: one field per concern. Policy behaviours (limits)
+//! come first so they can deny a connection before any protocol does work for it.
+
+use crate::config::Config;
+use libp2p::identity::Keypair;
+use libp2p::metrics::Registry;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, memory_connection_limits, ping,
+    relay, StreamProtocol,
+};
+use std::time::Duration;
+
+/// Agent string announced through identify.
+pub fn agent_version() -> String {
+    format!("p2pd/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The identify protocol family we speak (same as go-libp2p and Kubo, so they accept us).
+pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub connection_limits: connection_limits::Behaviour,
+    pub memory_limits: memory_connection_limits::Behaviour,
+    pub relay_client: relay::client::Behaviour,
+    pub relay: relay::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub dcutr: dcutr::Behaviour,
+    pub autonat: autonat::Behaviour,
+}
+
+/// Connection limits as configured.
+pub fn connection_limits(c: &Config) -> connection_limits::ConnectionLimits {
+    let l = &c.limits;
+    connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(l.max_connections))
+        .with_max_established_incoming(Some(l.max_inbound))
+        .with_max_established_outgoing(Some(l.max_outbound))
+        .with_max_pending_incoming(Some(l.max_pending_inbound))
+        .with_max_established_per_peer(Some(l.max_per_peer))
+}
+
+impl Behaviour {
+    pub fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        config: &Config,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Self> {
+        let peer_id = key.public().to_peer_id();
+
+        let mut kad_cfg = kad::Config::new(kad::PROTOCOL_NAME);
+        kad_cfg.set_query_timeout(Duration::from_secs(30));
+        kad_cfg.set_periodic_bootstrap_interval(Some(config.network.bootstrap_interval.0 .0));
+        let kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+
+        let gossip_cfg = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .max_transmit_size(1 << 20)
+            .build()
+            .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+        let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
+            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
+            .with_metrics(registry, Default::default());
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(PROTOCOL_VERSION.into(), key.public())
+                .with_agent_version(agent_version())
+                .with_push_listen_addr_updates(true),
+        );
+
+        Ok(Behaviour {
+            connection_limits: connection_limits::Behaviour::new(connection_limits(config)),
+            memory_limits: memory_connection_limits::Behaviour::with_max_bytes(
+                usize::try_from(config.limits.max_memory.0 .0).unwrap_or(usize::MAX),
+            ),
+            relay_client,
+            relay: relay::Behaviour::new(peer_id, relay::Config::default()),
+            identify,
+            ping: ping::Behaviour::new(ping::Config::new()),
+            kad,
+            gossipsub,
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+        })
+    }
+}
+
+/// The kad protocol, to recognise DHT servers among identified peers.
+pub fn is_dht_server(protocols: &[StreamProtocol]) -> bool {
+    protocols.contains(&kad::PROTOCOL_NAME)
+}

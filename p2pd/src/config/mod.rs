@@ -1,0 +1,295 @@
+//! The daemon's configuration: the schema with its defaults, and validation of ranges.
+//!
+//! Layers, lowest first: built-in defaults (which differ between system and user mode) < the
+//! config file < `P2P_*` environment variables < command-line flags. See [`load`].
+
+mod load;
+pub mod values;
+
+pub use load::{load, ConfigError, Overrides, Source};
+
+use p2pd_proto::paths::{self, Mode};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use values::{ByteSize, HumanDuration, PeerRef, Text};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub network: Network,
+    pub limits: Limits,
+    pub rate_limit: RateLimit,
+    pub trust: Trust,
+    pub control: Control,
+    pub metrics: Metrics,
+    pub log: Log,
+    pub shutdown: Shutdown,
+    pub storage: Storage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// Listen multiaddrs (TCP and QUIC-v1).
+    pub listen: Vec<Text<libp2p::Multiaddr>>,
+    /// Addresses announced to peers in addition to the observed ones.
+    pub external: Vec<Text<libp2p::Multiaddr>>,
+    /// Multiaddrs with /p2p/ID to join the network through.
+    pub bootstrap_peers: Vec<Text<libp2p::Multiaddr>>,
+    /// Act as a bootstrap node: DHT server mode, no outbound bootstrap needed.
+    pub bootstrap: bool,
+    /// "auto", "server" or "client".
+    pub dht_mode: DhtMode,
+    /// How often the DHT re-bootstraps.
+    pub bootstrap_interval: Text<HumanDuration>,
+    /// CIDRs never dialled nor announced.
+    pub dial_deny_cidrs: Vec<Text<ipnet::IpNet>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhtMode {
+    /// Server when a bootstrap node, when external addresses are configured, when every listen
+    /// address is loopback (nothing to be behind), or once AutoNAT confirms reachability.
+    Auto,
+    Server,
+    Client,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_connections: u32,
+    pub max_inbound: u32,
+    pub max_outbound: u32,
+    pub max_pending_inbound: u32,
+    pub max_per_peer: u32,
+    pub max_negotiating_inbound_streams: u32,
+    pub max_outbound_streams: u32,
+    pub idle_timeout: Text<HumanDuration>,
+    pub stream_idle_timeout: Text<HumanDuration>,
+    pub max_memory: Text<ByteSize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    pub capacity: u32,
+    pub refill_per_sec: u32,
+    pub trusted_capacity: u32,
+    pub trusted_refill_per_sec: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trust {
+    pub peers: Vec<Text<PeerRef>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Control {
+    pub socket: PathBuf,
+    /// Group that may use the control socket.
+    pub group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Address of /metrics and /health/*; port 0 picks a free one.
+    pub addr: Text<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Journald,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    pub timeout: Text<HumanDuration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub data_dir: PathBuf,
+}
+
+fn addrs(list: &[&str]) -> Vec<Text<libp2p::Multiaddr>> {
+    list.iter()
+        .filter_map(|a| a.parse().ok().map(Text))
+        .collect()
+}
+
+fn secs(n: u64) -> Text<HumanDuration> {
+    Text(HumanDuration(std::time::Duration::from_secs(n)))
+}
+
+impl Config {
+    /// Built-in defaults for the given mode.
+    pub fn defaults(mode: Mode) -> Config {
+        let (listen, metrics) = match mode {
+            Mode::System => (
+                addrs(&["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 9100)),
+            ),
+            Mode::User => (
+                addrs(&["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ),
+        };
+        Config {
+            network: Network {
+                listen,
+                external: vec![],
+                bootstrap_peers: vec![],
+                bootstrap: false,
+                dht_mode: DhtMode::Auto,
+                bootstrap_interval: secs(300),
+                dial_deny_cidrs: vec![],
+            },
+            limits: Limits {
+                max_connections: 400,
+                max_inbound: 1024,
+                max_outbound: 512,
+                max_pending_inbound: 128,
+                max_per_peer: 2,
+                max_negotiating_inbound_streams: 128,
+                max_outbound_streams: 256,
+                idle_timeout: secs(30),
+                stream_idle_timeout: secs(60),
+                max_memory: Text(ByteSize(256 << 20)),
+            },
+            rate_limit: RateLimit {
+                capacity: 100,
+                refill_per_sec: 50,
+                trusted_capacity: 1000,
+                trusted_refill_per_sec: 500,
+            },
+            trust: Trust::default(),
+            control: Control {
+                socket: paths::default_socket(mode),
+                group: "p2pd".into(),
+            },
+            metrics: Metrics {
+                addr: Text(metrics),
+            },
+            log: Log {
+                format: LogFormat::Auto,
+                filter: "info".into(),
+            },
+            shutdown: Shutdown { timeout: secs(10) },
+            storage: Storage {
+                data_dir: paths::default_data_dir(mode),
+            },
+        }
+    }
+
+    /// Range and consistency checks that a type alone cannot express. Each problem names the
+    /// dotted key it is about.
+    pub fn check(&self) -> Vec<(&'static str, String)> {
+        let mut bad = Vec::new();
+        let mut range = |key: &'static str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                bad.push((key, format!("{v} is out of range; accepted: {lo} to {hi}")));
+            }
+        };
+        let l = &self.limits;
+        range("limits.max_connections", l.max_connections.into(), 1, 1_000_000);
+        range("limits.max_inbound", l.max_inbound.into(), 1, 1_000_000);
+        range("limits.max_outbound", l.max_outbound.into(), 1, 1_000_000);
+        range("limits.max_pending_inbound", l.max_pending_inbound.into(), 1, 100_000);
+        range("limits.max_per_peer", l.max_per_peer.into(), 1, 64);
+        range(
+            "limits.max_negotiating_inbound_streams",
+            l.max_negotiating_inbound_streams.into(),
+            1,
+            100_000,
+        );
+        range("limits.max_outbound_streams", l.max_outbound_streams.into(), 1, 100_000);
+        range("limits.idle_timeout", l.idle_timeout.0 .0.as_secs(), 1, 86_400);
+        range("limits.stream_idle_timeout", l.stream_idle_timeout.0 .0.as_secs(), 1, 86_400);
+        range("limits.max_memory", l.max_memory.0 .0 >> 20, 16, 1 << 20);
+        let r = &self.rate_limit;
+        range("rate_limit.capacity", r.capacity.into(), 1, 1_000_000);
+        range("rate_limit.refill_per_sec", r.refill_per_sec.into(), 1, 1_000_000);
+        range("rate_limit.trusted_capacity", r.trusted_capacity.into(), 1, 1_000_000);
+        range("rate_limit.trusted_refill_per_sec", r.trusted_refill_per_sec.into(), 1, 1_000_000);
+        range("shutdown.timeout", self.shutdown.timeout.0 .0.as_secs(), 0, 3600);
+        range("network.bootstrap_interval", self.network.bootstrap_interval.0 .0.as_secs(), 10, 86_400);
+
+        let n = &self.network;
+        if n.listen.is_empty() {
+            bad.push(("network.listen", "at least one listen address is required".into()));
+        }
+        for a in &n.listen {
+            if crate::addr::transport_of(a).is_none() {
+                bad.push((
+                    "network.listen",
+                    format!("{} is not a TCP or QUIC-v1 address; accepted: /ip4|ip6/HOST/tcp/PORT or /ip4|ip6/HOST/udp/PORT/quic-v1", a.0),
+                ));
+            }
+        }
+        for a in &n.bootstrap_peers {
+            if crate::addr::peer_id_of(a).is_none() {
+                bad.push((
+                    "network.bootstrap_peers",
+                    format!("{} has no /p2p/PEER_ID part; accepted: a multiaddr ending in /p2p/PEER_ID", a.0),
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            bad.push((
+                "log.filter",
+                format!("\"{}\" is not a valid filter ({e}); accepted: e.g. \"info\" or \"info,libp2p_kad=debug\"", self.log.filter),
+            ));
+        }
+        if !self.storage.data_dir.is_absolute() {
+            bad.push(("storage.data_dir", format!("{} is not an absolute path", self.storage.data_dir.display())));
+        }
+        if !self.control.socket.is_absolute() {
+            bad.push(("control.socket", format!("{} is not an absolute path", self.control.socket.display())));
+        }
+        bad
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::defaults(Mode::User)
+    }
+}
+
+macro_rules! default_from_config {
+    ($($t:ident . $f:ident),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                Config::default().$f
+            }
+        }
+    )*};
+}
+default_from_config!(
+    Network.network,
+    Limits.limits,
+    RateLimit.rate_limit,
+    Control.control,
+    Metrics.metrics,
+    Log.log,
+    Shutdown.shutdown,
+    Storage.storage
+);

@@ -1,0 +1,116 @@
+//! Start-up and shutdown of the daemon: config, logging, rlimits, identity, listeners, control
+//! socket, metrics endpoint, and the signals that end it.
+
+use crate::config::{self, Config};
+use crate::control::{self, ControlServer};
+use crate::health::Health;
+use crate::http::HttpServer;
+use crate::node::{self, Node, NodeHandle, NodeInfo};
+use crate::{identity, logging, rlimit};
+use anyhow::Context;
+use p2pd_proto::paths::Mode;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Loads the effective config for this process.
+pub fn load_config(args: &crate::cli::RunArgs) -> Result<(Config, Mode), config::ConfigError> {
+    let mode = Mode::detect();
+    let (cfg, _file) = config::load(mode, &args.overrides(), std::env::vars())?;
+    Ok((cfg, mode))
+}
+
+/// Creates the data dir (0700) and takes an exclusive lock on it, so two daemons never share one.
+fn open_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = &cfg.storage.data_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data dir {} (storage.data_dir); check permissions", dir.display()))?;
+    let lock_path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            anyhow::anyhow!(
+                "the data dir {} is in use by another p2pd ({e}); give each node its own --data-dir",
+                dir.display()
+            )
+        })
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Errors are start-up failures, already worded for the
+/// operator.
+pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
+    logging::init(cfg.log.format, &cfg.log.filter);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = mode.as_str(), data_dir = %cfg.storage.data_dir.display(), "starting p2pd");
+    let open_files_limit = rlimit::raise_nofile();
+    rlimit::check(open_files_limit, cfg.limits.max_connections, cfg.limits.max_pending_inbound);
+
+    let _lock = open_data_dir(&cfg)?;
+    let key = identity::load_or_create(&cfg.storage.data_dir.join(identity::FILE_NAME))?;
+    let peer_id = key.public().to_peer_id();
+
+    let mut registry = libp2p::metrics::Registry::default();
+    let swarm = node::build_swarm(&key, &cfg, &mut registry)?;
+    let metrics = libp2p::metrics::Metrics::new(&mut registry);
+
+    let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.addr.0)
+        .await
+        .with_context(|| format!("cannot bind the metrics address {} (metrics.addr); is the port in use?", cfg.metrics.addr.0))?;
+    let metrics_addr = metrics_listener.local_addr()?.to_string();
+
+    let health = Arc::new(Health::new(!cfg.network.bootstrap_peers.is_empty()));
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let info = NodeInfo {
+        metrics_addr: metrics_addr.clone(),
+        mode: mode.as_str(),
+        open_files_limit,
+        data_dir: cfg.storage.data_dir.clone(),
+    };
+    let mut node = Node::new(swarm, cfg.clone(), rx, health.clone(), metrics, info);
+    node.listen()?;
+
+    let listener = control::bind(&cfg.control.socket, &cfg.control.group)?;
+    tracing::info!(socket = %cfg.control.socket.display(), metrics = %metrics_addr, %peer_id, "control socket and metrics ready");
+    tokio::spawn(ControlServer::new(listener, NodeHandle::new(tx), peer_id.to_string()).run());
+    health.set_control_up();
+    tokio::spawn(HttpServer::new(metrics_listener, Arc::new(registry), health.clone()).run());
+
+    node.join();
+    let shutdown = shutdown_signal()?;
+    node.run(shutdown).await;
+    let _ = std::fs::remove_file(&cfg.control.socket);
+    tracing::info!("p2pd stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once. SIGHUP is caught so it
+/// never kills the daemon.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => tracing::warn!("SIGHUP received; configuration reload is not supported by this build yet"),
+            }
+        }
+        tracing::info!("shutting down (send the signal again to exit at once)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(1);
+        });
+    })
+}

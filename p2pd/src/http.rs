@@ -1,0 +1,118 @@
+//! A deliberately small HTTP/1.1 server for `/metrics`, `/health/live` and `/health/ready`:
+//! GET only, one request per connection, bounded header size and read time.
+
+use crate::health::Health;
+use libp2p::metrics::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MAX_REQUEST: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The event loop must have turned within this time for /health/live to say ok.
+const LIVE_WITHIN: Duration = Duration::from_secs(10);
+
+pub struct HttpServer {
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+}
+
+impl HttpServer {
+    pub fn new(listener: TcpListener, registry: Arc<Registry>, health: Arc<Health>) -> Self {
+        HttpServer {
+            listener,
+            registry,
+            health,
+        }
+    }
+
+    pub async fn run(self) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let registry = self.registry.clone();
+            let health = self.health.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(READ_TIMEOUT, serve(stream, &registry, &health)).await;
+            });
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() + n > MAX_REQUEST {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => {
+            let mut text = String::new();
+            match prometheus_client::encoding::text::encode(&mut text, registry) {
+                Ok(()) => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
+                Err(_) => (500, "text/plain", "metrics encoding failed\n".into()),
+            }
+        }
+        ("GET", "/health/live") => {
+            if health.alive(LIVE_WITHIN) {
+                (200, "application/json", "{\"status\":\"ok\"}".into())
+            } else {
+                (503, "application/json", "{\"status\":\"stalled\"}".into())
+            }
+        }
+        ("GET", "/health/ready") => {
+            let ready = health.ready();
+            let body = serde_json::json!({
+                "status": if ready { "ready" } else { "not_ready" },
+                "connected_peers": health.connected_peers(),
+                "routing_table_size": health.routing_table_size(),
+                "uptime_seconds": health.uptime().as_secs(),
+            })
+            .to_string();
+            (if ready { 200 } else { 503 }, "application/json", body)
+        }
+        ("GET", _) => (404, "text/plain", "not found; try /metrics, /health/live or /health/ready\n".into()),
+        _ => (405, "text/plain", "only GET is supported\n".into()),
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Blocking GET of a readiness URL (`http://HOST:PORT/PATH`): Ok(true) on 200.
+pub fn probe(url: &str) -> std::io::Result<bool> {
+    use std::io::{Read, Write};
+    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "expected http://HOST:PORT/PATH");
+    let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?.next().ok_or_else(invalid)?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.take(64 * 1024).read_to_string(&mut resp)?;
+    Ok(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"))
+}

@@ -1,0 +1,80 @@
+use clap::Parser;
+use p2pd::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(&cli.run),
+        Some(Command::Run(args)) => run(&args),
+        Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::Health { url }) => health(&url),
+        Some(Command::Keygen { out, data_dir }) => keygen(out, data_dir),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("p2pd: {msg}");
+    ExitCode::FAILURE
+}
+
+fn run(args: &p2pd::cli::RunArgs) -> ExitCode {
+    let (cfg, mode) = match p2pd::daemon::load_config(args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(p2pd::daemon::run(cfg, mode)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "start-up failed");
+            fail(format!("{e:#}"))
+        }
+    }
+}
+
+fn check_config(args: &p2pd::cli::RunArgs) -> ExitCode {
+    match p2pd::daemon::load_config(args) {
+        Ok((cfg, _)) => match toml::to_string_pretty(&cfg) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("cannot print the config: {e}")),
+        },
+        Err(e) => fail(e),
+    }
+}
+
+fn health(url: &str) -> ExitCode {
+    match p2pd::http::probe(url) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => fail(format!("{url} says not ready")),
+        Err(e) => fail(format!("cannot reach {url}: {e}")),
+    }
+}
+
+fn keygen(out: Option<std::path::PathBuf>, data_dir: Option<std::path::PathBuf>) -> ExitCode {
+    let mode = p2pd_proto::paths::Mode::detect();
+    let path = out.unwrap_or_else(|| {
+        data_dir
+            .unwrap_or_else(|| p2pd_proto::paths::default_data_dir(mode))
+            .join(p2pd::identity::FILE_NAME)
+    });
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return fail(format!("cannot create {}: {e}", dir.display()));
+        }
+    }
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    match p2pd::identity::write_new(&path, &key) {
+        Ok(()) => {
+            println!("{}", key.public().to_peer_id());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("cannot write {}: {e} (an existing key is never overwritten)", path.display())),
+    }
+}

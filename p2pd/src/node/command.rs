@@ -1,0 +1,69 @@
+//! Commands the rest of the daemon sends to the node's event loop, and the handle that sends
+//! them. Each command carries the sender for its answer; the loop never blocks on a caller.
+
+use p2pd_proto::control::{self, ErrorCode};
+use tokio::sync::{mpsc, oneshot};
+
+/// An error the control API reports: a code for programs, a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+#[derive(Debug)]
+pub enum Command {
+    Status(Reply<control::StatusResponse>),
+    Peers(Reply<control::PeersResponse>),
+    Connect {
+        addr: libp2p::Multiaddr,
+        reply: Reply<control::ConnectResponse>,
+    },
+    Disconnect {
+        peer: libp2p::PeerId,
+        reply: Reply<()>,
+    },
+}
+
+/// A cheap, cloneable way to talk to the node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl NodeHandle {
+    pub fn new(tx: mpsc::Sender<Command>) -> Self {
+        NodeHandle { tx }
+    }
+
+    /// Sends a command built around a fresh reply channel and waits for the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())?
+    }
+}
+
+fn stopping() -> ApiError {
+    ApiError::new(ErrorCode::Unavailable, "the node is shutting down")
+}

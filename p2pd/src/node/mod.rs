@@ -1,0 +1,408 @@
+//! The node: sole owner of the libp2p `Swarm`, driven by one event loop that selects over swarm
+//! events, commands from the control socket, and timers. Slow work (disk writes) is handed to
+//! blocking tasks so the loop stays responsive.
+
+mod command;
+mod peers;
+pub mod routing_table;
+
+pub use command::{ApiError, Command, NodeHandle, Reply};
+
+use crate::addr;
+use crate::behaviour::{self, Behaviour, BehaviourEvent};
+use crate::config::{Config, DhtMode};
+use crate::health::Health;
+use anyhow::Context;
+use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
+use libp2p::metrics::{Metrics, Recorder, Registry};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{autonat, identify, identity::Keypair, kad, noise, ping, tcp, tls, yamux, Multiaddr, PeerId, Swarm};
+use p2pd_proto::control::{self, ErrorCode};
+use peers::PeerBook;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How often the routing table is written to disk while running.
+const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// At most this many saved peers are dialled at start.
+const MAX_STARTUP_DIALS: usize = 64;
+
+/// Facts about the daemon that the node reports but does not own.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub metrics_addr: String,
+    pub mode: &'static str,
+    pub open_files_limit: u64,
+    pub data_dir: PathBuf,
+}
+
+pub struct Node {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    peers: PeerBook,
+    dials: HashMap<ConnectionId, Reply<control::ConnectResponse>>,
+    listeners: HashSet<ListenerId>,
+    health: Arc<Health>,
+    metrics: Metrics,
+    info: NodeInfo,
+    config: Config,
+    /// Every listen address is on loopback: peers' loopback addresses are then routable.
+    loopback_only: bool,
+    saving: Option<JoinHandle<()>>,
+}
+
+/// Builds the swarm: TCP (TLS 1.3 or Noise, yamux), QUIC-v1, DNS, relay client; never plaintext.
+pub fn build_swarm(key: &Keypair, config: &Config, registry: &mut Registry) -> anyhow::Result<Swarm<Behaviour>> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), (tls::Config::new, noise::Config::new), yamux::Config::default)
+        .context("TCP transport")?
+        .with_quic()
+        .with_dns()
+        .context("DNS resolver (check /etc/resolv.conf)")?
+        .with_relay_client((tls::Config::new, noise::Config::new), yamux::Config::default)
+        .context("relay client transport")?
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(key, relay_client, config, registry).map_err(Into::into)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(config.limits.idle_timeout.0 .0)
+                .with_max_negotiating_inbound_streams(config.limits.max_negotiating_inbound_streams as usize)
+        })
+        .build();
+    Ok(swarm)
+}
+
+impl Node {
+    pub fn new(
+        mut swarm: Swarm<Behaviour>,
+        config: Config,
+        commands: mpsc::Receiver<Command>,
+        health: Arc<Health>,
+        metrics: Metrics,
+        info: NodeInfo,
+    ) -> Self {
+        let loopback_only = config.network.listen.iter().all(|a| addr::is_loopback(a));
+        let n = &config.network;
+        let kad_mode = match n.dht_mode {
+            _ if n.bootstrap => Some(kad::Mode::Server),
+            DhtMode::Server => Some(kad::Mode::Server),
+            DhtMode::Client => Some(kad::Mode::Client),
+            DhtMode::Auto if !n.external.is_empty() || loopback_only => Some(kad::Mode::Server),
+            DhtMode::Auto => None,
+        };
+        swarm.behaviour_mut().kad.set_mode(kad_mode);
+        for a in &n.external {
+            swarm.add_external_address(a.0.clone());
+        }
+        Node {
+            swarm,
+            commands,
+            peers: PeerBook::default(),
+            dials: HashMap::new(),
+            listeners: HashSet::new(),
+            health,
+            metrics,
+            info,
+            config,
+            loopback_only,
+            saving: None,
+        }
+    }
+
+    pub fn local_peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Binds every configured listen address; a failure names the address.
+    pub fn listen(&mut self) -> anyhow::Result<()> {
+        for a in self.config.network.listen.clone() {
+            let id = self.swarm.listen_on(a.0.clone()).map_err(|e| {
+                anyhow::anyhow!("cannot listen on {} (network.listen): {e}; is another process using the port?", a.0)
+            })?;
+            self.listeners.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Seeds the DHT from the saved routing table and the bootstrap peers, and dials them.
+    pub fn join(&mut self) {
+        let saved = routing_table::load(&self.routing_table_path()).peers();
+        if !saved.is_empty() {
+            tracing::info!(peers = saved.len(), "loaded the routing table");
+        }
+        let bootstrap: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .config
+            .network
+            .bootstrap_peers
+            .iter()
+            .filter_map(|a| Some((addr::peer_id_of(a)?, vec![addr::without_peer_id(a)])))
+            .collect();
+        let me = self.local_peer_id();
+        let mut dialled = 0;
+        for (peer, addrs) in bootstrap.into_iter().chain(saved) {
+            if peer == me {
+                continue;
+            }
+            for a in &addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+            }
+            if dialled < MAX_STARTUP_DIALS {
+                dialled += 1;
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, error = %e, "startup dial not started");
+                }
+            }
+        }
+        self.bootstrap();
+    }
+
+    fn bootstrap(&mut self) {
+        if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+            tracing::debug!(error = %e, "DHT bootstrap skipped");
+        }
+    }
+
+    fn routing_table_path(&self) -> PathBuf {
+        self.info.data_dir.join(routing_table::FILE_NAME)
+    }
+
+    /// Runs until `shutdown` resolves or every command sender is gone, then persists state.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + SAVE_INTERVAL, SAVE_INTERVAL);
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            self.health.beat();
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                _ = save_tick.tick() => self.save_in_background(),
+                _ = beat.tick() => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        self.stop().await;
+    }
+
+    async fn stop(mut self) {
+        for id in self.listeners.drain() {
+            self.swarm.remove_listener(id);
+        }
+        if let Some(h) = self.saving.take() {
+            let _ = h.await;
+        }
+        let path = self.routing_table_path();
+        let snap = self.snapshot();
+        let peers = snap.peers.len();
+        match tokio::task::spawn_blocking(move || routing_table::save(&path, &snap)).await {
+            Ok(Ok(())) => tracing::info!(peers, "saved the routing table"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the routing table (disk full or read-only?)"),
+            Err(e) => tracing::error!(error = %e, "routing table writer failed"),
+        }
+    }
+
+    fn snapshot(&mut self) -> routing_table::Snapshot {
+        let mut entries = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for e in bucket.iter() {
+                entries.push((*e.node.key.preimage(), e.node.value.iter().cloned().collect()));
+            }
+        }
+        routing_table::Snapshot::new(entries)
+    }
+
+    fn save_in_background(&mut self) {
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let snap = self.snapshot();
+        let path = self.routing_table_path();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = routing_table::save(&path, &snap) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save the routing table; will retry");
+            }
+        }));
+    }
+
+    fn routing_table_size(&mut self) -> usize {
+        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(Ok(self.peers.to_proto()));
+            }
+            Command::Connect { addr, reply } => self.connect(addr, reply),
+            Command::Disconnect { peer, reply } => {
+                let result = self
+                    .swarm
+                    .disconnect_peer_id(peer)
+                    .map_err(|()| ApiError::new(ErrorCode::NotFound, format!("not connected to {peer}")));
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn status(&mut self) -> control::StatusResponse {
+        let (inbound, outbound) = self.peers.directions();
+        let nat = match self.swarm.behaviour().autonat.nat_status() {
+            autonat::NatStatus::Public(_) => "public",
+            autonat::NatStatus::Private => "private",
+            autonat::NatStatus::Unknown => "unknown",
+        };
+        let routing_table_size = self.routing_table_size() as u32;
+        control::StatusResponse {
+            peer_id: self.local_peer_id().to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: self.health.uptime().as_secs(),
+            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
+            external_addrs: self.swarm.external_addresses().map(|a| a.to_string()).collect(),
+            metrics_addr: self.info.metrics_addr.clone(),
+            connections_inbound: inbound,
+            connections_outbound: outbound,
+            connected_peers: self.peers.len() as u32,
+            routing_table_size,
+            nat_status: nat.into(),
+            open_files_limit: self.info.open_files_limit,
+            dht_mode: self.swarm.behaviour().kad.mode().to_string(),
+            mode: self.info.mode.into(),
+        }
+    }
+
+    fn connect(&mut self, target: Multiaddr, reply: Reply<control::ConnectResponse>) {
+        let opts = match addr::peer_id_of(&target) {
+            Some(peer) if peer == self.local_peer_id() => {
+                let _ = reply.send(Err(ApiError::new(ErrorCode::BadRequest, "that is this node's own peer id")));
+                return;
+            }
+            Some(peer) if self.swarm.is_connected(&peer) => {
+                let _ = reply.send(Ok(control::ConnectResponse {
+                    peer_id: peer.to_string(),
+                    address: target.to_string(),
+                }));
+                return;
+            }
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![addr::without_peer_id(&target)])
+                .condition(PeerCondition::Always)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(target.clone()).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(ApiError::new(ErrorCode::Failed, format!("cannot dial {target}: {e}"))));
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                tracing::info!(address = %address.clone().with_p2p(self.local_peer_id()).unwrap_or(address), "listening");
+                if self.listeners.contains(&listener_id) {
+                    self.health.set_listeners_bound();
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                tracing::debug!(peer_id = %peer_id, remote_addr = %endpoint.get_remote_address(), "connection established");
+                self.peers.connected(peer_id, connection_id, &endpoint);
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(control::ConnectResponse {
+                        peer_id: peer_id.to_string(),
+                        address: endpoint.get_remote_address().to_string(),
+                    }));
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
+                tracing::debug!(peer_id = %peer_id, cause = ?cause, "connection closed");
+                self.peers.disconnected(&peer_id, connection_id);
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                tracing::debug!(peer_id = ?peer_id, error = %error, "dial failed");
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(ApiError::new(ErrorCode::Failed, format!("dial failed: {error}"))));
+                }
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                tracing::debug!(remote_addr = %send_back_addr, error = %error, "inbound connection failed");
+            }
+            SwarmEvent::ListenerError { error, .. } => tracing::warn!(error = %error, "listener error"),
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                tracing::warn!(addresses = ?addresses, reason = ?reason, "listener closed")
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => tracing::info!(%address, "external address confirmed"),
+            SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
+            _ => {}
+        }
+        let rt = self.routing_table_size();
+        self.health.set_counts(self.peers.len(), rt);
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(ev) => {
+                self.metrics.record(&ev);
+                if let identify::Event::Received { peer_id, info, .. } = ev {
+                    self.on_identified(peer_id, info);
+                }
+            }
+            BehaviourEvent::Ping(ev) => {
+                self.metrics.record(&ev);
+                if let ping::Event { peer, result: Ok(rtt), .. } = ev {
+                    self.peers.pinged(&peer, rtt);
+                }
+            }
+            BehaviourEvent::Kad(ev) => {
+                self.metrics.record(&ev);
+                if let kad::Event::RoutingUpdated { peer, is_new_peer: true, .. } = ev {
+                    tracing::debug!(peer_id = %peer, "added to the routing table");
+                }
+            }
+            BehaviourEvent::Gossipsub(ev) => self.metrics.record(&ev),
+            BehaviourEvent::Relay(ev) => self.metrics.record(&ev),
+            BehaviourEvent::Dcutr(ev) => self.metrics.record(&ev),
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
+                tracing::info!(old = ?old, new = ?new, "NAT status changed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
+        self.peers.identified(&peer, &info);
+        if behaviour::is_dht_server(&info.protocols) {
+            for a in info.listen_addrs {
+                // A peer's loopback address only means something to a peer on the same host.
+                if addr::is_loopback(&a) && !self.loopback_only {
+                    continue;
+                }
+                self.swarm.behaviour_mut().kad.add_address(&peer, a);
+            }
+        }
+    }
+}
