@@ -43,15 +43,9 @@ pub enum ClientError {
 fn unreachable(path: &Path, e: &std::io::Error) -> ClientError {
     let p = path.display();
     let hint = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => format!(
-            "permission denied. The socket is open to root and the group p2pd only: add your user to it (sudo usermod -aG p2pd $USER, then log in again), or run p2pctl with sudo"
-        ),
-        std::io::ErrorKind::NotFound => format!(
-            "no such socket. Is p2pd running (systemctl status p2pd, or start one with `p2pd`)? If it uses another socket, pass --socket PATH or set P2PCTL_SOCKET"
-        ),
-        std::io::ErrorKind::ConnectionRefused => format!(
-            "connection refused: the socket exists but no p2pd is serving it (stale after a crash?). Start p2pd, or pass --socket PATH"
-        ),
+        std::io::ErrorKind::PermissionDenied => "permission denied. The socket is open to root and the group p2pd only: add your user to it (sudo usermod -aG p2pd $USER, then log in again), or run p2pctl with sudo".to_string(),
+        std::io::ErrorKind::NotFound => "no such socket. Is p2pd running (systemctl status p2pd, or start one with `p2pd`)? If it uses another socket, pass --socket PATH or set P2PCTL_SOCKET".to_string(),
+        std::io::ErrorKind::ConnectionRefused => "connection refused: the socket exists but no p2pd is serving it (stale after a crash?). Start p2pd, or pass --socket PATH".to_string(),
         _ => format!("{e}"),
     };
     ClientError::Unreachable(format!("cannot reach p2pd at {p}: {hint}"))
@@ -123,20 +117,30 @@ impl Client {
     }
 
     pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
-        match self.request(request::Kind::Status(StatusRequest {})).await? {
+        match self
+            .request(request::Kind::Status(StatusRequest {}))
+            .await?
+        {
             response::Kind::Status(s) => Ok(s),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn peers(&mut self, verbose: bool) -> Result<PeersResponse, ClientError> {
-        match self.request(request::Kind::Peers(PeersRequest { verbose })).await? {
+        match self
+            .request(request::Kind::Peers(PeersRequest { verbose }))
+            .await?
+        {
             response::Kind::Peers(p) => Ok(p),
             other => Err(unexpected(other)),
         }
     }
 
-    pub async fn connect_peer(&mut self, multiaddr: &str, timeout_ms: u64) -> Result<ConnectResponse, ClientError> {
+    pub async fn connect_peer(
+        &mut self,
+        multiaddr: &str,
+        timeout_ms: u64,
+    ) -> Result<ConnectResponse, ClientError> {
         let req = ConnectRequest {
             multiaddr: multiaddr.into(),
             timeout_ms,
@@ -161,7 +165,9 @@ impl Client {
 async fn read(stream: &mut UnixStream) -> Result<server_frame::Frame, ClientError> {
     match frame::read_message::<ServerFrame, _>(stream, MAX_FRAME_BYTES).await {
         Ok(Some(ServerFrame { frame: Some(f) })) => Ok(f),
-        Ok(Some(ServerFrame { frame: None })) => Err(ClientError::Protocol("empty frame from p2pd".into())),
+        Ok(Some(ServerFrame { frame: None })) => {
+            Err(ClientError::Protocol("empty frame from p2pd".into()))
+        }
         Ok(None) => Err(ClientError::Protocol("p2pd closed the connection".into())),
         Err(frame::FrameError::Io(e)) => Err(ClientError::Io(e)),
         Err(e) => Err(ClientError::Protocol(e.to_string())),

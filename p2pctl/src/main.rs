@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "p2pctl", version, about = "Control client for the p2pd peer-to-peer daemon")]
+#[command(
+    name = "p2pctl",
+    version,
+    about = "Control client for the p2pd peer-to-peer daemon"
+)]
 struct Cli {
     /// Control socket of the daemon [default: /run/p2pd/control.sock, or $XDG_RUNTIME_DIR/p2pd/control.sock in user mode]
     #[arg(long, global = true, env = "P2PCTL_SOCKET", value_name = "PATH")]
@@ -47,7 +51,10 @@ const EXIT_UNREACHABLE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("p2pctl: cannot start: {e}");
@@ -102,7 +109,11 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             }
         }
         Cmd::Connect { multiaddr } => {
-            let ms = cli.timeout.saturating_sub(Duration::from_secs(1)).as_millis().min(u128::from(u64::MAX)) as u64;
+            let ms = cli
+                .timeout
+                .saturating_sub(Duration::from_secs(1))
+                .as_millis()
+                .min(u128::from(u64::MAX)) as u64;
             let c = client.connect_peer(multiaddr, ms).await?;
             if cli.json {
                 json_line(serde_json::json!({"peer_id": c.peer_id, "address": c.address}))

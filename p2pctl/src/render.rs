@@ -6,7 +6,10 @@ use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn ago(since_unix: u64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     humantime::format_duration(Duration::from_secs(now.saturating_sub(since_unix))).to_string()
 }
 
@@ -42,7 +45,10 @@ pub fn status_text(s: &StatusResponse) -> String {
         ("peer id", s.peer_id.clone()),
         ("version", s.version.clone()),
         ("mode", s.mode.clone()),
-        ("uptime", humantime::format_duration(Duration::from_secs(s.uptime_seconds)).to_string()),
+        (
+            "uptime",
+            humantime::format_duration(Duration::from_secs(s.uptime_seconds)).to_string(),
+        ),
         ("listen", or_dash(&s.listen_addrs)),
         ("external", or_dash(&s.external_addrs)),
         ("metrics", format!("http://{}/metrics", s.metrics_addr)),
@@ -110,7 +116,11 @@ pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
                 c.direction.clone(),
                 c.address.clone(),
                 latency.clone(),
-                if e.agent.is_empty() { "-".into() } else { e.agent.clone() },
+                if e.agent.is_empty() {
+                    "-".into()
+                } else {
+                    e.agent.clone()
+                },
                 ago(c.since_unix),
             ]);
         }
@@ -123,13 +133,22 @@ pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
     }
     let mut out = String::new();
     for r in &rows {
-        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
     if verbose {
         for e in &p.peers {
-            out.push_str(&format!("\n{}\n  protocols: {}\n  listen:    {}\n", e.peer_id, e.protocols.join(", "), e.listen_addrs.join(", ")));
+            out.push_str(&format!(
+                "\n{}\n  protocols: {}\n  listen:    {}\n",
+                e.peer_id,
+                e.protocols.join(", "),
+                e.listen_addrs.join(", ")
+            ));
         }
     }
     out

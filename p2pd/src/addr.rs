@@ -28,7 +28,11 @@ pub fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
 pub fn transport_of(addr: &Multiaddr) -> Option<Transport> {
     let mut it = addr.iter();
     match it.next()? {
-        Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => {}
+        Protocol::Ip4(_)
+        | Protocol::Ip6(_)
+        | Protocol::Dns(_)
+        | Protocol::Dns4(_)
+        | Protocol::Dns6(_) => {}
         _ => return None,
     }
     match (it.next()?, it.next(), it.next()) {

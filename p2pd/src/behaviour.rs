@@ -56,16 +56,20 @@ impl Behaviour {
         let mut kad_cfg = kad::Config::new(kad::PROTOCOL_NAME);
         kad_cfg.set_query_timeout(Duration::from_secs(30));
         kad_cfg.set_periodic_bootstrap_interval(Some(config.network.bootstrap_interval.0 .0));
-        let kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+        let kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
 
         let gossip_cfg = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
             .max_transmit_size(1 << 20)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-        let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
-            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
-            .with_metrics(registry, Default::default());
+        let gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_cfg,
+        )
+        .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
+        .with_metrics(registry, Default::default());
 
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.into(), key.public())

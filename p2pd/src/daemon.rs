@@ -27,7 +27,12 @@ fn open_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<std::fs::File
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create the data dir {} (storage.data_dir); check permissions", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create the data dir {} (storage.data_dir); check permissions",
+                dir.display()
+            )
+        })?;
     let lock_path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -36,11 +41,11 @@ fn open_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<std::fs::File
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            anyhow::anyhow!(
-                "the data dir {} is in use by another p2pd ({e}); give each node its own --data-dir",
-                dir.display()
-            )
-        })
+        anyhow::anyhow!(
+            "the data dir {} is in use by another p2pd ({e}); give each node its own --data-dir",
+            dir.display()
+        )
+    })
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are start-up failures, already worded for the
@@ -49,7 +54,11 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
     logging::init(cfg.log.format, &cfg.log.filter);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = mode.as_str(), data_dir = %cfg.storage.data_dir.display(), "starting p2pd");
     let open_files_limit = rlimit::raise_nofile();
-    rlimit::check(open_files_limit, cfg.limits.max_connections, cfg.limits.max_pending_inbound);
+    rlimit::check(
+        open_files_limit,
+        cfg.limits.max_connections,
+        cfg.limits.max_pending_inbound,
+    );
 
     let _lock = open_data_dir(&cfg)?;
     let key = identity::load_or_create(&cfg.storage.data_dir.join(identity::FILE_NAME))?;
@@ -61,7 +70,12 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
 
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.addr.0)
         .await
-        .with_context(|| format!("cannot bind the metrics address {} (metrics.addr); is the port in use?", cfg.metrics.addr.0))?;
+        .with_context(|| {
+            format!(
+                "cannot bind the metrics address {} (metrics.addr); is the port in use?",
+                cfg.metrics.addr.0
+            )
+        })?;
     let metrics_addr = metrics_listener.local_addr()?.to_string();
 
     let health = Arc::new(Health::new(!cfg.network.bootstrap_peers.is_empty()));

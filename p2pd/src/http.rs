@@ -53,7 +53,8 @@ async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> s
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let line = String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
+    let line =
+        String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
@@ -61,7 +62,11 @@ async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> s
         ("GET", "/metrics") => {
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, registry) {
-                Ok(()) => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
+                Ok(()) => (
+                    200,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                ),
                 Err(_) => (500, "text/plain", "metrics encoding failed\n".into()),
             }
         }
@@ -83,7 +88,11 @@ async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> s
             .to_string();
             (if ready { 200 } else { 503 }, "application/json", body)
         }
-        ("GET", _) => (404, "text/plain", "not found; try /metrics, /health/live or /health/ready\n".into()),
+        ("GET", _) => (
+            404,
+            "text/plain",
+            "not found; try /metrics, /health/live or /health/ready\n".into(),
+        ),
         _ => (405, "text/plain", "only GET is supported\n".into()),
     };
     let reason = match status {
@@ -105,13 +114,26 @@ async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> s
 /// Blocking GET of a readiness URL (`http://HOST:PORT/PATH`): Ok(true) on 200.
 pub fn probe(url: &str) -> std::io::Result<bool> {
     use std::io::{Read, Write};
-    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "expected http://HOST:PORT/PATH");
+    let invalid = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "expected http://HOST:PORT/PATH",
+        )
+    };
     let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?.next().ok_or_else(invalid)?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
+        .next()
+        .ok_or_else(invalid)?;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut resp = String::new();
     s.take(64 * 1024).read_to_string(&mut resp)?;
     Ok(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"))

@@ -19,14 +19,20 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<Keypair> {
                     Ok(key)
                 }
                 // Another process created it between our read and write: use theirs.
-                Err(e) if e.downcast_ref::<std::io::Error>().map(|e| e.kind()) == Some(std::io::ErrorKind::AlreadyExists) => {
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
+                        == Some(std::io::ErrorKind::AlreadyExists) =>
+                {
                     load_or_create(path)
                 }
                 Err(e) => Err(e),
             }
         }
         Err(e) => Err(e).with_context(|| {
-            format!("cannot read the identity key {}; check that the p2pd user owns the data dir", path.display())
+            format!(
+                "cannot read the identity key {}; check that the p2pd user owns the data dir",
+                path.display()
+            )
         }),
     }
 }

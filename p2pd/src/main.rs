@@ -23,7 +23,10 @@ fn run(args: &p2pd::cli::RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -75,6 +78,9 @@ fn keygen(out: Option<std::path::PathBuf>, data_dir: Option<std::path::PathBuf>)
             println!("{}", key.public().to_peer_id());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format!("cannot write {}: {e} (an existing key is never overwritten)", path.display())),
+        Err(e) => fail(format!(
+            "cannot write {}: {e} (an existing key is never overwritten)",
+            path.display()
+        )),
     }
 }

@@ -89,13 +89,20 @@ mod tests {
         replace(&p, b"one", 0o600).unwrap();
         replace(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let k = dir.path().join("key");
         create_new(&k, b"a", 0o600).unwrap();
         let e = create_new(&k, b"b", 0o600).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&k).unwrap(), b"a");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "no temp files left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp files left"
+        );
         let aside = quarantine(&p).unwrap();
         assert!(aside.to_string_lossy().contains(".corrupt-"));
     }

@@ -1,0 +1,288 @@
+//! Test harness: real `p2pd` processes on 127.0.0.1 with their own temp dirs, driven by the
+//! real `p2pctl` binary. Every wait is a poll for a condition with a deadline.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary built next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// Polls `f` every 50 ms until it returns true or `within` passes.
+pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A command with a clean environment: no inherited P2P_* or XDG variables, HOME in `home`.
+pub fn clean_command(program: &Path, home: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("RUST_LOG", "info,p2pd=debug");
+    c
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Quic,
+    Both,
+}
+
+impl Transport {
+    fn listen(self) -> Vec<&'static str> {
+        match self {
+            Transport::Tcp => vec!["/ip4/127.0.0.1/tcp/0"],
+            Transport::Quic => vec!["/ip4/127.0.0.1/udp/0/quic-v1"],
+            Transport::Both => vec!["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"],
+        }
+    }
+}
+
+/// Options for starting a node.
+#[derive(Debug, Clone)]
+pub struct NodeOpts {
+    pub transport: Transport,
+    pub bootstrap: Vec<String>,
+    pub is_bootstrap: bool,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl Default for NodeOpts {
+    fn default() -> Self {
+        NodeOpts {
+            transport: Transport::Both,
+            bootstrap: vec![],
+            is_bootstrap: false,
+            env: vec![],
+            args: vec![],
+        }
+    }
+}
+
+/// A running p2pd. Killed on drop; its log is printed if the test is failing.
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts a node with a fresh data dir and waits until its control socket answers.
+    pub fn start(name: &str, opts: NodeOpts) -> Node {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("p2pd-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Node {
+            name: name.into(),
+            socket: dir.join("control.sock"),
+            dir,
+            child: None,
+            _tmp: Some(tmp),
+        };
+        node.spawn(&opts);
+        node
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("p2pd.log")
+    }
+
+    /// (Re)starts the process on the same data dir.
+    pub fn spawn(&mut self, opts: &NodeOpts) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut cmd = clean_command(&bin("p2pd"), &self.dir);
+        cmd.arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--control-socket")
+            .arg(&self.socket)
+            .arg("--metrics-addr")
+            .arg("127.0.0.1:0")
+            .arg("--log-format")
+            .arg("text");
+        for l in opts.transport.listen() {
+            cmd.arg("--listen").arg(l);
+        }
+        for b in &opts.bootstrap {
+            cmd.arg("--bootstrap").arg(b);
+        }
+        if opts.is_bootstrap {
+            cmd.env("P2P_BOOTSTRAP", "true");
+        }
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .args(&opts.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn p2pd"));
+        let ok = wait_until(Duration::from_secs(20), || {
+            self.ctl(&["status"]).status.success() || !self.is_running()
+        });
+        assert!(
+            ok && self.is_running(),
+            "{} did not come up:\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Runs p2pctl against this node.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        clean_command(&bin("p2pctl"), &self.dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--timeout")
+            .arg("5s")
+            .args(args)
+            .output()
+            .expect("run p2pctl")
+    }
+
+    /// Runs `p2pctl --json ARGS`, asserts success, returns the parsed document.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ctl(&all);
+        assert!(
+            out.status.success(),
+            "p2pctl {args:?} on {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("p2pctl --json output is JSON")
+    }
+
+    pub fn status(&self) -> Value {
+        self.ctl_json(&["status"])
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.status()["peer_id"]
+            .as_str()
+            .expect("peer_id")
+            .to_string()
+    }
+
+    /// A full dialable multiaddr (with /p2p/ID) of the given transport.
+    pub fn multiaddr(&self, transport: Transport) -> String {
+        let s = self.status();
+        let want = match transport {
+            Transport::Quic => "/quic-v1",
+            _ => "/tcp/",
+        };
+        let addr = s["listen_addrs"]
+            .as_array()
+            .expect("listen_addrs")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.contains(want))
+            .unwrap_or_else(|| panic!("{} has no {transport:?} listen address: {s}", self.name));
+        format!("{addr}/p2p/{}", s["peer_id"].as_str().expect("peer_id"))
+    }
+
+    /// Peer ids that `p2pctl peers` lists.
+    pub fn peers(&self) -> BTreeSet<String> {
+        let out = self.ctl(&["--json", "peers"]);
+        if !out.status.success() {
+            return BTreeSet::new();
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["peer_id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Resident set size of the daemon in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not exit after SIGTERM:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.name, self.log());
+        }
+    }
+}

@@ -21,7 +21,10 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Default => write!(f, "built-in default"),
-            Source::File { path, line: Some(l) } => write!(f, "{} line {l}", path.display()),
+            Source::File {
+                path,
+                line: Some(l),
+            } => write!(f, "{} line {l}", path.display()),
             Source::File { path, line: None } => write!(f, "{}", path.display()),
             Source::Env(v) => write!(f, "environment variable {v}"),
             Source::Flag(n) => write!(f, "command-line flag {n}"),
@@ -91,7 +94,13 @@ pub fn load(
         let table = parse_file(path, &text)?;
         for key in flatten(&table).keys() {
             let line = line_of(&text, key);
-            provenance.insert(key.clone(), Source::File { path: path.clone(), line });
+            provenance.insert(
+                key.clone(),
+                Source::File {
+                    path: path.clone(),
+                    line,
+                },
+            );
         }
         merge(&mut merged, table);
     }
@@ -127,9 +136,11 @@ pub fn load(
         merge(&mut merged, one);
     }
 
-    let mut config: Config = Value::Table(merged).try_into().map_err(|e: toml::de::Error| {
-        invalid("(config)", &Source::Default, e.message().to_string())
-    })?;
+    let mut config: Config = Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            invalid("(config)", &Source::Default, e.message().to_string())
+        })?;
     if !provenance.contains_key("control.socket") && provenance.contains_key("storage.data_dir") {
         // The user-mode socket falls back to the data dir: follow a data dir that was moved.
         if mode == Mode::User && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -166,15 +177,35 @@ fn to_table(c: &Config) -> Table {
 /// file's line number.
 fn parse_file(path: &Path, text: &str) -> Result<Table, ConfigError> {
     let at = |e: &toml::de::Error| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-        let key = line.map(|l| key_at(text, l)).unwrap_or_default();
+        let mut line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let mut key = line.map(|l| key_at(text, l)).unwrap_or_default();
+        // serde reports an unknown field at its table: point at the field's own line.
+        if let Some(name) = e
+            .message()
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            let section = key.split('.').next().unwrap_or("").to_string();
+            key = if section.is_empty() {
+                name.to_string()
+            } else {
+                format!("{section}.{name}")
+            };
+            line = line_of(text, &key).or(line);
+        }
         let source = Source::File {
             path: path.to_path_buf(),
             line,
         };
         let message = e.message().trim().replace('\n', " ");
         ConfigError::Invalid {
-            key: if key.is_empty() { "(syntax)".into() } else { key },
+            key: if key.is_empty() {
+                "(syntax)".into()
+            } else {
+                key
+            },
             from: source,
             message,
         }
@@ -236,7 +267,11 @@ fn env_value(sample: &Value, raw: &str) -> Result<Value, String> {
         Value::Boolean(_) => Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" | "" => false,
-            _ => return Err(format!("\"{raw}\" is not a boolean; accepted: true or false")),
+            _ => {
+                return Err(format!(
+                    "\"{raw}\" is not a boolean; accepted: true or false"
+                ))
+            }
         }),
         Value::Integer(_) => Value::Integer(
             raw.trim()
@@ -386,8 +421,13 @@ mod tests {
 
     #[test]
     fn precedence_default_file_env_flag() {
-        let (_f, mut o) = with_file("[limits]\nmax_inbound = 10\nmax_outbound = 11\nmax_per_peer = 3\n");
-        let e = env(&[("P2P_LIMITS__MAX_OUTBOUND", "20"), ("P2P_MAX_CONNECTIONS", "99"), ("P2P_METRICS_PORT", "9999")]);
+        let (_f, mut o) =
+            with_file("[limits]\nmax_inbound = 10\nmax_outbound = 11\nmax_per_peer = 3\n");
+        let e = env(&[
+            ("P2P_LIMITS__MAX_OUTBOUND", "20"),
+            ("P2P_MAX_CONNECTIONS", "99"),
+            ("P2P_METRICS_PORT", "9999"),
+        ]);
         o.listen = vec!["/ip4/127.0.0.1/tcp/5555".into()];
         let (c, _) = load(Mode::User, &o, e).unwrap();
         assert_eq!(c.limits.max_inbound, 10);
@@ -403,21 +443,41 @@ mod tests {
     fn errors_name_key_and_source() {
         let (_f, o) = with_file("[limits]\n\nmax_inboundd = 10\n");
         let e = load(Mode::User, &o, env(&[])).unwrap_err().to_string();
-        assert!(e.contains("limits.max_inboundd") && e.contains("line 3"), "{e}");
+        assert!(
+            e.contains("limits.max_inboundd") && e.contains("line 3"),
+            "{e}"
+        );
 
         let (_f, o) = with_file("[limits]\nmax_inbound = 0\n");
         let e = load(Mode::User, &o, env(&[])).unwrap_err().to_string();
-        assert!(e.contains("limits.max_inbound") && e.contains("line 2") && e.contains("1 to"), "{e}");
+        assert!(
+            e.contains("limits.max_inbound") && e.contains("line 2") && e.contains("1 to"),
+            "{e}"
+        );
 
-        let e = load(Mode::User, &Overrides::default(), env(&[("P2P_LISTEN_ADDRS", "/ip4/1.2.3.4/tcpx/1")]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("network.listen") && e.contains("P2P_LISTEN_ADDRS"), "{e}");
+        let e = load(
+            Mode::User,
+            &Overrides::default(),
+            env(&[("P2P_LISTEN_ADDRS", "/ip4/1.2.3.4/tcpx/1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("network.listen") && e.contains("P2P_LISTEN_ADDRS"),
+            "{e}"
+        );
 
-        let e = load(Mode::User, &Overrides::default(), env(&[("P2P_LIMITS__NOPE", "1")]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("limits.nope") && e.contains("P2P_LIMITS__NOPE"), "{e}");
+        let e = load(
+            Mode::User,
+            &Overrides::default(),
+            env(&[("P2P_LIMITS__NOPE", "1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("limits.nope") && e.contains("P2P_LIMITS__NOPE"),
+            "{e}"
+        );
         assert!(!e.contains('\n'));
     }
 

@@ -209,10 +209,20 @@ impl Config {
             }
         };
         let l = &self.limits;
-        range("limits.max_connections", l.max_connections.into(), 1, 1_000_000);
+        range(
+            "limits.max_connections",
+            l.max_connections.into(),
+            1,
+            1_000_000,
+        );
         range("limits.max_inbound", l.max_inbound.into(), 1, 1_000_000);
         range("limits.max_outbound", l.max_outbound.into(), 1, 1_000_000);
-        range("limits.max_pending_inbound", l.max_pending_inbound.into(), 1, 100_000);
+        range(
+            "limits.max_pending_inbound",
+            l.max_pending_inbound.into(),
+            1,
+            100_000,
+        );
         range("limits.max_per_peer", l.max_per_peer.into(), 1, 64);
         range(
             "limits.max_negotiating_inbound_streams",
@@ -220,21 +230,64 @@ impl Config {
             1,
             100_000,
         );
-        range("limits.max_outbound_streams", l.max_outbound_streams.into(), 1, 100_000);
-        range("limits.idle_timeout", l.idle_timeout.0 .0.as_secs(), 1, 86_400);
-        range("limits.stream_idle_timeout", l.stream_idle_timeout.0 .0.as_secs(), 1, 86_400);
+        range(
+            "limits.max_outbound_streams",
+            l.max_outbound_streams.into(),
+            1,
+            100_000,
+        );
+        range(
+            "limits.idle_timeout",
+            l.idle_timeout.0 .0.as_secs(),
+            1,
+            86_400,
+        );
+        range(
+            "limits.stream_idle_timeout",
+            l.stream_idle_timeout.0 .0.as_secs(),
+            1,
+            86_400,
+        );
         range("limits.max_memory", l.max_memory.0 .0 >> 20, 16, 1 << 20);
         let r = &self.rate_limit;
         range("rate_limit.capacity", r.capacity.into(), 1, 1_000_000);
-        range("rate_limit.refill_per_sec", r.refill_per_sec.into(), 1, 1_000_000);
-        range("rate_limit.trusted_capacity", r.trusted_capacity.into(), 1, 1_000_000);
-        range("rate_limit.trusted_refill_per_sec", r.trusted_refill_per_sec.into(), 1, 1_000_000);
-        range("shutdown.timeout", self.shutdown.timeout.0 .0.as_secs(), 0, 3600);
-        range("network.bootstrap_interval", self.network.bootstrap_interval.0 .0.as_secs(), 10, 86_400);
+        range(
+            "rate_limit.refill_per_sec",
+            r.refill_per_sec.into(),
+            1,
+            1_000_000,
+        );
+        range(
+            "rate_limit.trusted_capacity",
+            r.trusted_capacity.into(),
+            1,
+            1_000_000,
+        );
+        range(
+            "rate_limit.trusted_refill_per_sec",
+            r.trusted_refill_per_sec.into(),
+            1,
+            1_000_000,
+        );
+        range(
+            "shutdown.timeout",
+            self.shutdown.timeout.0 .0.as_secs(),
+            0,
+            3600,
+        );
+        range(
+            "network.bootstrap_interval",
+            self.network.bootstrap_interval.0 .0.as_secs(),
+            10,
+            86_400,
+        );
 
         let n = &self.network;
         if n.listen.is_empty() {
-            bad.push(("network.listen", "at least one listen address is required".into()));
+            bad.push((
+                "network.listen",
+                "at least one listen address is required".into(),
+            ));
         }
         for a in &n.listen {
             if crate::addr::transport_of(a).is_none() {
@@ -248,7 +301,10 @@ impl Config {
             if crate::addr::peer_id_of(a).is_none() {
                 bad.push((
                     "network.bootstrap_peers",
-                    format!("{} has no /p2p/PEER_ID part; accepted: a multiaddr ending in /p2p/PEER_ID", a.0),
+                    format!(
+                        "{} has no /p2p/PEER_ID part; accepted: a multiaddr ending in /p2p/PEER_ID",
+                        a.0
+                    ),
                 ));
             }
         }
@@ -259,10 +315,19 @@ impl Config {
             ));
         }
         if !self.storage.data_dir.is_absolute() {
-            bad.push(("storage.data_dir", format!("{} is not an absolute path", self.storage.data_dir.display())));
+            bad.push((
+                "storage.data_dir",
+                format!(
+                    "{} is not an absolute path",
+                    self.storage.data_dir.display()
+                ),
+            ));
         }
         if !self.control.socket.is_absolute() {
-            bad.push(("control.socket", format!("{} is not an absolute path", self.control.socket.display())));
+            bad.push((
+                "control.socket",
+                format!("{} is not an absolute path", self.control.socket.display()),
+            ));
         }
         bad
     }

@@ -14,7 +14,10 @@ mod status;
 pub use socket::bind;
 
 use crate::node::{ApiError, NodeHandle};
-use p2pd_proto::control::{client_frame, request, response, server_frame, ClientFrame, ErrorCode, Hello, Request, Response, ServerFrame};
+use p2pd_proto::control::{
+    client_frame, request, response, server_frame, ClientFrame, ErrorCode, Hello, Request,
+    Response, ServerFrame,
+};
 use p2pd_proto::frame::{self, FrameError};
 use p2pd_proto::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use std::sync::Arc;
@@ -37,7 +40,14 @@ pub struct Caller {
 impl Caller {
     /// Records a state-changing request in the log with the caller's identity.
     pub fn audit(&self, request: &str, target: &str) {
-        tracing::info!(event = "control_request", caller_uid = self.uid, caller_pid = self.pid, request, target, "control request");
+        tracing::info!(
+            event = "control_request",
+            caller_uid = self.uid,
+            caller_pid = self.pid,
+            request,
+            target,
+            "control request"
+        );
     }
 }
 
@@ -81,7 +91,13 @@ impl ControlServer {
                 Err(_) => {
                     tokio::spawn(async move {
                         let mut stream = stream;
-                        let _ = send_error(&mut stream, 0, ErrorCode::Unavailable, "too many control clients; try again").await;
+                        let _ = send_error(
+                            &mut stream,
+                            0,
+                            ErrorCode::Unavailable,
+                            "too many control clients; try again",
+                        )
+                        .await;
                     });
                 }
             }
@@ -95,7 +111,10 @@ fn caller_of(stream: &UnixStream) -> Caller {
             uid: c.uid(),
             pid: c.pid().unwrap_or(-1),
         },
-        Err(_) => Caller { uid: u32::MAX, pid: -1 },
+        Err(_) => Caller {
+            uid: u32::MAX,
+            pid: -1,
+        },
     }
 }
 
@@ -103,11 +122,28 @@ async fn send(stream: &mut UnixStream, frame: server_frame::Frame) -> std::io::R
     frame::write_message(stream, &ServerFrame { frame: Some(frame) }).await
 }
 
-async fn send_response(stream: &mut UnixStream, id: u64, kind: response::Kind) -> std::io::Result<()> {
-    send(stream, server_frame::Frame::Response(Response { id, more: false, kind: Some(kind) })).await
+async fn send_response(
+    stream: &mut UnixStream,
+    id: u64,
+    kind: response::Kind,
+) -> std::io::Result<()> {
+    send(
+        stream,
+        server_frame::Frame::Response(Response {
+            id,
+            more: false,
+            kind: Some(kind),
+        }),
+    )
+    .await
 }
 
-async fn send_error(stream: &mut UnixStream, id: u64, code: ErrorCode, message: &str) -> std::io::Result<()> {
+async fn send_error(
+    stream: &mut UnixStream,
+    id: u64,
+    code: ErrorCode,
+    message: &str,
+) -> std::io::Result<()> {
     let err = p2pd_proto::control::Error {
         code: code as i32,
         message: message.into(),
@@ -118,11 +154,24 @@ async fn send_error(stream: &mut UnixStream, id: u64, code: ErrorCode, message: 
 /// Serves one client until it closes or breaks the protocol.
 async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
     let caller = caller_of(&stream);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, frame::read_message::<ClientFrame, _>(&mut stream, MAX_FRAME_BYTES)).await {
-        Ok(Ok(Some(ClientFrame { frame: Some(client_frame::Frame::Hello(h)) }))) => h,
+    let hello = match tokio::time::timeout(
+        HELLO_TIMEOUT,
+        frame::read_message::<ClientFrame, _>(&mut stream, MAX_FRAME_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(Some(ClientFrame {
+            frame: Some(client_frame::Frame::Hello(h)),
+        }))) => h,
         Ok(Ok(None)) => return,
         Ok(Ok(Some(_))) => {
-            let _ = send_error(&mut stream, 0, ErrorCode::BadRequest, "the first frame must be a Hello").await;
+            let _ = send_error(
+                &mut stream,
+                0,
+                ErrorCode::BadRequest,
+                "the first frame must be a Hello",
+            )
+            .await;
             return;
         }
         Ok(Err(e)) => {
@@ -145,15 +194,21 @@ async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
         agent: crate::behaviour::agent_version(),
         peer_id,
     };
-    if send(&mut stream, server_frame::Frame::Hello(ours)).await.is_err() {
+    if send(&mut stream, server_frame::Frame::Hello(ours))
+        .await
+        .is_err()
+    {
         return;
     }
     loop {
-        let frame = match frame::read_message::<ClientFrame, _>(&mut stream, MAX_FRAME_BYTES).await {
+        let frame = match frame::read_message::<ClientFrame, _>(&mut stream, MAX_FRAME_BYTES).await
+        {
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
-                if reject_frame(&mut stream, &e).await.is_err() || !matches!(e, FrameError::Decode(_)) {
+                if reject_frame(&mut stream, &e).await.is_err()
+                    || !matches!(e, FrameError::Decode(_))
+                {
                     return;
                 }
                 continue;
@@ -164,8 +219,20 @@ async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
                 let id = req.id;
                 (id, dispatch(&node, &caller, req).await)
             }
-            Some(client_frame::Frame::Hello(_)) => (0, Err(ApiError::new(ErrorCode::BadRequest, "hello was already exchanged"))),
-            None => (0, Err(ApiError::new(ErrorCode::UnknownRequest, "unknown frame kind"))),
+            Some(client_frame::Frame::Hello(_)) => (
+                0,
+                Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "hello was already exchanged",
+                )),
+            ),
+            None => (
+                0,
+                Err(ApiError::new(
+                    ErrorCode::UnknownRequest,
+                    "unknown frame kind",
+                )),
+            ),
         };
         let sent = match result {
             (id, Ok(kind)) => send_response(&mut stream, id, kind).await,
@@ -180,14 +247,22 @@ async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
 /// Answers a frame that could not be read. Returns Err when the connection should close anyway.
 async fn reject_frame(stream: &mut UnixStream, e: &FrameError) -> std::io::Result<()> {
     match e {
-        FrameError::TooLarge { .. } => send_error(stream, 0, ErrorCode::FrameTooLarge, &e.to_string()).await,
-        FrameError::Decode(_) | FrameError::BadLength => send_error(stream, 0, ErrorCode::BadRequest, &e.to_string()).await,
+        FrameError::TooLarge { .. } => {
+            send_error(stream, 0, ErrorCode::FrameTooLarge, &e.to_string()).await
+        }
+        FrameError::Decode(_) | FrameError::BadLength => {
+            send_error(stream, 0, ErrorCode::BadRequest, &e.to_string()).await
+        }
         FrameError::Truncated | FrameError::Io(_) => Ok(()),
     }
 }
 
 /// The dispatch table: one module per request kind.
-async fn dispatch(node: &NodeHandle, caller: &Caller, req: Request) -> Result<response::Kind, ApiError> {
+async fn dispatch(
+    node: &NodeHandle,
+    caller: &Caller,
+    req: Request,
+) -> Result<response::Kind, ApiError> {
     match req.kind {
         Some(request::Kind::Status(r)) => status::handle(node, r).await,
         Some(request::Kind::Peers(r)) => peers::handle(node, r).await,

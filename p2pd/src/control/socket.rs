@@ -14,7 +14,12 @@ pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
                 .recursive(true)
                 .mode(0o750)
                 .create(dir)
-                .with_context(|| format!("cannot create the control socket directory {}", dir.display()))?;
+                .with_context(|| {
+                    format!(
+                        "cannot create the control socket directory {}",
+                        dir.display()
+                    )
+                })?;
         }
     }
     if path.exists() {
@@ -24,10 +29,15 @@ pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
                 path.display()
             );
         }
-        std::fs::remove_file(path).with_context(|| format!("cannot remove the stale control socket {}", path.display()))?;
+        std::fs::remove_file(path).with_context(|| {
+            format!("cannot remove the stale control socket {}", path.display())
+        })?;
     }
     let listener = UnixListener::bind(path).with_context(|| {
-        format!("cannot bind the control socket {} (check that the directory exists and is writable)", path.display())
+        format!(
+            "cannot bind the control socket {} (check that the directory exists and is writable)",
+            path.display()
+        )
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot set mode 0660 on {}", path.display()))?;
@@ -39,7 +49,10 @@ fn set_group(path: &Path, group: &str) {
     let gid = match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => g.gid,
         Ok(None) => {
-            tracing::debug!(group, "control group does not exist; socket keeps the daemon's group");
+            tracing::debug!(
+                group,
+                "control group does not exist; socket keeps the daemon's group"
+            );
             return;
         }
         Err(e) => {

@@ -56,10 +56,7 @@ impl NodeHandle {
     /// Sends a command built around a fresh reply channel and waits for the answer.
     pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| stopping())?;
+        self.tx.send(make(reply)).await.map_err(|_| stopping())?;
         rx.await.map_err(|_| stopping())?
     }
 }

@@ -18,7 +18,10 @@ use libp2p::core::transport::ListenerId;
 use libp2p::metrics::{Metrics, Recorder, Registry};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{autonat, identify, identity::Keypair, kad, noise, ping, tcp, tls, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{
+    autonat, identify, identity::Keypair, kad, noise, ping, tcp, tls, yamux, Multiaddr, PeerId,
+    Swarm,
+};
 use p2pd_proto::control::{self, ErrorCode};
 use peers::PeerBook;
 use std::collections::{HashMap, HashSet};
@@ -58,15 +61,26 @@ pub struct Node {
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux), QUIC-v1, DNS, relay client; never plaintext.
-pub fn build_swarm(key: &Keypair, config: &Config, registry: &mut Registry) -> anyhow::Result<Swarm<Behaviour>> {
+pub fn build_swarm(
+    key: &Keypair,
+    config: &Config,
+    registry: &mut Registry,
+) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), (tls::Config::new, noise::Config::new), yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            (tls::Config::new, noise::Config::new),
+            yamux::Config::default,
+        )
         .context("TCP transport")?
         .with_quic()
         .with_dns()
         .context("DNS resolver (check /etc/resolv.conf)")?
-        .with_relay_client((tls::Config::new, noise::Config::new), yamux::Config::default)
+        .with_relay_client(
+            (tls::Config::new, noise::Config::new),
+            yamux::Config::default,
+        )
         .context("relay client transport")?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
@@ -75,7 +89,9 @@ pub fn build_swarm(key: &Keypair, config: &Config, registry: &mut Registry) -> a
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_swarm_config(|c| {
             c.with_idle_connection_timeout(config.limits.idle_timeout.0 .0)
-                .with_max_negotiating_inbound_streams(config.limits.max_negotiating_inbound_streams as usize)
+                .with_max_negotiating_inbound_streams(
+                    config.limits.max_negotiating_inbound_streams as usize,
+                )
         })
         .build();
     Ok(swarm)
@@ -126,7 +142,10 @@ impl Node {
     pub fn listen(&mut self) -> anyhow::Result<()> {
         for a in self.config.network.listen.clone() {
             let id = self.swarm.listen_on(a.0.clone()).map_err(|e| {
-                anyhow::anyhow!("cannot listen on {} (network.listen): {e}; is another process using the port?", a.0)
+                anyhow::anyhow!(
+                    "cannot listen on {} (network.listen): {e}; is another process using the port?",
+                    a.0
+                )
             })?;
             self.listeners.insert(id);
         }
@@ -182,7 +201,8 @@ impl Node {
     /// Runs until `shutdown` resolves or every command sender is gone, then persists state.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + SAVE_INTERVAL, SAVE_INTERVAL);
+        let mut save_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + SAVE_INTERVAL, SAVE_INTERVAL);
         let mut beat = tokio::time::interval(Duration::from_secs(1));
         loop {
             self.health.beat();
@@ -212,7 +232,9 @@ impl Node {
         let peers = snap.peers.len();
         match tokio::task::spawn_blocking(move || routing_table::save(&path, &snap)).await {
             Ok(Ok(())) => tracing::info!(peers, "saved the routing table"),
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the routing table (disk full or read-only?)"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot save the routing table (disk full or read-only?)")
+            }
             Err(e) => tracing::error!(error = %e, "routing table writer failed"),
         }
     }
@@ -221,7 +243,10 @@ impl Node {
         let mut entries = Vec::new();
         for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
             for e in bucket.iter() {
-                entries.push((*e.node.key.preimage(), e.node.value.iter().cloned().collect()));
+                entries.push((
+                    *e.node.key.preimage(),
+                    e.node.value.iter().cloned().collect(),
+                ));
             }
         }
         routing_table::Snapshot::new(entries)
@@ -241,7 +266,12 @@ impl Node {
     }
 
     fn routing_table_size(&mut self) -> usize {
-        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum()
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -254,10 +284,9 @@ impl Node {
             }
             Command::Connect { addr, reply } => self.connect(addr, reply),
             Command::Disconnect { peer, reply } => {
-                let result = self
-                    .swarm
-                    .disconnect_peer_id(peer)
-                    .map_err(|()| ApiError::new(ErrorCode::NotFound, format!("not connected to {peer}")));
+                let result = self.swarm.disconnect_peer_id(peer).map_err(|()| {
+                    ApiError::new(ErrorCode::NotFound, format!("not connected to {peer}"))
+                });
                 let _ = reply.send(result);
             }
         }
@@ -276,7 +305,11 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: self.health.uptime().as_secs(),
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
-            external_addrs: self.swarm.external_addresses().map(|a| a.to_string()).collect(),
+            external_addrs: self
+                .swarm
+                .external_addresses()
+                .map(|a| a.to_string())
+                .collect(),
             metrics_addr: self.info.metrics_addr.clone(),
             connections_inbound: inbound,
             connections_outbound: outbound,
@@ -292,7 +325,10 @@ impl Node {
     fn connect(&mut self, target: Multiaddr, reply: Reply<control::ConnectResponse>) {
         let opts = match addr::peer_id_of(&target) {
             Some(peer) if peer == self.local_peer_id() => {
-                let _ = reply.send(Err(ApiError::new(ErrorCode::BadRequest, "that is this node's own peer id")));
+                let _ = reply.send(Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "that is this node's own peer id",
+                )));
                 return;
             }
             Some(peer) if self.swarm.is_connected(&peer) => {
@@ -314,7 +350,10 @@ impl Node {
                 self.dials.insert(id, reply);
             }
             Err(e) => {
-                let _ = reply.send(Err(ApiError::new(ErrorCode::Failed, format!("cannot dial {target}: {e}"))));
+                let _ = reply.send(Err(ApiError::new(
+                    ErrorCode::Failed,
+                    format!("cannot dial {target}: {e}"),
+                )));
             }
         }
     }
@@ -322,13 +361,21 @@ impl Node {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.metrics.record(&event);
         match event {
-            SwarmEvent::NewListenAddr { listener_id, address } => {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
                 tracing::info!(address = %address.clone().with_p2p(self.local_peer_id()).unwrap_or(address), "listening");
                 if self.listeners.contains(&listener_id) {
                     self.health.set_listeners_bound();
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
                 tracing::debug!(peer_id = %peer_id, remote_addr = %endpoint.get_remote_address(), "connection established");
                 self.peers.connected(peer_id, connection_id, &endpoint);
                 if let Some(reply) = self.dials.remove(&connection_id) {
@@ -338,24 +385,46 @@ impl Node {
                     }));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                cause,
+                ..
+            } => {
                 tracing::debug!(peer_id = %peer_id, cause = ?cause, "connection closed");
                 self.peers.disconnected(&peer_id, connection_id);
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
                 tracing::debug!(peer_id = ?peer_id, error = %error, "dial failed");
                 if let Some(reply) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(ApiError::new(ErrorCode::Failed, format!("dial failed: {error}"))));
+                    let _ = reply.send(Err(ApiError::new(
+                        ErrorCode::Failed,
+                        format!("dial failed: {error}"),
+                    )));
                 }
             }
-            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 tracing::debug!(remote_addr = %send_back_addr, error = %error, "inbound connection failed");
             }
-            SwarmEvent::ListenerError { error, .. } => tracing::warn!(error = %error, "listener error"),
-            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(error = %error, "listener error")
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
                 tracing::warn!(addresses = ?addresses, reason = ?reason, "listener closed")
             }
-            SwarmEvent::ExternalAddrConfirmed { address } => tracing::info!(%address, "external address confirmed"),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed")
+            }
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             _ => {}
         }
@@ -373,13 +442,23 @@ impl Node {
             }
             BehaviourEvent::Ping(ev) => {
                 self.metrics.record(&ev);
-                if let ping::Event { peer, result: Ok(rtt), .. } = ev {
+                if let ping::Event {
+                    peer,
+                    result: Ok(rtt),
+                    ..
+                } = ev
+                {
                     self.peers.pinged(&peer, rtt);
                 }
             }
             BehaviourEvent::Kad(ev) => {
                 self.metrics.record(&ev);
-                if let kad::Event::RoutingUpdated { peer, is_new_peer: true, .. } = ev {
+                if let kad::Event::RoutingUpdated {
+                    peer,
+                    is_new_peer: true,
+                    ..
+                } = ev
+                {
                     tracing::debug!(peer_id = %peer, "added to the routing table");
                 }
             }

@@ -71,8 +71,12 @@ pub fn load(path: &Path) -> Snapshot {
         Ok(s) => s,
         Err(e) => {
             match crate::persist::quarantine(path) {
-                Ok(aside) => tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "routing table is corrupt; moved it aside and starting without it"),
-                Err(q) => tracing::error!(path = %path.display(), error = %e, quarantine_error = %q, "routing table is corrupt and could not be moved aside"),
+                Ok(aside) => {
+                    tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "routing table is corrupt; moved it aside and starting without it")
+                }
+                Err(q) => {
+                    tracing::error!(path = %path.display(), error = %e, quarantine_error = %q, "routing table is corrupt and could not be moved aside")
+                }
             }
             Snapshot::default()
         }

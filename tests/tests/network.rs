@@ -1,0 +1,100 @@
+//! Discovery and persistence across real nodes on 127.0.0.1.
+
+use p2pd_e2e::{wait_until, Node, NodeOpts, Transport};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+fn three_nodes(transport: Transport) -> [Node; 3] {
+    let a = Node::start(
+        "a",
+        NodeOpts {
+            transport,
+            is_bootstrap: true,
+            ..Default::default()
+        },
+    );
+    let boot = a.multiaddr(transport);
+    let joiner = |name| {
+        Node::start(
+            name,
+            NodeOpts {
+                transport,
+                bootstrap: vec![boot.clone()],
+                ..Default::default()
+            },
+        )
+    };
+    let b = joiner("b");
+    let c = joiner("c");
+    [a, b, c]
+}
+
+fn assert_full_mesh(nodes: &[Node; 3]) {
+    let ids: Vec<String> = nodes.iter().map(|n| n.peer_id()).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let others: BTreeSet<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let ok = wait_until(Duration::from_secs(10), || others.is_subset(&n.peers()));
+        assert!(
+            ok,
+            "{} lists {:?}, expected {:?}",
+            n.name,
+            n.peers(),
+            others
+        );
+    }
+}
+
+/// B and C bootstrap only from A; C must learn of B through the DHT.
+#[test]
+fn three_nodes_find_each_other_over_tcp() {
+    let nodes = three_nodes(Transport::Tcp);
+    assert_full_mesh(&nodes);
+    let peers = nodes[2].ctl_json(&["peers"]);
+    assert!(peers.to_string().contains("/tcp/"), "{peers}");
+}
+
+#[test]
+fn three_nodes_find_each_other_over_quic() {
+    let nodes = three_nodes(Transport::Quic);
+    assert_full_mesh(&nodes);
+    let peers = nodes[2].ctl_json(&["peers"]);
+    assert!(peers.to_string().contains("/quic-v1"), "{peers}");
+    assert!(!peers.to_string().contains("/tcp/"), "{peers}");
+}
+
+/// A restarted node keeps its PeerId and reconnects to the peers in its saved routing table,
+/// with no bootstrap peers configured.
+#[test]
+fn restarted_node_keeps_identity_and_reconnects() {
+    let mut nodes = three_nodes(Transport::Both);
+    assert_full_mesh(&nodes);
+    let id = nodes[1].peer_id();
+    let table = nodes[1].data_dir().join("routing_table.json");
+    let status = nodes[1].stop();
+    assert!(status.success(), "SIGTERM exit status {status:?}");
+    let saved = std::fs::read_to_string(&table).expect("routing table saved at shutdown");
+    for other in [&nodes[0], &nodes[2]] {
+        assert!(
+            saved.contains(&other.peer_id()),
+            "saved table lacks {}: {saved}",
+            other.name
+        );
+    }
+
+    nodes[1].spawn(&NodeOpts::default());
+    assert_eq!(nodes[1].peer_id(), id, "PeerId changed across restart");
+    let want: BTreeSet<String> = [nodes[0].peer_id(), nodes[2].peer_id()].into();
+    let ok = wait_until(Duration::from_secs(10), || {
+        want.is_subset(&nodes[1].peers())
+    });
+    assert!(
+        ok,
+        "restarted node lists {:?}, expected {want:?}",
+        nodes[1].peers()
+    );
+}
