@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
 
+# Interop tests run a js-libp2p peer on the machine's Node.js (20 or newer).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "error: Node.js 20+ and npm are needed for the js-libp2p interop tests" >&2
+  exit 1
+fi
+npm ci --prefix tests/interop/js --no-audit --no-fund --loglevel=error
+
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check
 else
