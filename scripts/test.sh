@@ -12,7 +12,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "error: Node.js 20+ and npm are needed for the js-libp2p interop tests" >&2
   exit 1
 fi
-npm ci --prefix tests/interop/js --no-audit --no-fund --loglevel=error
+npm install --prefix tests/interop/js --no-save --no-audit --no-fund --loglevel=error
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check

@@ -21,7 +21,7 @@ impl JsPeer {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/js");
         assert!(
             dir.join("node_modules").exists(),
-            "js-libp2p is not installed: run `npm ci --prefix tests/interop/js` (scripts/test.sh does)"
+            "js-libp2p is not installed: run `npm install --prefix tests/interop/js` (scripts/test.sh does)"
         );
         let mut child = Command::new("node")
             .arg("peer.mjs")
