@@ -11,7 +11,10 @@
 
 use p2pd_proto::control::{
     client_frame, request, response, server_frame, ClientFrame, ConnectRequest, ConnectResponse,
-    DisconnectRequest, ErrorCode, Hello, PeersRequest, PeersResponse, Request, ServerFrame,
+    DhtClosestRequest, DhtFindPeerRequest, DhtFindPeerResponse, DhtGetRequest, DhtGetResponse,
+    DhtProvideRequest, DhtProvidersRequest, DhtPutRequest, DisconnectRequest, ErrorCode, Hello,
+    PeersRequest, PeersResponse, PubsubMessage, PubsubPeersRequest, PubsubPublishRequest,
+    PubsubPublishResponse, PubsubSubscribeRequest, PubsubTopicsRequest, Request, ServerFrame,
     StatusRequest, StatusResponse,
 };
 use p2pd_proto::{frame, paths, MAX_FRAME_BYTES, PROTOCOL_VERSION};
@@ -49,6 +52,15 @@ fn unreachable(path: &Path, e: &std::io::Error) -> ClientError {
         _ => format!("{e}"),
     };
     ClientError::Unreachable(format!("cannot reach p2pd at {p}: {hint}"))
+}
+
+macro_rules! expect_kind {
+    ($self:ident . $req:expr, $variant:ident) => {
+        match $self.request($req).await? {
+            response::Kind::$variant(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    };
 }
 
 pub struct Client {
@@ -92,8 +104,7 @@ impl Client {
         &self.daemon
     }
 
-    /// Sends one request and waits for its (single) response.
-    pub async fn request(&mut self, kind: request::Kind) -> Result<response::Kind, ClientError> {
+    async fn send_request(&mut self, kind: request::Kind) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         let req = ClientFrame {
@@ -103,37 +114,38 @@ impl Client {
             })),
         };
         frame::write_message(&mut self.stream, &req).await?;
+        Ok(id)
+    }
+
+    /// Reads the next response to request `id` (errors without an id count too).
+    async fn next_response(
+        &mut self,
+        id: u64,
+    ) -> Result<p2pd_proto::control::Response, ClientError> {
         loop {
             match read(&mut self.stream).await? {
-                server_frame::Frame::Response(r) if r.id == id || r.id == 0 => {
-                    return match r.kind {
-                        Some(response::Kind::Error(_)) | None => Err(into_error(r.kind)),
-                        Some(k) => Ok(k),
-                    }
-                }
+                server_frame::Frame::Response(r) if r.id == id || r.id == 0 => return Ok(r),
                 _ => continue,
             }
         }
     }
 
-    pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
-        match self
-            .request(request::Kind::Status(StatusRequest {}))
-            .await?
-        {
-            response::Kind::Status(s) => Ok(s),
-            other => Err(unexpected(other)),
+    /// Sends one request and waits for its (single) response.
+    pub async fn request(&mut self, kind: request::Kind) -> Result<response::Kind, ClientError> {
+        let id = self.send_request(kind).await?;
+        let r = self.next_response(id).await?;
+        match r.kind {
+            Some(response::Kind::Error(_)) | None => Err(into_error(r.kind)),
+            Some(k) => Ok(k),
         }
     }
 
+    pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
+        expect_kind!(self.request::Kind::Status(StatusRequest {}), Status)
+    }
+
     pub async fn peers(&mut self, verbose: bool) -> Result<PeersResponse, ClientError> {
-        match self
-            .request(request::Kind::Peers(PeersRequest { verbose }))
-            .await?
-        {
-            response::Kind::Peers(p) => Ok(p),
-            other => Err(unexpected(other)),
-        }
+        expect_kind!(self.request::Kind::Peers(PeersRequest { verbose }), Peers)
     }
 
     pub async fn connect_peer(
@@ -145,19 +157,142 @@ impl Client {
             multiaddr: multiaddr.into(),
             timeout_ms,
         };
-        match self.request(request::Kind::Connect(req)).await? {
-            response::Kind::Connect(c) => Ok(c),
-            other => Err(unexpected(other)),
-        }
+        expect_kind!(self.request::Kind::Connect(req), Connect)
     }
 
     pub async fn disconnect_peer(&mut self, peer_id: &str) -> Result<(), ClientError> {
         let req = DisconnectRequest {
             peer_id: peer_id.into(),
         };
-        match self.request(request::Kind::Disconnect(req)).await? {
-            response::Kind::Ack(_) => Ok(()),
-            other => Err(unexpected(other)),
+        expect_kind!(self.request::Kind::Disconnect(req), Ack).map(|_| ())
+    }
+}
+
+/// Pub/sub and DHT operations.
+impl Client {
+    pub async fn pubsub_topics(&mut self) -> Result<Vec<String>, ClientError> {
+        expect_kind!(self.request::Kind::PubsubTopics(PubsubTopicsRequest {}), PubsubTopics)
+            .map(|t| t.topics)
+    }
+
+    pub async fn pubsub_peers(&mut self, topic: &str) -> Result<Vec<String>, ClientError> {
+        let req = PubsubPeersRequest {
+            topic: topic.into(),
+        };
+        expect_kind!(self.request::Kind::PubsubPeers(req), PeerList).map(|l| l.peer_ids)
+    }
+
+    pub async fn pubsub_publish(
+        &mut self,
+        topic: &str,
+        data: Vec<u8>,
+    ) -> Result<PubsubPublishResponse, ClientError> {
+        let req = PubsubPublishRequest {
+            topic: topic.into(),
+            data,
+        };
+        expect_kind!(self.request::Kind::PubsubPublish(req), PubsubPublish)
+    }
+
+    /// Subscribes to `topic`; the connection then carries only this subscription.
+    pub async fn pubsub_subscribe(mut self, topic: &str) -> Result<Subscription, ClientError> {
+        let req = PubsubSubscribeRequest {
+            topic: topic.into(),
+        };
+        let id = self
+            .send_request(request::Kind::PubsubSubscribe(req))
+            .await?;
+        Ok(Subscription { client: self, id })
+    }
+
+    pub async fn dht_find_peer(
+        &mut self,
+        peer_id: &str,
+        timeout_ms: u64,
+    ) -> Result<DhtFindPeerResponse, ClientError> {
+        let req = DhtFindPeerRequest {
+            peer_id: peer_id.into(),
+            timeout_ms,
+        };
+        expect_kind!(self.request::Kind::DhtFindPeer(req), DhtFindPeer)
+    }
+
+    pub async fn dht_get(
+        &mut self,
+        key: &[u8],
+        timeout_ms: u64,
+    ) -> Result<DhtGetResponse, ClientError> {
+        let req = DhtGetRequest {
+            key: key.to_vec(),
+            timeout_ms,
+        };
+        expect_kind!(self.request::Kind::DhtGet(req), DhtGet)
+    }
+
+    pub async fn dht_put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        timeout_ms: u64,
+    ) -> Result<(), ClientError> {
+        let req = DhtPutRequest {
+            key: key.to_vec(),
+            value,
+            timeout_ms,
+        };
+        expect_kind!(self.request::Kind::DhtPut(req), Ack).map(|_| ())
+    }
+
+    pub async fn dht_provide(&mut self, key: &[u8], timeout_ms: u64) -> Result<(), ClientError> {
+        let req = DhtProvideRequest {
+            key: key.to_vec(),
+            timeout_ms,
+        };
+        expect_kind!(self.request::Kind::DhtProvide(req), Ack).map(|_| ())
+    }
+
+    pub async fn dht_providers(
+        &mut self,
+        key: &[u8],
+        timeout_ms: u64,
+    ) -> Result<Vec<String>, ClientError> {
+        let req = DhtProvidersRequest {
+            key: key.to_vec(),
+            timeout_ms,
+        };
+        expect_kind!(self.request::Kind::DhtProviders(req), PeerList).map(|l| l.peer_ids)
+    }
+
+    pub async fn dht_closest(
+        &mut self,
+        key: &[u8],
+        timeout_ms: u64,
+    ) -> Result<Vec<String>, ClientError> {
+        let req = DhtClosestRequest {
+            key: key.to_vec(),
+            timeout_ms,
+        };
+        expect_kind!(self.request::Kind::DhtClosest(req), PeerList).map(|l| l.peer_ids)
+    }
+}
+
+/// A live pub/sub subscription. Dropping it unsubscribes.
+pub struct Subscription {
+    client: Client,
+    id: u64,
+}
+
+impl Subscription {
+    /// The next message, or `None` when the daemon ended the subscription.
+    pub async fn next(&mut self) -> Option<Result<PubsubMessage, ClientError>> {
+        let r = match self.client.next_response(self.id).await {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        match r.kind {
+            Some(response::Kind::PubsubMessage(m)) => Some(Ok(m)),
+            Some(response::Kind::Error(_)) | None => Some(Err(into_error(r.kind))),
+            Some(_) => None,
         }
     }
 }

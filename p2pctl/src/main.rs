@@ -44,6 +44,40 @@ enum Cmd {
     Connect { multiaddr: String },
     /// Close every connection to a peer.
     Disconnect { peer_id: String },
+    /// Publish/subscribe over Gossipsub.
+    #[command(subcommand)]
+    Pubsub(PubsubCmd),
+    /// The Kademlia DHT: records, provider records and peer lookup.
+    #[command(subcommand)]
+    Dht(DhtCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum PubsubCmd {
+    /// Topics this node is subscribed to.
+    Topics,
+    /// Peers known to be subscribed to TOPIC.
+    Peers { topic: String },
+    /// Publish DATA (or standard input with "-") to TOPIC, signed by this node.
+    Pub { topic: String, data: String },
+    /// Print messages on TOPIC until interrupted: sender, sequence number, data.
+    Sub { topic: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DhtCmd {
+    /// Find the addresses of a peer.
+    FindPeer { peer_id: String },
+    /// Get the value stored under KEY (printed raw; --json for details).
+    Get { key: String },
+    /// Store VALUE (or standard input with "-") under KEY.
+    Put { key: String, value: String },
+    /// Announce this node as a provider of KEY.
+    Provide { key: String },
+    /// Peers that provide KEY.
+    Providers { key: String },
+    /// The peers closest to KEY.
+    Closest { key: String },
 }
 
 const EXIT_DAEMON_ERROR: u8 = 1;
@@ -62,7 +96,13 @@ fn main() -> ExitCode {
         }
     };
     let socket = cli.socket.clone().unwrap_or_else(p2pctl::default_socket);
-    match rt.block_on(async { tokio::time::timeout(cli.timeout, run(&cli, &socket)).await }) {
+    let streaming = matches!(cli.command, Cmd::Pubsub(PubsubCmd::Sub { .. }));
+    let limit = if streaming {
+        Duration::MAX
+    } else {
+        cli.timeout
+    };
+    match rt.block_on(async { tokio::time::timeout(limit, run(&cli, &socket)).await }) {
         Ok(Ok(out)) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -87,6 +127,32 @@ fn main() -> ExitCode {
 
 fn json_line(v: serde_json::Value) -> String {
     format!("{v}\n")
+}
+
+/// The argument itself, or all of standard input for "-".
+fn arg_bytes(arg: &str) -> Result<Vec<u8>, ClientError> {
+    if arg != "-" {
+        return Ok(arg.as_bytes().to_vec());
+    }
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+    Ok(buf)
+}
+
+fn peer_lines(peers: &[String], json: bool) -> String {
+    if json {
+        json_line(serde_json::json!(peers))
+    } else if peers.is_empty() {
+        "none\n".into()
+    } else {
+        peers.iter().map(|p| format!("{p}\n")).collect()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.saturating_sub(Duration::from_secs(1))
+        .as_millis()
+        .min(u128::from(u64::MAX)) as u64
 }
 
 async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError> {
@@ -128,6 +194,95 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             } else {
                 format!("disconnected {peer_id}\n")
             }
+        }
+        Cmd::Pubsub(cmd) => pubsub(cli, client, cmd).await?,
+        Cmd::Dht(cmd) => dht(cli, client, cmd).await?,
+    })
+}
+
+async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String, ClientError> {
+    Ok(match cmd {
+        PubsubCmd::Topics => peer_lines(&client.pubsub_topics().await?, cli.json),
+        PubsubCmd::Peers { topic } => peer_lines(&client.pubsub_peers(topic).await?, cli.json),
+        PubsubCmd::Pub { topic, data } => {
+            let r = client.pubsub_publish(topic, arg_bytes(data)?).await?;
+            if cli.json {
+                json_line(serde_json::json!({"topic": topic, "message_id": r.message_id}))
+            } else {
+                format!("published to {topic}\n")
+            }
+        }
+        PubsubCmd::Sub { topic } => {
+            use std::io::Write;
+            let mut sub = client.pubsub_subscribe(topic).await?;
+            let mut out = std::io::stdout().lock();
+            while let Some(m) = sub.next().await {
+                let m = m?;
+                let line = if cli.json {
+                    json_line(render::message_json(&m))
+                } else {
+                    format!(
+                        "{} {} {}\n",
+                        m.from,
+                        m.seq_no,
+                        String::from_utf8_lossy(&m.data)
+                    )
+                };
+                out.write_all(line.as_bytes())?;
+                out.flush()?;
+            }
+            String::new()
+        }
+    })
+}
+
+async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, ClientError> {
+    let t = ms(cli.timeout);
+    Ok(match cmd {
+        DhtCmd::FindPeer { peer_id } => {
+            let r = client.dht_find_peer(peer_id, t).await?;
+            if cli.json {
+                json_line(serde_json::json!({"peer_id": r.peer_id, "addrs": r.addrs}))
+            } else {
+                peer_lines(&r.addrs, false)
+            }
+        }
+        DhtCmd::Get { key } => {
+            let r = client.dht_get(key.as_bytes(), t).await?;
+            if cli.json {
+                json_line(serde_json::json!({
+                    "key": key,
+                    "value": String::from_utf8_lossy(&r.value),
+                    "value_hex": render::hex(&r.value),
+                    "from": r.from,
+                }))
+            } else {
+                use std::io::Write;
+                std::io::stdout().write_all(&r.value)?;
+                String::new()
+            }
+        }
+        DhtCmd::Put { key, value } => {
+            client.dht_put(key.as_bytes(), arg_bytes(value)?, t).await?;
+            if cli.json {
+                json_line(serde_json::json!({"stored": key}))
+            } else {
+                format!("stored {key}\n")
+            }
+        }
+        DhtCmd::Provide { key } => {
+            client.dht_provide(key.as_bytes(), t).await?;
+            if cli.json {
+                json_line(serde_json::json!({"providing": key}))
+            } else {
+                format!("providing {key}\n")
+            }
+        }
+        DhtCmd::Providers { key } => {
+            peer_lines(&client.dht_providers(key.as_bytes(), t).await?, cli.json)
+        }
+        DhtCmd::Closest { key } => {
+            peer_lines(&client.dht_closest(key.as_bytes(), t).await?, cli.json)
         }
     })
 }

@@ -153,3 +153,18 @@ pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
     }
     out
 }
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn message_json(m: &p2pd_proto::control::PubsubMessage) -> Value {
+    json!({
+        "topic": m.topic,
+        "from": m.from,
+        "seq_no": m.seq_no,
+        "data": String::from_utf8_lossy(&m.data),
+        "data_hex": hex(&m.data),
+        "message_id": m.message_id,
+    })
+}

@@ -16,6 +16,9 @@ pub fn agent_version() -> String {
     format!("p2pd/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Largest pub/sub message accepted or published.
+pub const MAX_PUBSUB_MESSAGE: usize = 1 << 20;
+
 /// The identify protocol family we speak (same as go-libp2p and Kubo, so they accept us).
 pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
 
@@ -61,7 +64,9 @@ impl Behaviour {
 
         let gossip_cfg = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
-            .max_transmit_size(1 << 20)
+            // Every message waits for our verdict (replay window, size) before it is forwarded.
+            .validate_messages()
+            .max_transmit_size(MAX_PUBSUB_MESSAGE)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
         let gossipsub = gossipsub::Behaviour::new(

@@ -16,4 +16,5 @@ pub mod identity;
 pub mod logging;
 pub mod node;
 pub mod persist;
+pub mod replay;
 pub mod rlimit;

@@ -6,14 +6,17 @@
 //! frame ends that connection, and the number of concurrent clients is bounded.
 
 mod connect;
+mod dht;
 mod disconnect;
 mod peers;
+mod pubsub;
 mod socket;
 mod status;
 
 pub use socket::bind;
 
 use crate::node::{ApiError, NodeHandle};
+use futures::stream::{BoxStream, StreamExt};
 use p2pd_proto::control::{
     client_frame, request, response, server_frame, ClientFrame, ErrorCode, Hello, Request,
     Response, ServerFrame,
@@ -22,6 +25,7 @@ use p2pd_proto::frame::{self, FrameError};
 use p2pd_proto::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
@@ -118,28 +122,40 @@ fn caller_of(stream: &UnixStream) -> Caller {
     }
 }
 
-async fn send(stream: &mut UnixStream, frame: server_frame::Frame) -> std::io::Result<()> {
-    frame::write_message(stream, &ServerFrame { frame: Some(frame) }).await
+/// What a request handler produced: one answer, or a stream of them (ended by the client).
+// One short-lived value per request: boxing the common case would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Outcome {
+    Reply(Result<response::Kind, ApiError>),
+    Stream(BoxStream<'static, response::Kind>),
 }
 
-async fn send_response(
-    stream: &mut UnixStream,
+impl From<Result<response::Kind, ApiError>> for Outcome {
+    fn from(r: Result<response::Kind, ApiError>) -> Self {
+        Outcome::Reply(r)
+    }
+}
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, frame: server_frame::Frame) -> std::io::Result<()> {
+    frame::write_message(w, &ServerFrame { frame: Some(frame) }).await
+}
+
+async fn send_response<W: AsyncWrite + Unpin>(
+    w: &mut W,
     id: u64,
+    more: bool,
     kind: response::Kind,
 ) -> std::io::Result<()> {
-    send(
-        stream,
-        server_frame::Frame::Response(Response {
-            id,
-            more: false,
-            kind: Some(kind),
-        }),
-    )
-    .await
+    let response = Response {
+        id,
+        more,
+        kind: Some(kind),
+    };
+    send(w, server_frame::Frame::Response(response)).await
 }
 
-async fn send_error(
-    stream: &mut UnixStream,
+async fn send_error<W: AsyncWrite + Unpin>(
+    w: &mut W,
     id: u64,
     code: ErrorCode,
     message: &str,
@@ -148,37 +164,52 @@ async fn send_error(
         code: code as i32,
         message: message.into(),
     };
-    send_response(stream, id, response::Kind::Error(err)).await
+    send_response(w, id, false, response::Kind::Error(err)).await
+}
+
+/// Streams `items` as responses with `more = true` until the stream ends (then a final Ack) or
+/// the client closes or sends anything (which ends the stream).
+async fn stream_responses<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    id: u64,
+    mut items: BoxStream<'static, response::Kind>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            item = items.next() => match item {
+                Some(kind) => send_response(wr, id, true, kind).await?,
+                None => return send_response(wr, id, false, response::Kind::Ack(p2pd_proto::control::Ack {})).await,
+            },
+            _ = rd.read(&mut probe) => return Ok(()),
+        }
+    }
 }
 
 /// Serves one client until it closes or breaks the protocol.
 async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
     let caller = caller_of(&stream);
-    let hello = match tokio::time::timeout(
-        HELLO_TIMEOUT,
-        frame::read_message::<ClientFrame, _>(&mut stream, MAX_FRAME_BYTES),
-    )
-    .await
-    {
+    let (mut rd, mut wr) = stream.split();
+    let read_hello = frame::read_message::<ClientFrame, _>(&mut rd, MAX_FRAME_BYTES);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello).await {
         Ok(Ok(Some(ClientFrame {
             frame: Some(client_frame::Frame::Hello(h)),
         }))) => h,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) | Err(_) => return,
         Ok(Ok(Some(_))) => {
-            let _ = send_error(
-                &mut stream,
-                0,
-                ErrorCode::BadRequest,
-                "the first frame must be a Hello",
-            )
-            .await;
+            let msg = "the first frame must be a Hello";
+            let _ = send_error(&mut wr, 0, ErrorCode::BadRequest, msg).await;
             return;
         }
         Ok(Err(e)) => {
-            let _ = reject_frame(&mut stream, &e).await;
+            let _ = reject_frame(&mut wr, &e).await;
             return;
         }
-        Err(_) => return,
     };
     if hello.protocol_version != PROTOCOL_VERSION {
         let msg = format!(
@@ -186,57 +217,61 @@ async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
             hello.protocol_version,
             env!("CARGO_PKG_VERSION")
         );
-        let _ = send_error(&mut stream, 0, ErrorCode::UnsupportedVersion, &msg).await;
+        let _ = send_error(&mut wr, 0, ErrorCode::UnsupportedVersion, &msg).await;
         return;
     }
+    let stream = &mut wr;
     let ours = Hello {
         protocol_version: PROTOCOL_VERSION,
         agent: crate::behaviour::agent_version(),
         peer_id,
     };
-    if send(&mut stream, server_frame::Frame::Hello(ours))
+    if send(stream, server_frame::Frame::Hello(ours))
         .await
         .is_err()
     {
         return;
     }
     loop {
-        let frame = match frame::read_message::<ClientFrame, _>(&mut stream, MAX_FRAME_BYTES).await
-        {
+        let frame = match frame::read_message::<ClientFrame, _>(&mut rd, MAX_FRAME_BYTES).await {
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
-                if reject_frame(&mut stream, &e).await.is_err()
-                    || !matches!(e, FrameError::Decode(_))
-                {
+                if reject_frame(stream, &e).await.is_err() || !matches!(e, FrameError::Decode(_)) {
                     return;
                 }
                 continue;
             }
         };
-        let result = match frame.frame {
+        let (id, outcome) = match frame.frame {
             Some(client_frame::Frame::Request(req)) => {
-                let id = req.id;
-                (id, dispatch(&node, &caller, req).await)
+                (req.id, dispatch(&node, &caller, req).await)
             }
             Some(client_frame::Frame::Hello(_)) => (
                 0,
                 Err(ApiError::new(
                     ErrorCode::BadRequest,
                     "hello was already exchanged",
-                )),
+                ))
+                .into(),
             ),
             None => (
                 0,
                 Err(ApiError::new(
                     ErrorCode::UnknownRequest,
                     "unknown frame kind",
-                )),
+                ))
+                .into(),
             ),
         };
-        let sent = match result {
-            (id, Ok(kind)) => send_response(&mut stream, id, kind).await,
-            (id, Err(e)) => send_error(&mut stream, id, e.code, &e.message).await,
+        let sent = match outcome {
+            Outcome::Reply(Ok(kind)) => send_response(stream, id, false, kind).await,
+            Outcome::Reply(Err(e)) => send_error(stream, id, e.code, &e.message).await,
+            Outcome::Stream(items) => {
+                // A stream occupies the connection until the client closes it.
+                let _ = stream_responses(&mut rd, stream, id, items).await;
+                return;
+            }
         };
         if sent.is_err() {
             return;
@@ -245,7 +280,10 @@ async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
 }
 
 /// Answers a frame that could not be read. Returns Err when the connection should close anyway.
-async fn reject_frame(stream: &mut UnixStream, e: &FrameError) -> std::io::Result<()> {
+async fn reject_frame<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    e: &FrameError,
+) -> std::io::Result<()> {
     match e {
         FrameError::TooLarge { .. } => {
             send_error(stream, 0, ErrorCode::FrameTooLarge, &e.to_string()).await
@@ -258,19 +296,29 @@ async fn reject_frame(stream: &mut UnixStream, e: &FrameError) -> std::io::Resul
 }
 
 /// The dispatch table: one module per request kind.
-async fn dispatch(
-    node: &NodeHandle,
-    caller: &Caller,
-    req: Request,
-) -> Result<response::Kind, ApiError> {
-    match req.kind {
-        Some(request::Kind::Status(r)) => status::handle(node, r).await,
-        Some(request::Kind::Peers(r)) => peers::handle(node, r).await,
-        Some(request::Kind::Connect(r)) => connect::handle(node, caller, r).await,
-        Some(request::Kind::Disconnect(r)) => disconnect::handle(node, caller, r).await,
-        None => Err(ApiError::new(
+async fn dispatch(node: &NodeHandle, caller: &Caller, req: Request) -> Outcome {
+    use request::Kind as K;
+    let Some(kind) = req.kind else {
+        return Err(ApiError::new(
             ErrorCode::UnknownRequest,
             "unknown request kind; is p2pctl newer than this p2pd?",
-        )),
+        ))
+        .into();
+    };
+    match kind {
+        K::Status(r) => status::handle(node, r).await.into(),
+        K::Peers(r) => peers::handle(node, r).await.into(),
+        K::Connect(r) => connect::handle(node, caller, r).await.into(),
+        K::Disconnect(r) => disconnect::handle(node, caller, r).await.into(),
+        K::PubsubTopics(_) => pubsub::topics(node).await.into(),
+        K::PubsubPeers(r) => pubsub::peers(node, r).await.into(),
+        K::PubsubPublish(r) => pubsub::publish(node, caller, r).await.into(),
+        K::PubsubSubscribe(r) => pubsub::subscribe(node, r).await,
+        K::DhtFindPeer(r) => dht::find_peer(node, r).await.into(),
+        K::DhtGet(r) => dht::get(node, r).await.into(),
+        K::DhtPut(r) => dht::put(node, caller, r).await.into(),
+        K::DhtProvide(r) => dht::provide(node, caller, r).await.into(),
+        K::DhtProviders(r) => dht::providers(node, r).await.into(),
+        K::DhtClosest(r) => dht::closest(node, r).await.into(),
     }
 }

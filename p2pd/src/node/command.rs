@@ -40,6 +40,35 @@ pub enum Command {
         peer: libp2p::PeerId,
         reply: Reply<()>,
     },
+    PubsubTopics(Reply<control::PubsubTopicsResponse>),
+    PubsubPeers {
+        topic: String,
+        reply: Reply<control::PeerList>,
+    },
+    PubsubPublish {
+        topic: String,
+        data: Vec<u8>,
+        reply: Reply<control::PubsubPublishResponse>,
+    },
+    PubsubSubscribe {
+        topic: String,
+        reply: Reply<mpsc::Receiver<control::PubsubMessage>>,
+    },
+    Dht {
+        query: DhtQuery,
+        reply: Reply<control::response::Kind>,
+    },
+}
+
+/// A DHT operation; keys and values are opaque bytes.
+#[derive(Debug, Clone)]
+pub enum DhtQuery {
+    FindPeer(libp2p::PeerId),
+    Get(Vec<u8>),
+    Put(Vec<u8>, Vec<u8>),
+    Provide(Vec<u8>),
+    Providers(Vec<u8>),
+    Closest(Vec<u8>),
 }
 
 /// A cheap, cloneable way to talk to the node.

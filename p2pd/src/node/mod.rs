@@ -3,10 +3,12 @@
 //! blocking tasks so the loop stays responsive.
 
 mod command;
+mod dht;
 mod peers;
+mod pubsub;
 pub mod routing_table;
 
-pub use command::{ApiError, Command, NodeHandle, Reply};
+pub use command::{ApiError, Command, DhtQuery, NodeHandle, Reply};
 
 use crate::addr;
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
@@ -58,6 +60,8 @@ pub struct Node {
     /// Every listen address is on loopback: peers' loopback addresses are then routable.
     loopback_only: bool,
     saving: Option<JoinHandle<()>>,
+    pubsub: pubsub::PubSub,
+    dht: dht::Dht,
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux), QUIC-v1, DNS, relay client; never plaintext.
@@ -131,6 +135,8 @@ impl Node {
             config,
             loopback_only,
             saving: None,
+            pubsub: Default::default(),
+            dht: Default::default(),
         }
     }
 
@@ -213,7 +219,7 @@ impl Node {
                     None => break,
                 },
                 _ = save_tick.tick() => self.save_in_background(),
-                _ = beat.tick() => {}
+                _ = beat.tick() => self.pubsub_sweep(),
                 _ = &mut shutdown => break,
             }
         }
@@ -289,6 +295,17 @@ impl Node {
                 });
                 let _ = reply.send(result);
             }
+            Command::PubsubTopics(reply) => {
+                let _ = reply.send(Ok(self.pubsub_topics()));
+            }
+            Command::PubsubPeers { topic, reply } => {
+                let _ = reply.send(Ok(self.pubsub_peers(&topic)));
+            }
+            Command::PubsubPublish { topic, data, reply } => {
+                self.pubsub_publish(topic, data, reply)
+            }
+            Command::PubsubSubscribe { topic, reply } => self.pubsub_subscribe(topic, reply),
+            Command::Dht { query, reply } => self.dht_start(query, reply),
         }
     }
 
@@ -453,16 +470,24 @@ impl Node {
             }
             BehaviourEvent::Kad(ev) => {
                 self.metrics.record(&ev);
-                if let kad::Event::RoutingUpdated {
-                    peer,
-                    is_new_peer: true,
-                    ..
-                } = ev
-                {
-                    tracing::debug!(peer_id = %peer, "added to the routing table");
+                match ev {
+                    kad::Event::RoutingUpdated {
+                        peer,
+                        is_new_peer: true,
+                        ..
+                    } => {
+                        tracing::debug!(peer_id = %peer, "added to the routing table");
+                    }
+                    kad::Event::OutboundQueryProgressed {
+                        id, result, step, ..
+                    } => self.on_query_progress(id, result, step.last),
+                    _ => {}
                 }
             }
-            BehaviourEvent::Gossipsub(ev) => self.metrics.record(&ev),
+            BehaviourEvent::Gossipsub(ev) => {
+                self.metrics.record(&ev);
+                self.on_gossip_event(ev);
+            }
             BehaviourEvent::Relay(ev) => self.metrics.record(&ev),
             BehaviourEvent::Dcutr(ev) => self.metrics.record(&ev),
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {

@@ -1,0 +1,211 @@
+//! Pub/sub and the DHT through the control socket, across three real nodes.
+
+use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, Transport};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn network() -> [Node; 3] {
+    let a = Node::start(
+        "a",
+        NodeOpts {
+            transport: Transport::Tcp,
+            is_bootstrap: true,
+            ..Default::default()
+        },
+    );
+    let boot = a.multiaddr(Transport::Tcp);
+    let join = |name| {
+        Node::start(
+            name,
+            NodeOpts {
+                transport: Transport::Tcp,
+                bootstrap: vec![boot.clone()],
+                ..Default::default()
+            },
+        )
+    };
+    let (b, c) = (join("b"), join("c"));
+    let all = [a, b, c];
+    for n in &all {
+        assert!(
+            wait_until(Duration::from_secs(10), || n.peers().len() >= 2),
+            "{} did not join",
+            n.name
+        );
+    }
+    all
+}
+
+/// `p2pctl --json pubsub sub TOPIC` running in the background, collecting messages.
+struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Subscriber {
+    fn start(node: &Node, topic: &str) -> Subscriber {
+        let mut child = clean_command(&bin("p2pctl"), &node.dir)
+            .arg("--socket")
+            .arg(&node.socket)
+            .args(["--json", "pubsub", "sub", topic])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pubsub sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().expect("lock").push(v);
+                }
+            }
+        });
+        Subscriber { child, lines }
+    }
+
+    fn count(&self, data: &str) -> usize {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| m["data"] == data)
+            .count()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn published_message_reaches_every_subscriber_exactly_once() {
+    let [a, b, c] = network();
+    let topic = "news";
+    let subs = [Subscriber::start(&b, topic), Subscriber::start(&c, topic)];
+    let (b_id, c_id) = (b.peer_id(), c.peer_id());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let v = a.ctl_json(&["pubsub", "peers", topic]);
+            v.to_string().contains(&b_id) && v.to_string().contains(&c_id)
+        }),
+        "A never saw B and C subscribe"
+    );
+    for n in [&b, &c] {
+        assert!(wait_until(Duration::from_secs(5), || n
+            .ctl_json(&["pubsub", "topics"])
+            .to_string()
+            .contains(topic)));
+    }
+    let a_id = a.peer_id();
+    for i in 0..3 {
+        let out = a.ctl(&["pubsub", "pub", topic, &format!("hello-{i}")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (s, n) in subs.iter().zip([&b, &c]) {
+        let ok = wait_until(Duration::from_secs(10), || {
+            (0..3).all(|i| s.count(&format!("hello-{i}")) >= 1)
+        });
+        assert!(ok, "{} got {:?}", n.name, s.lines.lock().expect("lock"));
+    }
+    // A last message; anything duplicated would have arrived by the time it does.
+    assert!(a.ctl(&["pubsub", "pub", topic, "last"]).status.success());
+    for s in &subs {
+        assert!(wait_until(Duration::from_secs(10), || s.count("last") >= 1));
+        for i in 0..3 {
+            assert_eq!(
+                s.count(&format!("hello-{i}")),
+                1,
+                "{:?}",
+                s.lines.lock().expect("lock")
+            );
+        }
+        let lines = s.lines.lock().expect("lock");
+        let seqs: Vec<u64> = lines.iter().filter_map(|m| m["seq_no"].as_u64()).collect();
+        assert!(
+            lines.iter().all(|m| m["from"] == a_id.as_str()),
+            "{lines:?}"
+        );
+        assert!(
+            seqs.windows(2).all(|w| w[0] != w[1]),
+            "sequence numbers repeat: {seqs:?}"
+        );
+    }
+    // Subscribers gone: B unsubscribes.
+    drop(subs);
+    assert!(wait_until(Duration::from_secs(5), || !b
+        .ctl_json(&["pubsub", "topics"])
+        .to_string()
+        .contains(topic)));
+}
+
+#[test]
+fn publishing_without_subscribers_says_why() {
+    let node = Node::start("lonely", NodeOpts::default());
+    let out = node.ctl(&["pubsub", "pub", "nobody-here", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no connected peer is subscribed"));
+}
+
+#[test]
+fn dht_put_get_and_find_peer_across_nodes() {
+    let [a, b, c] = network();
+    let out = b.ctl(&["dht", "put", "greeting", "hello dht"]);
+    assert!(
+        out.status.success(),
+        "put: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = c.ctl_json(&["dht", "get", "greeting"]);
+    assert_eq!(got["value"], "hello dht", "{got}");
+    let raw = c.ctl(&["dht", "get", "greeting"]);
+    assert_eq!(raw.stdout, b"hello dht");
+
+    let missing = c.ctl(&["dht", "get", "no-such-key"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no value"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+
+    // C drops its connection to B, then finds B through the DHT.
+    let b_id = b.peer_id();
+    assert!(c.ctl(&["disconnect", &b_id]).status.success());
+    assert!(wait_until(Duration::from_secs(5), || !c
+        .peers()
+        .contains(&b_id)));
+    let found = c.ctl_json(&["dht", "find-peer", &b_id]);
+    let b_port = b
+        .multiaddr(Transport::Tcp)
+        .split('/')
+        .nth(4)
+        .expect("port")
+        .to_string();
+    assert!(
+        found["addrs"]
+            .to_string()
+            .contains(&format!("/tcp/{b_port}")),
+        "{found}"
+    );
+
+    assert!(a.ctl(&["dht", "provide", "some-content"]).status.success());
+    let providers = c.ctl_json(&["dht", "providers", "some-content"]);
+    assert!(providers.to_string().contains(&a.peer_id()), "{providers}");
+    let closest = c.ctl_json(&["dht", "closest", "some-content"]);
+    assert!(
+        closest.as_array().is_some_and(|a| !a.is_empty()),
+        "{closest}"
+    );
+}
