@@ -10,12 +10,13 @@
 //! ```
 
 use p2pd_proto::control::{
-    client_frame, request, response, server_frame, ClientFrame, ConnectRequest, ConnectResponse,
-    DhtClosestRequest, DhtFindPeerRequest, DhtFindPeerResponse, DhtGetRequest, DhtGetResponse,
-    DhtProvideRequest, DhtProvidersRequest, DhtPutRequest, DisconnectRequest, ErrorCode, Hello,
-    PeersRequest, PeersResponse, PubsubMessage, PubsubPeersRequest, PubsubPublishRequest,
-    PubsubPublishResponse, PubsubSubscribeRequest, PubsubTopicsRequest, Request, ServerFrame,
-    StatusRequest, StatusResponse,
+    client_frame, request, response, server_frame, BlockGetRequest, BlockPutRequest, BlockStat,
+    BlockStatRequest, ClientFrame, ConnectRequest, ConnectResponse, DhtClosestRequest,
+    DhtFindPeerRequest, DhtFindPeerResponse, DhtGetRequest, DhtGetResponse, DhtProvideRequest,
+    DhtProvidersRequest, DhtPutRequest, DisconnectRequest, ErrorCode, Hello, PeersRequest,
+    PeersResponse, PubsubMessage, PubsubPeersRequest, PubsubPublishRequest, PubsubPublishResponse,
+    PubsubSubscribeRequest, PubsubTopicsRequest, Request, ServerFrame, StatusRequest,
+    StatusResponse,
 };
 use p2pd_proto::{frame, paths, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use std::path::{Path, PathBuf};
@@ -273,6 +274,85 @@ impl Client {
             timeout_ms,
         };
         expect_kind!(self.request::Kind::DhtClosest(req), PeerList).map(|l| l.peer_ids)
+    }
+}
+
+/// Content-addressed blocks.
+impl Client {
+    /// Uploads everything `data` yields as one block; returns its stat (hash = SHA-256).
+    pub async fn block_put<R: tokio::io::AsyncRead + Unpin>(
+        &mut self,
+        mut data: R,
+        ttl_secs: u64,
+    ) -> Result<BlockStat, ClientError> {
+        use tokio::io::AsyncReadExt;
+        const PART: usize = 1 << 20;
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = vec![0u8; PART];
+        loop {
+            let mut filled = 0;
+            while filled < PART {
+                let n = data.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            let last = filled < PART;
+            let req = BlockPutRequest {
+                data: buf[..filled].to_vec(),
+                last,
+                ttl_secs,
+            };
+            let frame = ClientFrame {
+                frame: Some(client_frame::Frame::Request(Request {
+                    id,
+                    kind: Some(request::Kind::BlockPut(req)),
+                })),
+            };
+            frame::write_message(&mut self.stream, &frame).await?;
+            if last {
+                break;
+            }
+        }
+        let r = self.next_response(id).await?;
+        match r.kind {
+            Some(response::Kind::BlockStat(s)) => Ok(s),
+            other => Err(into_error(other)),
+        }
+    }
+
+    /// Fetches a block (from the network if needed, verified by the daemon) into `sink`.
+    pub async fn block_get<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        hash: &str,
+        timeout_ms: u64,
+        mut sink: W,
+    ) -> Result<BlockStat, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let req = BlockGetRequest {
+            hash: hash.into(),
+            timeout_ms,
+        };
+        let id = self.send_request(request::Kind::BlockGet(req)).await?;
+        let mut stat = None;
+        loop {
+            let r = self.next_response(id).await?;
+            match r.kind {
+                Some(response::Kind::BlockData(d)) => sink.write_all(&d.data).await?,
+                Some(response::Kind::BlockStat(s)) => stat = Some(s),
+                Some(response::Kind::Ack(_)) if !r.more => break,
+                other => return Err(into_error(other)),
+            }
+        }
+        sink.flush().await?;
+        stat.ok_or_else(|| ClientError::Protocol("block transfer ended without its stat".into()))
+    }
+
+    pub async fn block_stat(&mut self, hash: &str) -> Result<BlockStat, ClientError> {
+        let req = BlockStatRequest { hash: hash.into() };
+        expect_kind!(self.request::Kind::BlockStat(req), BlockStat)
     }
 }
 

@@ -50,6 +50,29 @@ enum Cmd {
     /// The Kademlia DHT: records, provider records and peer lookup.
     #[command(subcommand)]
     Dht(DhtCmd),
+    /// Content-addressed blocks (key = SHA-256), exchanged with verification.
+    #[command(subcommand)]
+    Block(BlockCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum BlockCmd {
+    /// Store FILE (or standard input with "-") and announce it; prints its hash.
+    Put {
+        file: String,
+        /// Expire the block after this long (e.g. 1h); default never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Fetch a block (from providers found in the DHT if needed), verified before it is stored.
+    Get {
+        hash: String,
+        /// Write to FILE instead of standard output (atomically: complete or not at all).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Size, chunks, creation and expiry of a stored block.
+    Stat { hash: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +119,10 @@ fn main() -> ExitCode {
         }
     };
     let socket = cli.socket.clone().unwrap_or_else(p2pctl::default_socket);
-    let streaming = matches!(cli.command, Cmd::Pubsub(PubsubCmd::Sub { .. }));
+    let streaming = matches!(
+        cli.command,
+        Cmd::Pubsub(PubsubCmd::Sub { .. }) | Cmd::Block(_)
+    );
     let limit = if streaming {
         Duration::MAX
     } else {
@@ -197,6 +223,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         }
         Cmd::Pubsub(cmd) => pubsub(cli, client, cmd).await?,
         Cmd::Dht(cmd) => dht(cli, client, cmd).await?,
+        Cmd::Block(cmd) => block(cli, client, cmd).await?,
     })
 }
 
@@ -284,5 +311,55 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
         DhtCmd::Closest { key } => {
             peer_lines(&client.dht_closest(key.as_bytes(), t).await?, cli.json)
         }
+    })
+}
+
+async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, ClientError> {
+    let stat = match cmd {
+        BlockCmd::Put { file, ttl } => {
+            let ttl = ttl.map(|d| d.as_secs()).unwrap_or(0);
+            if file == "-" {
+                client.block_put(tokio::io::stdin(), ttl).await?
+            } else {
+                let f = tokio::fs::File::open(file).await.map_err(|e| {
+                    ClientError::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot read {file}: {e}"),
+                    ))
+                })?;
+                client.block_put(f, ttl).await?
+            }
+        }
+        BlockCmd::Get {
+            hash,
+            output: Some(path),
+        } => {
+            let tmp = path.with_extension("p2pctl-partial");
+            let f = tokio::fs::File::create(&tmp).await?;
+            match client.block_get(hash, ms(cli.timeout), f).await {
+                Ok(s) => {
+                    tokio::fs::rename(&tmp, path).await?;
+                    s
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(e);
+                }
+            }
+        }
+        BlockCmd::Get { hash, output: None } => {
+            client
+                .block_get(hash, ms(cli.timeout), tokio::io::stdout())
+                .await?;
+            return Ok(String::new());
+        }
+        BlockCmd::Stat { hash } => client.block_stat(hash).await?,
+    };
+    Ok(if cli.json {
+        json_line(render::block_json(&stat))
+    } else if matches!(cmd, BlockCmd::Put { .. }) {
+        format!("{}\n", stat.hash)
+    } else {
+        render::block_text(&stat)
     })
 }

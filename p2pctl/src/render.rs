@@ -168,3 +168,36 @@ pub fn message_json(m: &p2pd_proto::control::PubsubMessage) -> Value {
         "message_id": m.message_id,
     })
 }
+
+pub fn block_json(s: &p2pd_proto::control::BlockStat) -> Value {
+    json!({
+        "hash": s.hash,
+        "size": s.size,
+        "chunks": s.chunks,
+        "created_unix": s.created_unix,
+        "expires_unix": (s.expires_unix > 0).then_some(s.expires_unix),
+    })
+}
+
+pub fn block_text(s: &p2pd_proto::control::BlockStat) -> String {
+    let expires = if s.expires_unix == 0 {
+        "never".to_string()
+    } else {
+        format!("in {}", ago_until(s.expires_unix))
+    };
+    format!(
+        "hash     {}\nsize     {} bytes\nchunks   {}\ncreated  {} ago\nexpires  {expires}\n",
+        s.hash,
+        s.size,
+        s.chunks,
+        ago(s.created_unix)
+    )
+}
+
+fn ago_until(unix: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    humantime::format_duration(Duration::from_secs(unix.saturating_sub(now))).to_string()
+}

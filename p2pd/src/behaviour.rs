@@ -34,6 +34,7 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub dcutr: dcutr::Behaviour,
     pub autonat: autonat::Behaviour,
+    pub blocks: libp2p::request_response::Behaviour<crate::blocks::codec::BlockCodec>,
 }
 
 /// Connection limits as configured.
@@ -95,6 +96,7 @@ impl Behaviour {
             gossipsub,
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            blocks: crate::blocks::fetch::BlockService::behaviour(),
         })
     }
 }

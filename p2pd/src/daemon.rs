@@ -86,12 +86,32 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         open_files_limit,
         data_dir: cfg.storage.data_dir.clone(),
     };
-    let mut node = Node::new(swarm, cfg.clone(), rx, health.clone(), metrics, info);
+    let store = crate::blocks::BlockStore::open(&cfg.storage.data_dir).with_context(|| {
+        format!(
+            "cannot open the block store in {}",
+            cfg.storage.data_dir.display()
+        )
+    })?;
+    let blocks = crate::blocks::fetch::BlockService {
+        store: store.clone(),
+        key: key.clone(),
+        compress_threshold: cfg.storage.compress_threshold.0 .0 as usize,
+    };
+    let handle = NodeHandle::new(tx);
+    let mut node = Node::new(
+        swarm,
+        cfg.clone(),
+        (handle.clone(), rx),
+        health.clone(),
+        metrics,
+        info,
+        blocks,
+    );
     node.listen()?;
 
     let listener = control::bind(&cfg.control.socket, &cfg.control.group)?;
     tracing::info!(socket = %cfg.control.socket.display(), metrics = %metrics_addr, %peer_id, "control socket and metrics ready");
-    tokio::spawn(ControlServer::new(listener, NodeHandle::new(tx), peer_id.to_string()).run());
+    tokio::spawn(ControlServer::new(listener, handle, peer_id, store).run());
     health.set_control_up();
     tokio::spawn(HttpServer::new(metrics_listener, Arc::new(registry), health.clone()).run());
 

@@ -6,6 +6,7 @@
 
 pub mod addr;
 pub mod behaviour;
+pub mod blocks;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -127,6 +127,8 @@ pub struct Shutdown {
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
     pub data_dir: PathBuf,
+    /// Block data at least this large is snappy-compressed on the wire.
+    pub compress_threshold: Text<ByteSize>,
 }
 
 fn addrs(list: &[&str]) -> Vec<Text<libp2p::Multiaddr>> {
@@ -195,6 +197,7 @@ impl Config {
             shutdown: Shutdown { timeout: secs(10) },
             storage: Storage {
                 data_dir: paths::default_data_dir(mode),
+                compress_threshold: Text(ByteSize(1024)),
             },
         }
     }
@@ -268,6 +271,12 @@ impl Config {
             r.trusted_refill_per_sec.into(),
             1,
             1_000_000,
+        );
+        range(
+            "storage.compress_threshold",
+            self.storage.compress_threshold.0 .0,
+            0,
+            1 << 20,
         );
         range(
             "shutdown.timeout",

@@ -5,6 +5,7 @@
 //! own module. A client can only hurt its own connection: frames are size-capped, a broken
 //! frame ends that connection, and the number of concurrent clients is bounded.
 
+mod block;
 mod connect;
 mod dht;
 mod disconnect;
@@ -55,19 +56,34 @@ impl Caller {
     }
 }
 
+/// What every control connection needs: the node, and the block store (read directly, so
+/// large transfers never pass through the event loop).
+pub struct Ctx {
+    pub node: NodeHandle,
+    pub peer_id: libp2p::PeerId,
+    pub store: crate::blocks::BlockStore,
+}
+
 pub struct ControlServer {
     listener: UnixListener,
-    node: NodeHandle,
-    peer_id: String,
+    ctx: Arc<Ctx>,
     slots: Arc<Semaphore>,
 }
 
 impl ControlServer {
-    pub fn new(listener: UnixListener, node: NodeHandle, peer_id: String) -> Self {
+    pub fn new(
+        listener: UnixListener,
+        node: NodeHandle,
+        peer_id: libp2p::PeerId,
+        store: crate::blocks::BlockStore,
+    ) -> Self {
         ControlServer {
             listener,
-            node,
-            peer_id,
+            ctx: Arc::new(Ctx {
+                node,
+                peer_id,
+                store,
+            }),
             slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
         }
     }
@@ -83,12 +99,11 @@ impl ControlServer {
                     continue;
                 }
             };
-            let node = self.node.clone();
-            let peer_id = self.peer_id.clone();
+            let ctx = self.ctx.clone();
             match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => {
                     tokio::spawn(async move {
-                        serve(stream, node, peer_id).await;
+                        serve(stream, ctx).await;
                         drop(permit);
                     });
                 }
@@ -192,7 +207,7 @@ where
 }
 
 /// Serves one client until it closes or breaks the protocol.
-async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
+async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>) {
     let caller = caller_of(&stream);
     let (mut rd, mut wr) = stream.split();
     let read_hello = frame::read_message::<ClientFrame, _>(&mut rd, MAX_FRAME_BYTES);
@@ -224,7 +239,7 @@ async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
     let ours = Hello {
         protocol_version: PROTOCOL_VERSION,
         agent: crate::behaviour::agent_version(),
-        peer_id,
+        peer_id: ctx.peer_id.to_string(),
     };
     if send(stream, server_frame::Frame::Hello(ours))
         .await
@@ -244,9 +259,14 @@ async fn serve(mut stream: UnixStream, node: NodeHandle, peer_id: String) {
             }
         };
         let (id, outcome) = match frame.frame {
-            Some(client_frame::Frame::Request(req)) => {
-                (req.id, dispatch(&node, &caller, req).await)
-            }
+            Some(client_frame::Frame::Request(Request {
+                id,
+                kind: Some(request::Kind::BlockPut(first)),
+            })) => (
+                id,
+                block::put(&ctx, &caller, &mut rd, id, first).await.into(),
+            ),
+            Some(client_frame::Frame::Request(req)) => (req.id, dispatch(&ctx, &caller, req).await),
             Some(client_frame::Frame::Hello(_)) => (
                 0,
                 Err(ApiError::new(
@@ -296,8 +316,9 @@ async fn reject_frame<W: AsyncWrite + Unpin>(
 }
 
 /// The dispatch table: one module per request kind.
-async fn dispatch(node: &NodeHandle, caller: &Caller, req: Request) -> Outcome {
+async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
     use request::Kind as K;
+    let node = &ctx.node;
     let Some(kind) = req.kind else {
         return Err(ApiError::new(
             ErrorCode::UnknownRequest,
@@ -320,5 +341,12 @@ async fn dispatch(node: &NodeHandle, caller: &Caller, req: Request) -> Outcome {
         K::DhtProvide(r) => dht::provide(node, caller, r).await.into(),
         K::DhtProviders(r) => dht::providers(node, r).await.into(),
         K::DhtClosest(r) => dht::closest(node, r).await.into(),
+        K::BlockGet(r) => block::get(ctx, r).await,
+        K::BlockStat(r) => block::stat(ctx, r).await.into(),
+        K::BlockPut(_) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "block data out of sequence",
+        ))
+        .into(),
     }
 }

@@ -28,7 +28,6 @@ impl std::fmt::Display for ApiError {
 
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
-#[derive(Debug)]
 pub enum Command {
     Status(Reply<control::StatusResponse>),
     Peers(Reply<control::PeersResponse>),
@@ -58,6 +57,17 @@ pub enum Command {
         query: DhtQuery,
         reply: Reply<control::response::Kind>,
     },
+    /// Ask a peer for a block manifest or chunk.
+    BlockRequest {
+        peer: libp2p::PeerId,
+        request: p2pd_proto::wire::BlockRequest,
+        reply: Reply<p2pd_proto::wire::BlockResponse>,
+    },
+    /// Internal: the answer to an inbound block request, prepared off the event loop.
+    BlockRespond {
+        channel: libp2p::request_response::ResponseChannel<p2pd_proto::wire::BlockResponse>,
+        response: p2pd_proto::wire::BlockResponse,
+    },
 }
 
 /// A DHT operation; keys and values are opaque bytes.
@@ -80,6 +90,11 @@ pub struct NodeHandle {
 impl NodeHandle {
     pub fn new(tx: mpsc::Sender<Command>) -> Self {
         NodeHandle { tx }
+    }
+
+    /// Sends a command that carries no reply; false when the node is gone.
+    pub fn try_tell(&self, cmd: Command) -> bool {
+        self.tx.try_send(cmd).is_ok()
     }
 
     /// Sends a command built around a fresh reply channel and waits for the answer.

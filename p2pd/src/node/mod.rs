@@ -12,12 +12,14 @@ pub use command::{ApiError, Command, DhtQuery, NodeHandle, Reply};
 
 use crate::addr;
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
+use crate::blocks::fetch::BlockService;
 use crate::config::{Config, DhtMode};
 use crate::health::Health;
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::metrics::{Metrics, Recorder, Registry};
+use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
@@ -62,6 +64,10 @@ pub struct Node {
     saving: Option<JoinHandle<()>>,
     pubsub: pubsub::PubSub,
     dht: dht::Dht,
+    blocks: BlockService,
+    block_requests: HashMap<OutboundRequestId, Reply<p2pd_proto::wire::BlockResponse>>,
+    /// Our own command channel, for work finished off the loop.
+    handle: NodeHandle,
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux), QUIC-v1, DNS, relay client; never plaintext.
@@ -105,11 +111,13 @@ impl Node {
     pub fn new(
         mut swarm: Swarm<Behaviour>,
         config: Config,
-        commands: mpsc::Receiver<Command>,
+        commands: (NodeHandle, mpsc::Receiver<Command>),
         health: Arc<Health>,
         metrics: Metrics,
         info: NodeInfo,
+        blocks: BlockService,
     ) -> Self {
+        let (handle, commands) = commands;
         let loopback_only = config.network.listen.iter().all(|a| addr::is_loopback(a));
         let n = &config.network;
         let kad_mode = match n.dht_mode {
@@ -137,6 +145,9 @@ impl Node {
             saving: None,
             pubsub: Default::default(),
             dht: Default::default(),
+            blocks,
+            block_requests: HashMap::new(),
+            handle,
         }
     }
 
@@ -218,7 +229,11 @@ impl Node {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
-                _ = save_tick.tick() => self.save_in_background(),
+                _ = save_tick.tick() => {
+                    self.save_in_background();
+                    let store = self.blocks.store.clone();
+                    tokio::task::spawn_blocking(move || store.expire());
+                }
                 _ = beat.tick() => self.pubsub_sweep(),
                 _ = &mut shutdown => break,
             }
@@ -306,6 +321,29 @@ impl Node {
             }
             Command::PubsubSubscribe { topic, reply } => self.pubsub_subscribe(topic, reply),
             Command::Dht { query, reply } => self.dht_start(query, reply),
+            Command::BlockRequest {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .blocks
+                    .send_request(&peer, request);
+                self.block_requests.insert(id, reply);
+            }
+            Command::BlockRespond { channel, response } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .blocks
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!("block requester went away before the answer");
+                }
+            }
         }
     }
 
@@ -488,6 +526,7 @@ impl Node {
                 self.metrics.record(&ev);
                 self.on_gossip_event(ev);
             }
+            BehaviourEvent::Blocks(ev) => self.on_block_event(ev),
             BehaviourEvent::Relay(ev) => self.metrics.record(&ev),
             BehaviourEvent::Dcutr(ev) => self.metrics.record(&ev),
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
@@ -507,6 +546,64 @@ impl Node {
                 }
                 self.swarm.behaviour_mut().kad.add_address(&peer, a);
             }
+        }
+    }
+}
+
+impl Node {
+    fn on_block_event(
+        &mut self,
+        event: request_response::Event<
+            p2pd_proto::wire::BlockRequest,
+            p2pd_proto::wire::BlockResponse,
+        >,
+    ) {
+        match event {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    // Disk reads and compression happen off the loop; the answer comes back
+                    // as a command.
+                    let service = self.blocks.clone();
+                    let handle = self.handle.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let response = crate::blocks::codec::serve(
+                            &service.store,
+                            &service.key,
+                            service.compress_threshold,
+                            &request,
+                        );
+                        handle.try_tell(Command::BlockRespond { channel, response });
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.block_requests.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                tracing::debug!(peer_id = %peer, error = %error, "block request failed");
+                if let Some(reply) = self.block_requests.remove(&request_id) {
+                    let _ = reply.send(Err(ApiError::new(
+                        ErrorCode::Failed,
+                        format!("block request to {peer} failed: {error}"),
+                    )));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(peer_id = %peer, error = %error, "inbound block request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 }

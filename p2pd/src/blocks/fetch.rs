@@ -1,0 +1,165 @@
+//! Fetching a block: find providers through the DHT, take the manifest from one, pull its
+//! chunks one by one verifying each against the manifest as it arrives, verify the whole against
+//! the requested hash, and only then store it. A provider that serves anything wrong is dropped
+//! and the next one is tried; nothing unverified is ever stored.
+
+use super::codec::{self, BlockCodec};
+use super::store::{BlockStore, Meta};
+use super::{sha256, to_hex, Hash, CHUNK_SIZE, MAX_BLOCK_SIZE};
+use crate::node::{ApiError, Command, DhtQuery, NodeHandle};
+use libp2p::identity::PublicKey;
+use libp2p::PeerId;
+use p2pd_proto::control::{response::Kind, ErrorCode};
+use p2pd_proto::wire::{BlockManifest, BlockRequest};
+use prost::Message;
+
+/// Serves the node's side of block exchange: the store, the signing key and the wire rules.
+#[derive(Clone)]
+pub struct BlockService {
+    pub store: BlockStore,
+    pub key: libp2p::identity::Keypair,
+    pub compress_threshold: usize,
+}
+
+impl BlockService {
+    pub fn behaviour() -> libp2p::request_response::Behaviour<BlockCodec> {
+        libp2p::request_response::Behaviour::with_codec(
+            BlockCodec,
+            [(
+                codec::PROTOCOL,
+                libp2p::request_response::ProtocolSupport::Full,
+            )],
+            libp2p::request_response::Config::default()
+                .with_request_timeout(std::time::Duration::from_secs(30)),
+        )
+    }
+}
+
+/// The public key inside an identity-hashed PeerId (ed25519), to check block signatures.
+fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    (mh.code() == 0)
+        .then(|| PublicKey::try_decode_protobuf(mh.digest()).ok())
+        .flatten()
+}
+
+async fn request(
+    node: &NodeHandle,
+    peer: PeerId,
+    hash: &Hash,
+    chunk: i64,
+) -> Result<(Vec<u8>, Vec<u8>, u64), String> {
+    let req = BlockRequest {
+        hash: hash.to_vec(),
+        chunk,
+    };
+    let resp = node
+        .ask(|reply| Command::BlockRequest {
+            peer,
+            request: req,
+            reply,
+        })
+        .await
+        .map_err(|e| e.message)?;
+    let (claimed, data, block) = codec::open(resp, public_key_of(&peer).as_ref())?;
+    Ok((claimed, data, block.ttl))
+}
+
+async fn from_provider(
+    node: &NodeHandle,
+    store: &BlockStore,
+    hash: &Hash,
+    peer: PeerId,
+) -> Result<Meta, String> {
+    let (claimed, manifest, ttl) = request(node, peer, hash, -1).await?;
+    if claimed != hash {
+        return Err("the manifest names another block".into());
+    }
+    let m = BlockManifest::decode(manifest.as_slice())
+        .map_err(|e| format!("undecodable manifest: {e}"))?;
+    let expected_chunks = m.size.div_ceil(CHUNK_SIZE as u64).max(1);
+    if m.size > MAX_BLOCK_SIZE
+        || m.chunk_size as usize != CHUNK_SIZE
+        || m.chunk_hashes.len() as u64 != expected_chunks
+    {
+        return Err(format!(
+            "implausible manifest ({} bytes, {} chunks)",
+            m.size,
+            m.chunk_hashes.len()
+        ));
+    }
+    let mut writer =
+        tokio::task::block_in_place(|| store.writer(ttl)).map_err(|e| e.to_string())?;
+    for (i, want) in m.chunk_hashes.iter().enumerate() {
+        let (claimed, data, _) = request(node, peer, hash, i as i64).await?;
+        if claimed != *want || sha256(&data).as_slice() != want.as_slice() {
+            return Err(format!(
+                "chunk {i} failed verification (corrupt or forged data)"
+            ));
+        }
+        tokio::task::block_in_place(|| writer.write(&data)).map_err(|e| e.to_string())?;
+    }
+    tokio::task::block_in_place(|| writer.finish(Some(hash))).map_err(|e| e.to_string())
+}
+
+/// Returns the stored block, fetching it from the network first if needed.
+pub async fn fetch(
+    node: &NodeHandle,
+    store: &BlockStore,
+    me: PeerId,
+    hash: &Hash,
+) -> Result<Meta, ApiError> {
+    if let Some(meta) = store.stat(hash) {
+        return Ok(meta);
+    }
+    let key = hash.to_vec();
+    let providers = match node
+        .ask(|reply| Command::Dht {
+            query: DhtQuery::Providers(key.clone()),
+            reply,
+        })
+        .await
+    {
+        Ok(Kind::PeerList(l)) => l.peer_ids,
+        Ok(_) => Vec::new(),
+        Err(e) if e.code == ErrorCode::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut reasons = Vec::new();
+    for peer in providers
+        .iter()
+        .filter_map(|p| p.parse::<PeerId>().ok())
+        .filter(|p| *p != me)
+    {
+        match from_provider(node, store, hash, peer).await {
+            Ok(meta) => {
+                tracing::info!(hash = %to_hex(hash), provider = %peer, size = meta.size, "fetched and verified a block");
+                let _ = node
+                    .ask(|reply| Command::Dht {
+                        query: DhtQuery::Provide(key.clone()),
+                        reply,
+                    })
+                    .await;
+                return Ok(meta);
+            }
+            Err(e) => {
+                tracing::warn!(hash = %to_hex(hash), provider = %peer, error = %e, "block provider failed; trying the next");
+                reasons.push(format!("{peer}: {e}"));
+            }
+        }
+    }
+    if reasons.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no providers for block {} in the DHT", to_hex(hash)),
+        ));
+    }
+    Err(ApiError::new(
+        ErrorCode::Failed,
+        format!(
+            "block {} could not be fetched; nothing was stored. {}",
+            to_hex(hash),
+            reasons.join("; ")
+        ),
+    ))
+}

@@ -1,0 +1,309 @@
+//! The block store: `blocks/HASH` holds the data, `blocks/HASH.json` its metadata. Data is
+//! written to a temp file, hashed as it streams in, fsynced and renamed into place only when the
+//! hash is right; nothing unverified is ever visible under a hash name.
+
+use super::{parse_hash, to_hex, Hash, CHUNK_SIZE, MAX_BLOCK_SIZE};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub hash: String,
+    pub size: u64,
+    pub chunk_size: u32,
+    /// Hex SHA-256 of each chunk.
+    pub chunks: Vec<String>,
+    pub created_unix: u64,
+    /// 0 = never expires.
+    pub ttl_secs: u64,
+}
+
+impl Meta {
+    pub fn expires_unix(&self) -> u64 {
+        if self.ttl_secs == 0 {
+            0
+        } else {
+            self.created_unix.saturating_add(self.ttl_secs)
+        }
+    }
+
+    fn expired(&self, now: u64) -> bool {
+        self.ttl_secs != 0 && self.expires_unix() <= now
+    }
+
+    pub fn chunk_hashes(&self) -> Vec<Hash> {
+        self.chunks.iter().filter_map(|c| parse_hash(c)).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("block store i/o error: {0} (disk full or read-only?)")]
+    Io(#[from] std::io::Error),
+    #[error("content hash mismatch: expected {expected}, got {actual}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("the block is larger than {MAX_BLOCK_SIZE} bytes")]
+    TooLarge,
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone)]
+pub struct BlockStore {
+    dir: PathBuf,
+}
+
+impl BlockStore {
+    /// Opens (creating) `data_dir/blocks` and removes uploads left by a crash.
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("blocks");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        for entry in fs::read_dir(&dir)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".upload-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(BlockStore { dir })
+    }
+
+    fn data_path(&self, hash: &Hash) -> PathBuf {
+        self.dir.join(to_hex(hash))
+    }
+
+    fn meta_path(&self, hash: &Hash) -> PathBuf {
+        self.dir.join(format!("{}.json", to_hex(hash)))
+    }
+
+    /// Metadata of a stored, unexpired block.
+    pub fn stat(&self, hash: &Hash) -> Option<Meta> {
+        let bytes = fs::read(self.meta_path(hash)).ok()?;
+        let meta: Meta = serde_json::from_slice(&bytes).ok()?;
+        (!meta.expired(now_unix()) && self.data_path(hash).exists()).then_some(meta)
+    }
+
+    /// Reads chunk `index` of a stored block.
+    pub fn read_chunk(&self, hash: &Hash, index: usize) -> std::io::Result<Vec<u8>> {
+        let mut f = File::open(self.data_path(hash))?;
+        let len = f.metadata()?.len();
+        let start = (index as u64).saturating_mul(CHUNK_SIZE as u64);
+        if start >= len && !(len == 0 && index == 0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such chunk",
+            ));
+        }
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::with_capacity(CHUNK_SIZE.min((len - start) as usize));
+        f.take(CHUNK_SIZE as u64).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// A writer for a new block.
+    pub fn writer(&self, ttl_secs: u64) -> std::io::Result<BlockWriter> {
+        let tmp = self.dir.join(format!(
+            ".upload-{}-{:016x}",
+            std::process::id(),
+            rand_u64()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        Ok(BlockWriter {
+            store: self.clone(),
+            tmp,
+            file: Some(file),
+            whole: Sha256::new(),
+            chunk: Sha256::new(),
+            chunk_fill: 0,
+            chunks: Vec::new(),
+            size: 0,
+            ttl_secs,
+        })
+    }
+
+    /// Removes expired blocks; returns how many.
+    pub fn expire(&self) -> usize {
+        let now = now_unix();
+        let mut removed = 0;
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hash) = name.strip_suffix(".json").and_then(parse_hash) else {
+                continue;
+            };
+            let expired = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+                .is_some_and(|m| m.expired(now));
+            if expired {
+                let _ = fs::remove_file(self.meta_path(&hash));
+                let _ = fs::remove_file(self.data_path(&hash));
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// Streams a block into the store. Dropped without `finish`, it leaves nothing behind.
+pub struct BlockWriter {
+    store: BlockStore,
+    tmp: PathBuf,
+    file: Option<File>,
+    whole: Sha256,
+    chunk: Sha256,
+    chunk_fill: usize,
+    chunks: Vec<String>,
+    size: u64,
+    ttl_secs: u64,
+}
+
+impl BlockWriter {
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+        self.size += data.len() as u64;
+        if self.size > MAX_BLOCK_SIZE {
+            return Err(StoreError::TooLarge);
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(data)?;
+        }
+        self.whole.update(data);
+        while !data.is_empty() {
+            let take = (CHUNK_SIZE - self.chunk_fill).min(data.len());
+            self.chunk.update(&data[..take]);
+            self.chunk_fill += take;
+            data = &data[take..];
+            if self.chunk_fill == CHUNK_SIZE {
+                self.close_chunk();
+            }
+        }
+        Ok(())
+    }
+
+    fn close_chunk(&mut self) {
+        let h = std::mem::take(&mut self.chunk).finalize();
+        self.chunks.push(to_hex(&h));
+        self.chunk_fill = 0;
+    }
+
+    /// Verifies against `expect` (when given), then makes the block visible under its hash.
+    pub fn finish(mut self, expect: Option<&Hash>) -> Result<Meta, StoreError> {
+        if self.chunk_fill > 0 || self.chunks.is_empty() {
+            self.close_chunk();
+        }
+        let hash: Hash = std::mem::take(&mut self.whole).finalize().into();
+        if let Some(e) = expect {
+            if *e != hash {
+                return Err(StoreError::HashMismatch {
+                    expected: to_hex(e),
+                    actual: to_hex(&hash),
+                });
+            }
+        }
+        if let Some(f) = self.file.take() {
+            f.sync_all()?;
+        }
+        let meta = Meta {
+            hash: to_hex(&hash),
+            size: self.size,
+            chunk_size: CHUNK_SIZE as u32,
+            chunks: std::mem::take(&mut self.chunks),
+            created_unix: now_unix(),
+            ttl_secs: self.ttl_secs,
+        };
+        fs::rename(&self.tmp, self.store.data_path(&hash))?;
+        let json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+        crate::persist::replace(&self.store.meta_path(&hash), &json, 0o600)?;
+        Ok(meta)
+    }
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_verify_read_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 10))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let hash = super::super::sha256(&data);
+        let mut w = store.writer(0).unwrap();
+        for part in data.chunks(70_000) {
+            w.write(part).unwrap();
+        }
+        let meta = w.finish(Some(&hash)).unwrap();
+        assert_eq!(meta.chunks.len(), 3);
+        assert_eq!(store.stat(&hash), Some(meta.clone()));
+        assert_eq!(store.read_chunk(&hash, 2).unwrap(), data[2 * CHUNK_SIZE..]);
+        assert_eq!(
+            meta.chunk_hashes()[1],
+            super::super::sha256(&data[CHUNK_SIZE..2 * CHUNK_SIZE])
+        );
+
+        let mut bad = store.writer(0).unwrap();
+        bad.write(b"not it").unwrap();
+        assert!(matches!(
+            bad.finish(Some(&hash)),
+            Err(StoreError::HashMismatch { .. })
+        ));
+        let names: Vec<_> = fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "only the good block and its metadata: {names:?}"
+        );
+
+        let mut short = store.writer(1).unwrap();
+        short.write(b"brief").unwrap();
+        let m = short.finish(None).unwrap();
+        let h = parse_hash(&m.hash).unwrap();
+        let mut meta_aged = m.clone();
+        meta_aged.created_unix -= 10;
+        fs::write(store.meta_path(&h), serde_json::to_vec(&meta_aged).unwrap()).unwrap();
+        assert_eq!(store.stat(&h), None);
+        assert_eq!(store.expire(), 1);
+        assert!(!store.data_path(&h).exists());
+    }
+}

@@ -1,0 +1,141 @@
+//! `block put` (client-streamed upload), `block get` (fetch, verify, stream back) and
+//! `block stat`. Data moves between the socket and the store here, never through the node loop.
+
+use super::{Caller, Ctx, Outcome};
+use crate::blocks::{self, fetch, parse_hash, Meta};
+use crate::node::{ApiError, Command, DhtQuery};
+use futures::StreamExt;
+use p2pd_proto::control::{
+    client_frame, request, response::Kind, BlockData, BlockGetRequest, BlockPutRequest, BlockStat,
+    BlockStatRequest, ClientFrame, ErrorCode, Request,
+};
+use p2pd_proto::{frame, MAX_FRAME_BYTES};
+use tokio::io::AsyncRead;
+
+fn stat_of(m: &Meta) -> BlockStat {
+    BlockStat {
+        hash: m.hash.clone(),
+        size: m.size,
+        chunks: m.chunks.len() as u32,
+        created_unix: m.created_unix,
+        expires_unix: m.expires_unix(),
+    }
+}
+
+fn hash_arg(s: &str) -> Result<blocks::Hash, ApiError> {
+    parse_hash(s).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{s:?} is not a SHA-256 hash (64 hex digits)"),
+        )
+    })
+}
+
+fn io_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("block store: {e}"))
+}
+
+/// Reads the rest of an upload (frames with the same request id until `last`), storing it as it
+/// arrives, then announces the block as a provider record.
+pub async fn put<R: AsyncRead + Unpin>(
+    ctx: &Ctx,
+    caller: &Caller,
+    rd: &mut R,
+    id: u64,
+    first: BlockPutRequest,
+) -> Result<Kind, ApiError> {
+    caller.audit("block_put", "");
+    let mut writer =
+        tokio::task::block_in_place(|| ctx.store.writer(first.ttl_secs)).map_err(io_error)?;
+    let mut part = first;
+    loop {
+        tokio::task::block_in_place(|| writer.write(&part.data)).map_err(io_error)?;
+        if part.last {
+            break;
+        }
+        part = match frame::read_message::<ClientFrame, _>(rd, MAX_FRAME_BYTES).await {
+            Ok(Some(ClientFrame {
+                frame:
+                    Some(client_frame::Frame::Request(Request {
+                        id: next,
+                        kind: Some(request::Kind::BlockPut(p)),
+                    })),
+            })) if next == id => p,
+            Ok(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "upload interrupted by another frame; nothing was stored",
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("upload broken ({e}); nothing was stored"),
+                ))
+            }
+        };
+    }
+    let meta = tokio::task::block_in_place(|| writer.finish(None)).map_err(io_error)?;
+    let key = parse_hash(&meta.hash)
+        .map(|h| h.to_vec())
+        .unwrap_or_default();
+    if let Err(e) = ctx
+        .node
+        .ask(|reply| Command::Dht {
+            query: DhtQuery::Provide(key),
+            reply,
+        })
+        .await
+    {
+        tracing::warn!(hash = %meta.hash, error = %e, "stored the block but could not announce it yet; the DHT republishes later");
+    }
+    tracing::info!(hash = %meta.hash, size = meta.size, "stored a block");
+    Ok(Kind::BlockStat(stat_of(&meta)))
+}
+
+pub async fn stat(ctx: &Ctx, req: BlockStatRequest) -> Result<Kind, ApiError> {
+    let hash = hash_arg(&req.hash)?;
+    ctx.store
+        .stat(&hash)
+        .map(|m| Kind::BlockStat(stat_of(&m)))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("block {} is not stored on this node", req.hash),
+            )
+        })
+}
+
+pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
+    let hash = match hash_arg(&req.hash) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Reply(Err(e)),
+    };
+    let limit = match req.timeout_ms {
+        0 => std::time::Duration::from_secs(300),
+        ms => std::time::Duration::from_millis(ms),
+    };
+    let meta = match tokio::time::timeout(
+        limit,
+        fetch::fetch(&ctx.node, &ctx.store, ctx.peer_id, &hash),
+    )
+    .await
+    {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return Outcome::Reply(Err(e)),
+        Err(_) => {
+            return Outcome::Reply(Err(ApiError::new(
+                ErrorCode::Timeout,
+                "the block was not fetched in time; nothing was stored",
+            )))
+        }
+    };
+    let store = ctx.store.clone();
+    let chunks = meta.chunks.len();
+    let data = futures::stream::iter(0..chunks).map(move |i| {
+        let data = tokio::task::block_in_place(|| store.read_chunk(&hash, i)).unwrap_or_default();
+        Kind::BlockData(BlockData { data })
+    });
+    let last = futures::stream::iter([Kind::BlockStat(stat_of(&meta))]);
+    Outcome::Stream(data.chain(last).boxed())
+}

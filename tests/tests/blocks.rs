@@ -1,0 +1,192 @@
+//! Block exchange: a large block put on one node and fetched by another, and a provider serving
+//! corrupted chunks.
+
+use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, Transport};
+use sha2::Digest;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+fn network() -> Vec<Node> {
+    let a = Node::start(
+        "a",
+        NodeOpts {
+            transport: Transport::Tcp,
+            is_bootstrap: true,
+            ..Default::default()
+        },
+    );
+    let boot = a.multiaddr(Transport::Tcp);
+    let mut nodes = vec![a];
+    for name in ["b", "c"] {
+        nodes.push(Node::start(
+            name,
+            NodeOpts {
+                transport: Transport::Tcp,
+                bootstrap: vec![boot.clone()],
+                ..Default::default()
+            },
+        ));
+    }
+    for n in &nodes {
+        assert!(
+            wait_until(Duration::from_secs(10), || n.peers().len() >= 2),
+            "{} did not join",
+            n.name
+        );
+    }
+    nodes
+}
+
+/// p2pctl with a long timeout, for transfers.
+fn ctl_slow(node: &Node, args: &[&str]) -> Output {
+    clean_command(&bin("p2pctl"), &node.dir)
+        .arg("--socket")
+        .arg(&node.socket)
+        .args(["--timeout", "300s"])
+        .args(args)
+        .output()
+        .expect("run p2pctl")
+}
+
+fn noise_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(path, &data).expect("write file");
+    data
+}
+
+fn put(node: &Node, file: &Path) -> String {
+    let out = ctl_slow(node, &["block", "put", &file.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "block put: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn disconnect(from: &Node, peer: &Node) {
+    let id = peer.peer_id();
+    let _ = from.ctl(&["disconnect", &id]);
+    assert!(wait_until(Duration::from_secs(5), || !from
+        .peers()
+        .contains(&id)));
+}
+
+#[test]
+fn fifty_mib_block_crosses_the_network_intact() {
+    let nodes = network();
+    let (a, c) = (&nodes[0], &nodes[2]);
+    let file = a.dir.join("big.bin");
+    let data = noise_file(&file, 50 << 20, 7);
+    let hash = put(a, &file);
+    assert_eq!(hash, hex(&sha2::Sha256::digest(&data)));
+
+    disconnect(c, a);
+    let out_path = c.dir.join("fetched.bin");
+    let out = ctl_slow(
+        c,
+        &["block", "get", &hash, "-o", &out_path.display().to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "block get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&out_path).expect("fetched") == data,
+        "fetched bytes differ"
+    );
+    let stat = c.ctl_json(&["block", "stat", &hash]);
+    assert_eq!(stat["size"], 50 << 20);
+    assert_eq!(stat["chunks"], 50);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn corrupt_provider_is_detected_and_nothing_corrupt_is_stored() {
+    let mut nodes = network();
+    let file = nodes[0].dir.join("small.bin");
+    let data = noise_file(&file, (3 << 20) + 123, 11);
+    let hash = put(&nodes[0], &file);
+
+    // B fetches an honest copy and becomes a provider; then its copy on disk rots.
+    let out = ctl_slow(
+        &nodes[1],
+        &[
+            "block",
+            "get",
+            &hash,
+            "-o",
+            &nodes[1].dir.join("b.bin").display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let on_disk = nodes[1].data_dir().join("blocks").join(&hash);
+    let mut rotten = std::fs::read(&on_disk).expect("B's copy");
+    for b in &mut rotten[(1 << 20) + 10..(1 << 20) + 20] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&on_disk, rotten).expect("corrupt B's copy");
+
+    // Only the corrupt provider is reachable: the fetch fails, clearly, and stores nothing.
+    let a_opts = NodeOpts {
+        transport: Transport::Tcp,
+        is_bootstrap: true,
+        ..Default::default()
+    };
+    assert!(nodes[0].stop().success());
+    let c = &nodes[2];
+    let out_path = c.dir.join("fetched.bin");
+    let out = ctl_slow(
+        c,
+        &["block", "get", &hash, "-o", &out_path.display().to_string()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("failed verification") && err.contains("nothing was stored"),
+        "{err}"
+    );
+    assert!(!out_path.exists(), "a partial file was left");
+    assert_eq!(c.ctl(&["block", "stat", &hash]).status.code(), Some(1));
+    let leftovers: Vec<_> = std::fs::read_dir(c.data_dir().join("blocks"))
+        .expect("blocks dir")
+        .flatten()
+        .collect();
+    assert!(leftovers.is_empty(), "C stored something: {leftovers:?}");
+
+    // The honest provider comes back: the fetch fails over to it and succeeds.
+    nodes[0].spawn(&a_opts);
+    let c = &nodes[2];
+    let a_id = nodes[0].peer_id();
+    assert!(wait_until(Duration::from_secs(10), || nodes[0]
+        .peers()
+        .contains(&c.peer_id())
+        || c.peers().contains(&a_id)));
+    let out = ctl_slow(
+        c,
+        &["block", "get", &hash, "-o", &out_path.display().to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&out_path).expect("fetched") == data);
+}
