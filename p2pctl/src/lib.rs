@@ -16,7 +16,8 @@ use p2pd_proto::control::{
     DhtProvidersRequest, DhtPutRequest, DisconnectRequest, ErrorCode, Hello, PeersRequest,
     PeersResponse, PubsubMessage, PubsubPeersRequest, PubsubPublishRequest, PubsubPublishResponse,
     PubsubSubscribeRequest, PubsubTopicsRequest, Request, ServerFrame, StatusRequest,
-    StatusResponse,
+    StatusResponse, StreamList, StreamListRequest, StreamOpenRequest, StreamRemoveRequest,
+    StreamServeRequest,
 };
 use p2pd_proto::{frame, paths, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use std::path::{Path, PathBuf};
@@ -353,6 +354,49 @@ impl Client {
     pub async fn block_stat(&mut self, hash: &str) -> Result<BlockStat, ClientError> {
         let req = BlockStatRequest { hash: hash.into() };
         expect_kind!(self.request::Kind::BlockStat(req), BlockStat)
+    }
+}
+
+/// Stream forwarding.
+impl Client {
+    /// Opens a libp2p stream to `peer_id` for `protocol`; the returned socket is the stream.
+    pub async fn stream_open(
+        mut self,
+        peer_id: &str,
+        protocol: &str,
+        timeout_ms: u64,
+    ) -> Result<UnixStream, ClientError> {
+        let req = StreamOpenRequest {
+            peer_id: peer_id.into(),
+            protocol: protocol.into(),
+            timeout_ms,
+        };
+        let id = self.send_request(request::Kind::StreamOpen(req)).await?;
+        let r = self.next_response(id).await?;
+        match r.kind {
+            Some(response::Kind::StreamOpened(_)) => Ok(self.stream),
+            other => Err(into_error(other)),
+        }
+    }
+
+    /// Pipes inbound streams for `protocol` to the Unix socket `socket` (which you must own).
+    pub async fn stream_serve(&mut self, protocol: &str, socket: &str) -> Result<(), ClientError> {
+        let req = StreamServeRequest {
+            protocol: protocol.into(),
+            socket: socket.into(),
+        };
+        expect_kind!(self.request::Kind::StreamServe(req), Ack).map(|_| ())
+    }
+
+    pub async fn stream_list(&mut self) -> Result<StreamList, ClientError> {
+        expect_kind!(self.request::Kind::StreamList(StreamListRequest {}), StreamList)
+    }
+
+    pub async fn stream_remove(&mut self, protocol: &str) -> Result<(), ClientError> {
+        let req = StreamRemoveRequest {
+            protocol: protocol.into(),
+        };
+        expect_kind!(self.request::Kind::StreamRemove(req), Ack).map(|_| ())
     }
 }
 

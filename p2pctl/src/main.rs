@@ -53,6 +53,25 @@ enum Cmd {
     /// Content-addressed blocks (key = SHA-256), exchanged with verification.
     #[command(subcommand)]
     Block(BlockCmd),
+    /// Stream forwarding between libp2p protocols and local applications.
+    #[command(subcommand)]
+    Stream(StreamCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum StreamCmd {
+    /// Open a stream to PEER_ID for PROTOCOL and pipe standard input and output through it.
+    Open { peer_id: String, protocol: String },
+    /// Pipe inbound streams for PROTOCOL to the Unix socket SOCKET (absolute path you own).
+    Serve {
+        protocol: String,
+        #[arg(value_name = "SOCKET")]
+        app_socket: PathBuf,
+    },
+    /// Registered protocols, their sockets and stream counts.
+    Ls,
+    /// Stop serving PROTOCOL.
+    Rm { protocol: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,7 +140,7 @@ fn main() -> ExitCode {
     let socket = cli.socket.clone().unwrap_or_else(p2pctl::default_socket);
     let streaming = matches!(
         cli.command,
-        Cmd::Pubsub(PubsubCmd::Sub { .. }) | Cmd::Block(_)
+        Cmd::Pubsub(PubsubCmd::Sub { .. }) | Cmd::Block(_) | Cmd::Stream(StreamCmd::Open { .. })
     );
     let limit = if streaming {
         Duration::MAX
@@ -224,6 +243,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::Pubsub(cmd) => pubsub(cli, client, cmd).await?,
         Cmd::Dht(cmd) => dht(cli, client, cmd).await?,
         Cmd::Block(cmd) => block(cli, client, cmd).await?,
+        Cmd::Stream(cmd) => stream(cli, client, cmd).await?,
     })
 }
 
@@ -361,5 +381,47 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
         format!("{}\n", stat.hash)
     } else {
         render::block_text(&stat)
+    })
+}
+
+async fn stream(cli: &Cli, mut client: Client, cmd: &StreamCmd) -> Result<String, ClientError> {
+    Ok(match cmd {
+        StreamCmd::Open { peer_id, protocol } => {
+            let conn = client
+                .stream_open(peer_id, protocol, ms(cli.timeout))
+                .await?;
+            let (mut rd, mut wr) = conn.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut wr).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+            });
+            let mut out = tokio::io::stdout();
+            tokio::io::copy(&mut rd, &mut out).await?;
+            tokio::io::AsyncWriteExt::flush(&mut out).await?;
+            String::new()
+        }
+        StreamCmd::Serve {
+            protocol,
+            app_socket,
+        } => {
+            let socket = std::path::absolute(app_socket)?;
+            client
+                .stream_serve(protocol, &socket.display().to_string())
+                .await?;
+            if cli.json {
+                json_line(serde_json::json!({"protocol": protocol, "socket": socket}))
+            } else {
+                format!("serving {protocol} -> {}\n", socket.display())
+            }
+        }
+        StreamCmd::Ls => render::streams(&client.stream_list().await?, cli.json),
+        StreamCmd::Rm { protocol } => {
+            client.stream_remove(protocol).await?;
+            if cli.json {
+                json_line(serde_json::json!({"removed": protocol}))
+            } else {
+                format!("removed {protocol}\n")
+            }
+        }
     })
 }

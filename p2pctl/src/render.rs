@@ -201,3 +201,26 @@ fn ago_until(unix: u64) -> String {
         .unwrap_or(0);
     humantime::format_duration(Duration::from_secs(unix.saturating_sub(now))).to_string()
 }
+
+pub fn streams(list: &p2pd_proto::control::StreamList, as_json: bool) -> String {
+    if as_json {
+        let v: Vec<Value> = list
+            .handlers
+            .iter()
+            .map(|h| json!({"protocol": h.protocol, "socket": h.socket, "active_streams": h.active_streams, "total_streams": h.total_streams, "owner_uid": h.owner_uid}))
+            .collect();
+        return format!("{}\n", Value::Array(v));
+    }
+    if list.handlers.is_empty() {
+        return "no protocols served\n".into();
+    }
+    list.handlers
+        .iter()
+        .map(|h| {
+            format!(
+                "{}  ->  {}  (active {}, total {}, uid {})\n",
+                h.protocol, h.socket, h.active_streams, h.total_streams, h.owner_uid
+            )
+        })
+        .collect()
+}

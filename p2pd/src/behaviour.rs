@@ -35,6 +35,7 @@ pub struct Behaviour {
     pub dcutr: dcutr::Behaviour,
     pub autonat: autonat::Behaviour,
     pub blocks: libp2p::request_response::Behaviour<crate::blocks::codec::BlockCodec>,
+    pub streams: libp2p_stream::Behaviour,
 }
 
 /// Connection limits as configured.
@@ -97,6 +98,7 @@ impl Behaviour {
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
             blocks: crate::blocks::fetch::BlockService::behaviour(),
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 }

@@ -66,6 +66,7 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
 
     let mut registry = libp2p::metrics::Registry::default();
     let swarm = node::build_swarm(&key, &cfg, &mut registry)?;
+    let streams = crate::streams::Forwarder::new(swarm.behaviour().streams.new_control());
     let metrics = libp2p::metrics::Metrics::new(&mut registry);
 
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.addr.0)
@@ -111,7 +112,7 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
 
     let listener = control::bind(&cfg.control.socket, &cfg.control.group)?;
     tracing::info!(socket = %cfg.control.socket.display(), metrics = %metrics_addr, %peer_id, "control socket and metrics ready");
-    tokio::spawn(ControlServer::new(listener, handle, peer_id, store).run());
+    tokio::spawn(ControlServer::new(listener, handle, peer_id, store, streams).run());
     health.set_control_up();
     tokio::spawn(HttpServer::new(metrics_listener, Arc::new(registry), health.clone()).run());
 

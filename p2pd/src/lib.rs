@@ -19,3 +19,4 @@ pub mod node;
 pub mod persist;
 pub mod replay;
 pub mod rlimit;
+pub mod streams;

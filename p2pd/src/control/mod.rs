@@ -13,6 +13,7 @@ mod peers;
 mod pubsub;
 mod socket;
 mod status;
+mod stream;
 
 pub use socket::bind;
 
@@ -62,6 +63,7 @@ pub struct Ctx {
     pub node: NodeHandle,
     pub peer_id: libp2p::PeerId,
     pub store: crate::blocks::BlockStore,
+    pub streams: crate::streams::Forwarder,
 }
 
 pub struct ControlServer {
@@ -76,6 +78,7 @@ impl ControlServer {
         node: NodeHandle,
         peer_id: libp2p::PeerId,
         store: crate::blocks::BlockStore,
+        streams: crate::streams::Forwarder,
     ) -> Self {
         ControlServer {
             listener,
@@ -83,6 +86,7 @@ impl ControlServer {
                 node,
                 peer_id,
                 store,
+                streams,
             }),
             slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
         }
@@ -209,21 +213,34 @@ where
 /// Serves one client until it closes or breaks the protocol.
 async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>) {
     let caller = caller_of(&stream);
+    // An opened libp2p stream takes over the connection once the framed part is done.
+    if let Some((id, req)) = serve_frames(&mut stream, &ctx, caller).await {
+        stream::open(&ctx, &caller, id, req, stream).await;
+    }
+}
+
+/// The framed part of a connection. Returns a stream-open request whose success turns the
+/// connection into a raw byte pipe.
+async fn serve_frames(
+    stream: &mut UnixStream,
+    ctx: &Ctx,
+    caller: Caller,
+) -> Option<(u64, p2pd_proto::control::StreamOpenRequest)> {
     let (mut rd, mut wr) = stream.split();
     let read_hello = frame::read_message::<ClientFrame, _>(&mut rd, MAX_FRAME_BYTES);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello).await {
         Ok(Ok(Some(ClientFrame {
             frame: Some(client_frame::Frame::Hello(h)),
         }))) => h,
-        Ok(Ok(None)) | Err(_) => return,
+        Ok(Ok(None)) | Err(_) => return None,
         Ok(Ok(Some(_))) => {
             let msg = "the first frame must be a Hello";
             let _ = send_error(&mut wr, 0, ErrorCode::BadRequest, msg).await;
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             let _ = reject_frame(&mut wr, &e).await;
-            return;
+            return None;
         }
     };
     if hello.protocol_version != PROTOCOL_VERSION {
@@ -233,7 +250,7 @@ async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>) {
             env!("CARGO_PKG_VERSION")
         );
         let _ = send_error(&mut wr, 0, ErrorCode::UnsupportedVersion, &msg).await;
-        return;
+        return None;
     }
     let stream = &mut wr;
     let ours = Hello {
@@ -245,15 +262,15 @@ async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>) {
         .await
         .is_err()
     {
-        return;
+        return None;
     }
     loop {
         let frame = match frame::read_message::<ClientFrame, _>(&mut rd, MAX_FRAME_BYTES).await {
             Ok(Some(f)) => f,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(e) => {
                 if reject_frame(stream, &e).await.is_err() || !matches!(e, FrameError::Decode(_)) {
-                    return;
+                    return None;
                 }
                 continue;
             }
@@ -261,12 +278,16 @@ async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>) {
         let (id, outcome) = match frame.frame {
             Some(client_frame::Frame::Request(Request {
                 id,
+                kind: Some(request::Kind::StreamOpen(req)),
+            })) => return Some((id, req)),
+            Some(client_frame::Frame::Request(Request {
+                id,
                 kind: Some(request::Kind::BlockPut(first)),
             })) => (
                 id,
-                block::put(&ctx, &caller, &mut rd, id, first).await.into(),
+                block::put(ctx, &caller, &mut rd, id, first).await.into(),
             ),
-            Some(client_frame::Frame::Request(req)) => (req.id, dispatch(&ctx, &caller, req).await),
+            Some(client_frame::Frame::Request(req)) => (req.id, dispatch(ctx, &caller, req).await),
             Some(client_frame::Frame::Hello(_)) => (
                 0,
                 Err(ApiError::new(
@@ -290,11 +311,11 @@ async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>) {
             Outcome::Stream(items) => {
                 // A stream occupies the connection until the client closes it.
                 let _ = stream_responses(&mut rd, stream, id, items).await;
-                return;
+                return None;
             }
         };
         if sent.is_err() {
-            return;
+            return None;
         }
     }
 }
@@ -343,10 +364,13 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         K::DhtClosest(r) => dht::closest(node, r).await.into(),
         K::BlockGet(r) => block::get(ctx, r).await,
         K::BlockStat(r) => block::stat(ctx, r).await.into(),
-        K::BlockPut(_) => Err(ApiError::new(
+        K::BlockPut(_) | K::StreamOpen(_) => Err(ApiError::new(
             ErrorCode::BadRequest,
-            "block data out of sequence",
+            "request out of sequence",
         ))
         .into(),
+        K::StreamServe(r) => stream::serve(ctx, caller, r).into(),
+        K::StreamList(_) => Ok(response::Kind::StreamList(ctx.streams.list())).into(),
+        K::StreamRemove(r) => stream::remove(ctx, caller, r).into(),
     }
 }

@@ -1,0 +1,207 @@
+//! Stream forwarding for local applications (go-libp2p-daemon's STREAM_OPEN/STREAM_HANDLER):
+//! inbound libp2p streams for a registered protocol are piped to the application's Unix socket,
+//! and an application can open an outbound stream and use its control connection as the pipe.
+//! All of it runs beside the node loop through `libp2p_stream::Control`.
+
+use crate::node::ApiError;
+use futures::StreamExt;
+use libp2p::{PeerId, StreamProtocol};
+use p2pd_proto::control::{ErrorCode, StreamHandler, StreamList};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+/// Concurrent forwarded streams per protocol; more are reset.
+const MAX_ACTIVE: u32 = 256;
+/// Protocols of the daemon itself or of libp2p, which applications may not take over.
+const RESERVED: [&str; 4] = ["/ipfs/", "/libp2p/", "/meshsub/", "/p2pd/"];
+
+#[derive(Default)]
+struct Stats {
+    active: AtomicU32,
+    total: AtomicU64,
+}
+
+struct Handler {
+    socket: PathBuf,
+    owner_uid: u32,
+    stats: Arc<Stats>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        // Dropping the task drops its `IncomingStreams`, which unregisters the protocol.
+        self.task.abort();
+    }
+}
+
+pub struct Forwarder {
+    control: libp2p_stream::Control,
+    handlers: Mutex<BTreeMap<String, Handler>>,
+}
+
+fn bad(msg: String) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, msg)
+}
+
+/// Checks that `name` is a protocol an application may use.
+pub fn protocol(name: &str) -> Result<StreamProtocol, ApiError> {
+    if RESERVED.iter().any(|r| name.starts_with(r)) {
+        return Err(bad(format!(
+            "{name} is reserved (protocols under {} belong to the daemon)",
+            RESERVED.join(", ")
+        )));
+    }
+    if name.len() > 256 || name.chars().any(char::is_whitespace) {
+        return Err(bad(format!("{name:?} is not a valid protocol name")));
+    }
+    StreamProtocol::try_from_owned(name.to_string()).map_err(|_| {
+        bad(format!(
+            "{name:?} is not a protocol name; it must start with / (e.g. /myapp/echo/1.0.0)"
+        ))
+    })
+}
+
+impl Forwarder {
+    pub fn new(control: libp2p_stream::Control) -> Self {
+        Forwarder {
+            control,
+            handlers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn handlers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Handler>> {
+        self.handlers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `name`: inbound streams go to `socket`, which must be the caller's own.
+    pub fn serve(&self, name: &str, socket: PathBuf, caller_uid: u32) -> Result<(), ApiError> {
+        let proto = protocol(name)?;
+        if !socket.is_absolute() {
+            return Err(bad(format!("{} is not an absolute path", socket.display())));
+        }
+        let meta = std::fs::metadata(&socket).map_err(|e| {
+            bad(format!(
+                "cannot use {}: {e}; start the application's listener first",
+                socket.display()
+            ))
+        })?;
+        if caller_uid != 0
+            && caller_uid != nix::unistd::geteuid().as_raw()
+            && meta.uid() != caller_uid
+        {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{} does not belong to you (uid {caller_uid}); serve a socket you own",
+                    socket.display()
+                ),
+            ));
+        }
+        let mut handlers = self.handlers();
+        if handlers.contains_key(name) {
+            return Err(bad(format!(
+                "{name} is already served; remove it first with `p2pctl stream rm {name}`"
+            )));
+        }
+        let incoming = self
+            .control
+            .clone()
+            .accept(proto)
+            .map_err(|_| bad(format!("{name} is already registered")))?;
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(pipe_inbound(
+            incoming,
+            socket.clone(),
+            name.to_string(),
+            stats.clone(),
+        ));
+        handlers.insert(
+            name.to_string(),
+            Handler {
+                socket,
+                owner_uid: caller_uid,
+                stats,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), ApiError> {
+        self.handlers()
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("{name} is not served")))
+    }
+
+    pub fn list(&self) -> StreamList {
+        StreamList {
+            handlers: self
+                .handlers()
+                .iter()
+                .map(|(p, h)| StreamHandler {
+                    protocol: p.clone(),
+                    socket: h.socket.display().to_string(),
+                    active_streams: h.stats.active.load(Ordering::Relaxed),
+                    total_streams: h.stats.total.load(Ordering::Relaxed),
+                    owner_uid: h.owner_uid,
+                })
+                .collect(),
+        }
+    }
+
+    /// Opens an outbound stream (dialling the peer if needed).
+    pub async fn open(&self, peer: PeerId, name: &str) -> Result<libp2p::Stream, ApiError> {
+        let proto = protocol(name)?;
+        self.control
+            .clone()
+            .open_stream(peer, proto)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Failed,
+                    format!("cannot open {name} to {peer}: {e}"),
+                )
+            })
+    }
+}
+
+async fn pipe_inbound(
+    mut incoming: libp2p_stream::IncomingStreams,
+    socket: PathBuf,
+    name: String,
+    stats: Arc<Stats>,
+) {
+    while let Some((peer, stream)) = incoming.next().await {
+        if stats.active.load(Ordering::Relaxed) >= MAX_ACTIVE {
+            tracing::warn!(protocol = %name, peer_id = %peer, "too many forwarded streams; resetting a new one");
+            continue;
+        }
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        stats.total.fetch_add(1, Ordering::Relaxed);
+        let (socket, name, stats) = (socket.clone(), name.clone(), stats.clone());
+        tokio::spawn(async move {
+            match tokio::net::UnixStream::connect(&socket).await {
+                Ok(mut app) => {
+                    tracing::debug!(protocol = %name, peer_id = %peer, "forwarding an inbound stream");
+                    let _ = tokio::io::copy_bidirectional(&mut app, &mut stream.compat()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(protocol = %name, socket = %socket.display(), error = %e, "cannot reach the application's socket; stream dropped")
+                }
+            }
+            stats.active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Pipes an opened stream through a control connection until both directions are closed.
+pub async fn splice(mut client: tokio::net::UnixStream, stream: libp2p::Stream) {
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut stream.compat()).await;
+}
