@@ -25,6 +25,6 @@ else
   echo "warning: clippy is not installed; skipping the lint check" >&2
 fi
 
-# The end-to-end tests start target/debug/p2pd and target/debug/p2pctl.
-cargo build --workspace --bins --locked
+# The end-to-end tests start target/debug/p2pd, target/debug/p2pctl and the client example.
+cargo build --workspace --bins --examples --locked
 cargo test --workspace --locked

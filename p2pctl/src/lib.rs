@@ -204,7 +204,12 @@ impl Client {
         let id = self
             .send_request(request::Kind::PubsubSubscribe(req))
             .await?;
-        Ok(Subscription { client: self, id })
+        // The daemon confirms before any message: from here on nothing published is missed.
+        let first = self.next_response(id).await?;
+        match first.kind {
+            Some(response::Kind::Ack(_)) => Ok(Subscription { client: self, id }),
+            other => Err(into_error(other)),
+        }
     }
 
     pub async fn dht_find_peer(

@@ -209,3 +209,35 @@ fn dht_put_get_and_find_peer_across_nodes() {
         "{closest}"
     );
 }
+
+/// The client library's example: connects, subscribes, publishes, and sees its own message.
+#[test]
+fn client_library_example_runs_against_a_node() {
+    let node = Node::start("lib", NodeOpts::default());
+    let example = bin("examples/watch_topic");
+    let mut child = clean_command(&example, &node.dir)
+        .arg(&node.socket)
+        .arg("lib-topic")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the example (cargo builds examples with the tests)");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    let id = node.peer_id();
+    let ok = wait_until(Duration::from_secs(10), || {
+        let l = lines.lock().expect("lock");
+        l.iter()
+            .any(|x| x.starts_with("connected to") && x.contains(&id))
+            && l.iter()
+                .any(|x| x.contains(&id) && x.ends_with("hello from the example"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "example output: {:?}", lines.lock().expect("lock"));
+}

@@ -2,7 +2,7 @@ use super::{Caller, Outcome};
 use crate::node::{ApiError, Command, NodeHandle};
 use futures::StreamExt;
 use p2pd_proto::control::{
-    response::Kind, PubsubPeersRequest, PubsubPublishRequest, PubsubSubscribeRequest,
+    response::Kind, Ack, PubsubPeersRequest, PubsubPublishRequest, PubsubSubscribeRequest,
 };
 
 pub async fn topics(node: &NodeHandle) -> Result<Kind, ApiError> {
@@ -43,11 +43,13 @@ pub async fn subscribe(node: &NodeHandle, req: PubsubSubscribeRequest) -> Outcom
         })
         .await
     {
+        // The first response confirms the subscription is active; messages follow.
         Ok(rx) => Outcome::Stream(
-            futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|m| (Kind::PubsubMessage(m), rx))
-            })
-            .boxed(),
+            futures::stream::once(async { Kind::Ack(Ack {}) })
+                .chain(futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|m| (Kind::PubsubMessage(m), rx))
+                }))
+                .boxed(),
         ),
         Err(e) => Outcome::Reply(Err(e)),
     }
