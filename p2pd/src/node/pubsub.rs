@@ -134,7 +134,7 @@ impl Node {
         };
         let me = self.local_peer_id();
         let message_id = match result {
-            Ok(id) => id.to_string(),
+            Ok(id) => String::from_utf8_lossy(&id.0).into_owned(),
             Err(None) => String::new(),
             Err(Some(e)) => {
                 let hint = match e {
@@ -233,7 +233,7 @@ impl Node {
             from: message.source.map(|p| p.to_string()).unwrap_or_default(),
             seq_no: message.sequence_number.unwrap_or(0),
             data: message.data,
-            message_id: message_id.to_string(),
+            message_id: String::from_utf8_lossy(&message_id.0).into_owned(),
         };
         self.deliver_local(&message.topic, &msg);
     }

@@ -1,0 +1,114 @@
+//! A hostile Gossipsub peer for tests: connects to a node and writes one raw RPC on a
+//! `/meshsub/1.1.0` stream with messages it crafts itself — fresh, replayed, too old, and
+//! tampered — so the receiver's validation can be observed from the outside.
+//!
+//! Usage: hostile_gossip TARGET_MULTIADDR TOPIC
+//! Sends, in order: fresh-1 (seq 5000), fresh-1 again, old (seq 1000, outside the replay window),
+//! tampered (seq 5001, data changed after signing), fresh-2 (seq 5002). Prints its PeerId.
+
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol};
+use prost::Message;
+use std::time::Duration;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Rpc {
+    #[prost(message, repeated, tag = "2")]
+    publish: Vec<GossipMessage>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GossipMessage {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    from: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    data: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    seqno: Option<Vec<u8>>,
+    #[prost(string, optional, tag = "4")]
+    topic: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    signature: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "6")]
+    key: Option<Vec<u8>>,
+}
+
+fn signed(key: &Keypair, topic: &str, seq: u64, data: &[u8]) -> GossipMessage {
+    let mut m = GossipMessage {
+        from: Some(key.public().to_peer_id().to_bytes()),
+        data: Some(data.to_vec()),
+        seqno: Some(seq.to_be_bytes().to_vec()),
+        topic: Some(topic.to_string()),
+        signature: None,
+        key: None,
+    };
+    let mut to_sign = b"libp2p-pubsub:".to_vec();
+    to_sign.extend(m.encode_to_vec());
+    m.signature = Some(key.sign(&to_sign).expect("sign"));
+    m
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let target: Multiaddr = args.next().ok_or("TARGET_MULTIADDR")?.parse()?;
+    let topic = args.next().ok_or("TOPIC")?;
+    let peer = target
+        .iter()
+        .find_map(|p| match p {
+            Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .ok_or("the target needs /p2p/ID")?;
+    let key = Keypair::generate_ed25519();
+    println!("{}", key.public().to_peer_id());
+
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    let mut control = swarm.behaviour().new_control();
+    swarm.dial(target)?;
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+
+    let mut stream = control
+        .open_stream(peer, StreamProtocol::new("/meshsub/1.1.0"))
+        .await?;
+    let fresh1 = signed(&key, &topic, 5000, b"fresh-1");
+    let old = signed(&key, &topic, 1000, b"old");
+    let mut tampered = signed(&key, &topic, 5001, b"tampered-original");
+    tampered.data = Some(b"tampered".to_vec());
+    let fresh2 = signed(&key, &topic, 5002, b"fresh-2");
+    let rpc = Rpc {
+        publish: vec![fresh1.clone(), fresh1, old, tampered, fresh2],
+    };
+    let body = rpc.encode_to_vec();
+    let mut frame = Vec::new();
+    let mut n = body.len() as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        frame.push(if n == 0 { b } else { b | 0x80 });
+        if n == 0 {
+            break;
+        }
+    }
+    frame.extend(body);
+    stream.write_all(&frame).await?;
+    stream.flush().await?;
+    // Keep the connection until the test is done with us (it kills this process).
+    std::future::pending::<()>().await;
+    Ok(())
+}
