@@ -135,7 +135,8 @@ impl Node {
         let me = self.local_peer_id();
         let message_id = match result {
             Ok(id) => String::from_utf8_lossy(&id.0).into_owned(),
-            Err(None) => String::new(),
+            // Delivered locally only: number it the way Gossipsub does (nanoseconds since the epoch).
+            Err(None) => format!("{}{}", me.to_base58(), local_seq_no()),
             Err(Some(e)) => {
                 let hint = match e {
                     gossipsub::PublishError::NoPeersSubscribedToTopic => {
@@ -237,4 +238,11 @@ impl Node {
         };
         self.deliver_local(&message.topic, &msg);
     }
+}
+
+fn local_seq_no() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
