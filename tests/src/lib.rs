@@ -3,8 +3,10 @@
 
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Path of a workspace binary built next to the test executable.
@@ -284,5 +286,52 @@ impl Drop for Node {
         if std::thread::panicking() {
             eprintln!("---- log of {} ----\n{}", self.name, self.log());
         }
+    }
+}
+
+/// `p2pctl --json pubsub sub TOPIC` running in the background, collecting messages.
+pub struct Subscriber {
+    child: Child,
+    pub lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Subscriber {
+    pub fn start(node: &Node, topic: &str) -> Subscriber {
+        let mut child = clean_command(&bin("p2pctl"), &node.dir)
+            .arg("--socket")
+            .arg(&node.socket)
+            .args(["--json", "pubsub", "sub", topic])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pubsub sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().expect("lock").push(v);
+                }
+            }
+        });
+        Subscriber { child, lines }
+    }
+
+    /// Messages received whose data is `data`.
+    pub fn count(&self, data: &str) -> usize {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| m["data"] == data)
+            .count()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

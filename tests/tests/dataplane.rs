@@ -1,9 +1,8 @@
 //! Pub/sub and the DHT through the control socket, across three real nodes.
 
-use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, Transport};
-use serde_json::Value;
+use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, Subscriber, Transport};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,52 +36,6 @@ fn network() -> [Node; 3] {
         );
     }
     all
-}
-
-/// `p2pctl --json pubsub sub TOPIC` running in the background, collecting messages.
-struct Subscriber {
-    child: Child,
-    lines: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Subscriber {
-    fn start(node: &Node, topic: &str) -> Subscriber {
-        let mut child = clean_command(&bin("p2pctl"), &node.dir)
-            .arg("--socket")
-            .arg(&node.socket)
-            .args(["--json", "pubsub", "sub", topic])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start pubsub sub");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    sink.lock().expect("lock").push(v);
-                }
-            }
-        });
-        Subscriber { child, lines }
-    }
-
-    fn count(&self, data: &str) -> usize {
-        self.lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|m| m["data"] == data)
-            .count()
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Interop with js-libp2p (from npm, on the machine's Node.js): the js peer dials p2pd and p2pd
 //! dials it, over TCP and over QUIC-v1; ping and identify succeed both ways.
 
-use p2pd_e2e::{wait_until, Node, NodeOpts, Transport};
+use p2pd_e2e::{wait_until, Node, NodeOpts, Subscriber, Transport};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -173,5 +173,70 @@ fn js_libp2p_interop_both_ways_over_tcp_and_quic() {
             "{entry}"
         );
     }
+    js.send("quit");
+}
+
+/// Gossipsub messages cross between js-libp2p and p2pd both ways, with no p2pd-only envelope:
+/// the payload, author and sequence number arrive as sent.
+#[test]
+fn js_libp2p_gossipsub_messages_cross_both_ways() {
+    let node = Node::start("gossip", NodeOpts::default());
+    let p2pd_id = node.peer_id();
+    let topic = "interop-topic";
+    let sub = Subscriber::start(&node, topic);
+    let mut js = JsPeer::start();
+    let listening = js.expect("listening", Duration::from_secs(30), |v| {
+        v["event"] == "listening"
+    });
+    let js_id = listening["peer_id"].as_str().expect("peer_id").to_string();
+    js.send(&format!("sub {topic}"));
+    let addr = node.multiaddr(Transport::Tcp);
+    js.send(&format!("dial {addr}"));
+    js.expect("ping", Duration::from_secs(20), |v| v["event"] == "pinged");
+    assert!(
+        wait_until(Duration::from_secs(15), || node
+            .ctl_json(&["pubsub", "peers", topic])
+            .to_string()
+            .contains(&js_id)),
+        "p2pd never saw the js peer subscribe"
+    );
+
+    // js -> p2pd. Retried until the js side knows p2pd's subscription too.
+    let mut n = 0;
+    let got = wait_until(Duration::from_secs(15), || {
+        n += 1;
+        js.send(&format!("pub {topic} from-js-{n}"));
+        sub.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|m| m["from"] == js_id.as_str())
+    });
+    assert!(got, "no js message reached p2pd; js events: {:?}", js.seen);
+    let lines = sub.lines.lock().expect("lock").clone();
+    let m = lines
+        .iter()
+        .find(|m| m["from"] == js_id.as_str())
+        .expect("message");
+    assert!(
+        m["data"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("from-js-")),
+        "{m}"
+    );
+    assert!(m["seq_no"].as_u64().is_some_and(|s| s > 0), "{m}");
+
+    // p2pd -> js.
+    let out = node.ctl(&["pubsub", "pub", topic, "from-p2pd"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = js.expect("message from p2pd", Duration::from_secs(15), |v| {
+        v["event"] == "message" && v["data"] == "from-p2pd"
+    });
+    assert_eq!(ev["from"], p2pd_id.as_str(), "{ev}");
+    assert_eq!(ev["topic"], topic);
     js.send("quit");
 }

@@ -4,7 +4,9 @@
 //   {"event":"identified","peer_id":..., "agent":..., "protocols":[...]}   for every peer identified
 //   {"event":"pinged","addr":..., "rtt_ms":...}                              after --dial ADDR
 //   {"event":"error", "message":...}
-// Commands on stdin, one per line: "dial ADDR" (dial, ping, wait for identify) and "quit".
+//   {"event":"message","topic":...,"from":...,"data":...,"seqno":...}        for every pub/sub message
+// Commands on stdin, one per line: "dial ADDR" (dial and ping), "sub TOPIC", "pub TOPIC DATA",
+// and "quit".
 import './polyfill.mjs'
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
@@ -13,6 +15,7 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
+import { gossipsub } from '@libp2p/gossipsub'
 import { multiaddr } from '@multiformats/multiaddr'
 import readline from 'node:readline'
 
@@ -23,7 +26,11 @@ const node = await createLibp2p({
   transports: [tcp(), quic()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
-  services: { identify: identify({ agentVersion: 'js-interop-peer' }), ping: ping() }
+  services: {
+    identify: identify({ agentVersion: 'js-interop-peer' }),
+    ping: ping(),
+    pubsub: gossipsub({ globalSignaturePolicy: 'StrictSign', allowPublishToZeroTopicPeers: false })
+  }
 })
 
 node.addEventListener('peer:identify', (evt) => {
@@ -31,13 +38,38 @@ node.addEventListener('peer:identify', (evt) => {
   out({ event: 'identified', peer_id: d.peerId.toString(), agent: d.agentVersion, protocols: d.protocols })
 })
 
+node.services.pubsub.addEventListener('message', (evt) => {
+  const m = evt.detail
+  out({
+    event: 'message',
+    topic: m.topic,
+    from: m.from ? m.from.toString() : null,
+    data: new TextDecoder().decode(m.data),
+    seqno: m.sequenceNumber !== undefined ? m.sequenceNumber.toString() : null
+  })
+})
+
 await node.start()
 out({ event: 'listening', peer_id: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) })
 
 const rl = readline.createInterface({ input: process.stdin })
 for await (const line of rl) {
-  const [cmd, arg] = line.trim().split(/\s+/)
+  const [cmd, arg, ...rest] = line.trim().split(/\s+/)
   if (cmd === 'quit') break
+  if (cmd === 'sub') {
+    node.services.pubsub.subscribe(arg)
+    out({ event: 'subscribed', topic: arg })
+    continue
+  }
+  if (cmd === 'pub') {
+    try {
+      const r = await node.services.pubsub.publish(arg, new TextEncoder().encode(rest.join(' ')))
+      out({ event: 'published', topic: arg, recipients: r.recipients.map(String) })
+    } catch (e) {
+      out({ event: 'error', topic: arg, message: String(e && e.message || e) })
+    }
+    continue
+  }
   if (cmd !== 'dial') continue
   try {
     const ma = multiaddr(arg)
