@@ -405,6 +405,68 @@ impl Client {
     }
 }
 
+/// Peer policy: bans, trusted peers, limits.
+impl Client {
+    /// Bans a peer id, IP or CIDR; `duration_secs` 0 = permanent.
+    pub async fn ban(
+        &mut self,
+        target: &str,
+        duration_secs: u64,
+        reason: &str,
+    ) -> Result<control::BanEntry, ClientError> {
+        let req = control::BanRequest {
+            target: target.into(),
+            duration_secs,
+            reason: reason.into(),
+        };
+        let list = expect_kind!(self.request::Kind::Ban(req), BanList)?;
+        list.bans
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol("empty ban answer".into()))
+    }
+
+    pub async fn unban(&mut self, target: &str) -> Result<(), ClientError> {
+        let req = control::UnbanRequest {
+            target: target.into(),
+        };
+        expect_kind!(self.request::Kind::Unban(req), Ack).map(|_| ())
+    }
+
+    pub async fn bans(&mut self) -> Result<control::BanList, ClientError> {
+        expect_kind!(self.request::Kind::Bans(control::BansRequest {}), BanList)
+    }
+
+    /// Lists (action List), adds or removes trusted peers; returns the list after the change.
+    pub async fn trust(
+        &mut self,
+        action: control::trust_request::Action,
+        target: &str,
+    ) -> Result<control::TrustList, ClientError> {
+        let req = control::TrustRequest {
+            action: action as i32,
+            target: target.into(),
+        };
+        expect_kind!(self.request::Kind::Trust(req), TrustList)
+    }
+
+    pub async fn limits(&mut self) -> Result<control::LimitList, ClientError> {
+        expect_kind!(self.request::Kind::Limits(control::LimitsRequest {}), LimitList)
+    }
+
+    pub async fn limits_set(
+        &mut self,
+        name: &str,
+        value: &str,
+    ) -> Result<control::LimitList, ClientError> {
+        let req = control::LimitsSetRequest {
+            name: name.into(),
+            value: value.into(),
+        };
+        expect_kind!(self.request::Kind::LimitsSet(req), LimitList)
+    }
+}
+
 /// A live pub/sub subscription. Dropping it unsubscribes.
 pub struct Subscription {
     client: Client,

@@ -56,6 +56,44 @@ enum Cmd {
     /// Stream forwarding between libp2p protocols and local applications.
     #[command(subcommand)]
     Stream(StreamCmd),
+    /// Ban a peer id, an IP address or a CIDR: its connections close and it is refused.
+    Ban {
+        target: String,
+        /// Lift the ban after this long (e.g. 1h, 30m); without it the ban is permanent.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Why, for the record (shown by `p2pctl bans` and logged).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a ban.
+    Unban { target: String },
+    /// Current bans: target, reason, created, expires, who created it.
+    Bans,
+    /// Trusted peers: bypass connection limits, larger rate limits, kept connected.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+    /// Every limit with its value, current usage and percent; `limits set NAME VALUE` changes one.
+    Limits {
+        #[command(subcommand)]
+        set: Option<LimitsCmd>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TrustCmd {
+    /// Trust a peer (peer id, or multiaddr ending in /p2p/ID to redial it there).
+    Add { target: String },
+    /// Stop trusting a peer.
+    Rm { target: String },
+    /// List trusted peers.
+    Ls,
+}
+
+#[derive(Debug, Subcommand)]
+enum LimitsCmd {
+    /// Change a limit now (until the next reload or restart).
+    Set { name: String, value: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +282,49 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::Dht(cmd) => dht(cli, client, cmd).await?,
         Cmd::Block(cmd) => block(cli, client, cmd).await?,
         Cmd::Stream(cmd) => stream(cli, client, cmd).await?,
+        Cmd::Ban {
+            target,
+            duration,
+            reason,
+        } => {
+            let secs = duration.map(|d| d.as_secs().max(1)).unwrap_or(0);
+            let e = client
+                .ban(target, secs, reason.as_deref().unwrap_or(""))
+                .await?;
+            if cli.json {
+                json_line(render::ban_json(&e))
+            } else if e.expires_unix == 0 {
+                format!("banned {} permanently\n", e.target)
+            } else {
+                format!(
+                    "banned {} until {}\n",
+                    e.target,
+                    render::when(e.expires_unix)
+                )
+            }
+        }
+        Cmd::Unban { target } => {
+            client.unban(target).await?;
+            if cli.json {
+                json_line(serde_json::json!({"unbanned": target}))
+            } else {
+                format!("unbanned {target}\n")
+            }
+        }
+        Cmd::Bans => render::bans(&client.bans().await?, cli.json),
+        Cmd::Trust(cmd) => {
+            use p2pctl::control::trust_request::Action;
+            let (action, target) = match cmd {
+                TrustCmd::Add { target } => (Action::Add, target.as_str()),
+                TrustCmd::Rm { target } => (Action::Remove, target.as_str()),
+                TrustCmd::Ls => (Action::List, ""),
+            };
+            render::trusted(&client.trust(action, target).await?, cli.json)
+        }
+        Cmd::Limits { set: None } => render::limits(&client.limits().await?, cli.json),
+        Cmd::Limits {
+            set: Some(LimitsCmd::Set { name, value }),
+        } => render::limits(&client.limits_set(name, value).await?, cli.json),
     })
 }
 

@@ -224,3 +224,149 @@ pub fn streams(list: &p2pd_proto::control::StreamList, as_json: bool) -> String 
         })
         .collect()
 }
+
+/// A Unix time as "YYYY-MM-DD HH:MM:SS UTC".
+pub fn when(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix))
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
+pub fn ban_json(b: &p2pd_proto::control::BanEntry) -> Value {
+    json!({
+        "target": b.target,
+        "kind": b.kind,
+        "reason": b.reason,
+        "created_unix": b.created_unix,
+        "expires_unix": (b.expires_unix > 0).then_some(b.expires_unix),
+        "created_by": b.created_by,
+    })
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    std::iter::once(head)
+        .chain(rows)
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            format!("{}\n", cells.join("  ").trim_end())
+        })
+        .collect()
+}
+
+pub fn bans(list: &p2pd_proto::control::BanList, as_json: bool) -> String {
+    if as_json {
+        return format!(
+            "{}\n",
+            Value::Array(list.bans.iter().map(ban_json).collect())
+        );
+    }
+    if list.bans.is_empty() {
+        return "no bans\n".into();
+    }
+    let rows = list
+        .bans
+        .iter()
+        .map(|b| {
+            vec![
+                b.target.clone(),
+                b.kind.clone(),
+                when(b.created_unix),
+                if b.expires_unix == 0 {
+                    "never".into()
+                } else {
+                    when(b.expires_unix)
+                },
+                b.created_by.clone(),
+                b.reason.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["TARGET", "KIND", "CREATED", "EXPIRES", "BY", "REASON"],
+        rows,
+    )
+}
+
+pub fn trusted(list: &p2pd_proto::control::TrustList, as_json: bool) -> String {
+    if as_json {
+        let v: Vec<Value> = list
+            .peers
+            .iter()
+            .map(|p| json!({"peer_id": p.peer_id, "addr": p.addr, "connected": p.connected, "source": p.source}))
+            .collect();
+        return format!("{}\n", Value::Array(v));
+    }
+    if list.peers.is_empty() {
+        return "no trusted peers\n".into();
+    }
+    let rows = list
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.peer_id.clone(),
+                if p.connected { "yes" } else { "no" }.into(),
+                p.source.clone(),
+                if p.addr.is_empty() {
+                    "-".into()
+                } else {
+                    p.addr.clone()
+                },
+            ]
+        })
+        .collect();
+    table(&["PEER ID", "CONNECTED", "SOURCE", "ADDRESS"], rows)
+}
+
+pub fn limits(list: &p2pd_proto::control::LimitList, as_json: bool) -> String {
+    if as_json {
+        let v: Vec<Value> = list
+            .limits
+            .iter()
+            .map(|l| {
+                json!({
+                    "name": l.name,
+                    "value": l.value,
+                    "usage": (!l.usage.is_empty()).then_some(&l.usage),
+                    "percent": (l.percent >= 0.0).then_some(l.percent),
+                    "source": l.source,
+                })
+            })
+            .collect();
+        return format!("{}\n", Value::Array(v));
+    }
+    let rows = list
+        .limits
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.value.clone(),
+                if l.usage.is_empty() {
+                    "-".into()
+                } else {
+                    l.usage.clone()
+                },
+                if l.percent >= 0.0 {
+                    format!("{:.0}%", l.percent)
+                } else {
+                    "-".into()
+                },
+                l.source.clone(),
+            ]
+        })
+        .collect();
+    table(&["LIMIT", "VALUE", "USAGE", "USED", "SOURCE"], rows)
+}

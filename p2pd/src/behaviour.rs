@@ -24,6 +24,7 @@ pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    pub policy: crate::policy::Policy,
     pub connection_limits: connection_limits::Behaviour,
     pub memory_limits: memory_connection_limits::Behaviour,
     pub relay_client: relay::client::Behaviour,
@@ -55,6 +56,7 @@ impl Behaviour {
         relay_client: relay::client::Behaviour,
         config: &Config,
         registry: &mut Registry,
+        bans: crate::policy::bans::BanList,
     ) -> anyhow::Result<Self> {
         let peer_id = key.public().to_peer_id();
 
@@ -84,7 +86,9 @@ impl Behaviour {
                 .with_push_listen_addr_updates(true),
         );
 
+        let deny = config.network.dial_deny_cidrs.iter().map(|c| c.0).collect();
         Ok(Behaviour {
+            policy: crate::policy::Policy::new(bans, deny),
             connection_limits: connection_limits::Behaviour::new(connection_limits(config)),
             memory_limits: memory_connection_limits::Behaviour::with_max_bytes(
                 usize::try_from(config.limits.max_memory.0 .0).unwrap_or(usize::MAX),

@@ -65,7 +65,40 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
     let peer_id = key.public().to_peer_id();
 
     let mut registry = libp2p::metrics::Registry::default();
-    let swarm = node::build_swarm(&key, &cfg, &mut registry)?;
+    let bans_path = cfg.storage.data_dir.join(crate::policy::bans::FILE_NAME);
+    let bans = crate::policy::bans::BanList::load(&bans_path);
+    if !bans.bans.is_empty() {
+        tracing::info!(bans = bans.bans.len(), "loaded the ban list");
+    }
+    let swarm = node::build_swarm(&key, &cfg, &mut registry, &bans)?;
+    let blacklist_total = prometheus_client::metrics::family::Family::<
+        node::BanLabels,
+        prometheus_client::metrics::counter::Counter,
+    >::default();
+    registry.register(
+        "p2p_blacklist",
+        "Bans and unbans, by action (ban, unban) and kind (peer, ip, cidr)",
+        blacklist_total.clone(),
+    );
+    let (ban_saver, ban_updates) = tokio::sync::watch::channel(bans);
+    let ban_writer = tokio::spawn(node::ban_writer(bans_path, ban_updates));
+    let rate = crate::policy::rate::RateLimiter::with_threshold(
+        crate::policy::rate::BucketConfig {
+            capacity: cfg.rate_limit.capacity.into(),
+            refill_per_sec: cfg.rate_limit.refill_per_sec.into(),
+        },
+        crate::policy::rate::BucketConfig {
+            capacity: cfg.rate_limit.trusted_capacity.into(),
+            refill_per_sec: cfg.rate_limit.trusted_refill_per_sec.into(),
+        },
+        cfg.rate_limit.ban_threshold as f64,
+    );
+    let policy = node::PolicyState::new(
+        rate,
+        blacklist_total,
+        cfg.rate_limit.ban_duration.0 .0,
+        ban_saver,
+    );
     let streams = crate::streams::Forwarder::new(swarm.behaviour().streams.new_control());
     let metrics = libp2p::metrics::Metrics::new(&mut registry);
 
@@ -103,10 +136,13 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         swarm,
         cfg.clone(),
         (handle.clone(), rx),
-        health.clone(),
-        metrics,
-        info,
-        blocks,
+        node::Services {
+            health: health.clone(),
+            metrics,
+            info,
+            blocks,
+            policy,
+        },
     );
     node.listen()?;
 
@@ -119,6 +155,8 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
     node.join();
     let shutdown = shutdown_signal()?;
     node.run(shutdown).await;
+    // The node dropped its sender: the writer finishes the last ban list and ends.
+    let _ = ban_writer.await;
     let _ = std::fs::remove_file(&cfg.control.socket);
     tracing::info!("p2pd stopped");
     Ok(())

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod logging;
 pub mod node;
 pub mod persist;
+pub mod policy;
 pub mod replay;
 pub mod rlimit;
 pub mod streams;

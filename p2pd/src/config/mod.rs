@@ -78,6 +78,10 @@ pub struct RateLimit {
     pub refill_per_sec: u32,
     pub trusted_capacity: u32,
     pub trusted_refill_per_sec: u32,
+    /// A peer whose misbehaviour score falls to this value is disconnected and banned.
+    pub ban_threshold: i64,
+    /// How long such an automatic ban lasts.
+    pub ban_duration: Text<HumanDuration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -181,6 +185,8 @@ impl Config {
                 refill_per_sec: 50,
                 trusted_capacity: 1000,
                 trusted_refill_per_sec: 500,
+                ban_threshold: -100,
+                ban_duration: secs(600),
             },
             trust: Trust::default(),
             control: Control {
@@ -273,6 +279,12 @@ impl Config {
             1_000_000,
         );
         range(
+            "rate_limit.ban_duration",
+            self.rate_limit.ban_duration.0 .0.as_secs(),
+            1,
+            30 * 86_400,
+        );
+        range(
             "storage.compress_threshold",
             self.storage.compress_threshold.0 .0,
             0,
@@ -291,6 +303,15 @@ impl Config {
             86_400,
         );
 
+        if !(-1_000_000..=-1).contains(&self.rate_limit.ban_threshold) {
+            bad.push((
+                "rate_limit.ban_threshold",
+                format!(
+                    "{} is out of range; accepted: -1000000 to -1",
+                    self.rate_limit.ban_threshold
+                ),
+            ));
+        }
         let n = &self.network;
         if n.listen.is_empty() {
             bad.push((

@@ -10,6 +10,7 @@ mod connect;
 mod dht;
 mod disconnect;
 mod peers;
+mod policy;
 mod pubsub;
 mod socket;
 mod status;
@@ -372,5 +373,11 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         K::StreamServe(r) => stream::serve(ctx, caller, r).into(),
         K::StreamList(_) => Ok(response::Kind::StreamList(ctx.streams.list())).into(),
         K::StreamRemove(r) => stream::remove(ctx, caller, r).into(),
+        K::Ban(r) => policy::ban(node, caller, r).await.into(),
+        K::Unban(r) => policy::unban(node, caller, r).await.into(),
+        K::Bans(_) => policy::bans(node).await.into(),
+        K::Trust(r) => policy::trust(node, caller, r).await.into(),
+        K::Limits(_) => policy::limits(node).await.into(),
+        K::LimitsSet(r) => policy::limits_set(node, caller, r).await.into(),
     }
 }

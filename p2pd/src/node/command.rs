@@ -63,6 +63,29 @@ pub enum Command {
         request: p2pd_proto::wire::BlockRequest,
         reply: Reply<p2pd_proto::wire::BlockResponse>,
     },
+    Ban {
+        target: crate::policy::bans::BanTarget,
+        duration: Option<std::time::Duration>,
+        reason: String,
+        by: String,
+        reply: Reply<control::BanEntry>,
+    },
+    Unban {
+        target: crate::policy::bans::BanTarget,
+        by: String,
+        reply: Reply<()>,
+    },
+    Bans(Reply<control::BanList>),
+    Trust {
+        action: TrustAction,
+        reply: Reply<control::TrustList>,
+    },
+    Limits(Reply<control::LimitList>),
+    LimitsSet {
+        name: String,
+        value: String,
+        reply: Reply<control::LimitList>,
+    },
     /// Internal: the answer to an inbound block request, prepared off the event loop.
     BlockRespond {
         channel: libp2p::request_response::ResponseChannel<p2pd_proto::wire::BlockResponse>,
@@ -107,4 +130,11 @@ impl NodeHandle {
 
 fn stopping() -> ApiError {
     ApiError::new(ErrorCode::Unavailable, "the node is shutting down")
+}
+
+#[derive(Debug, Clone)]
+pub enum TrustAction {
+    List,
+    Add(crate::config::values::PeerRef),
+    Remove(libp2p::PeerId),
 }

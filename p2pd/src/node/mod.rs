@@ -5,10 +5,12 @@
 mod command;
 mod dht;
 mod peers;
+mod policy;
 mod pubsub;
 pub mod routing_table;
 
-pub use command::{ApiError, Command, DhtQuery, NodeHandle, Reply};
+pub use command::{ApiError, Command, DhtQuery, NodeHandle, Reply, TrustAction};
+pub use policy::{ban_writer, BanLabels, PolicyState};
 
 use crate::addr;
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
@@ -68,6 +70,7 @@ pub struct Node {
     block_requests: HashMap<OutboundRequestId, Reply<p2pd_proto::wire::BlockResponse>>,
     /// Our own command channel, for work finished off the loop.
     handle: NodeHandle,
+    policy: PolicyState,
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux), QUIC-v1, DNS, relay client; never plaintext.
@@ -75,6 +78,7 @@ pub fn build_swarm(
     key: &Keypair,
     config: &Config,
     registry: &mut Registry,
+    bans: &crate::policy::bans::BanList,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
@@ -94,7 +98,7 @@ pub fn build_swarm(
         .context("relay client transport")?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, relay_client, config, registry).map_err(Into::into)
+            Behaviour::new(key, relay_client, config, registry, bans.clone()).map_err(Into::into)
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_swarm_config(|c| {
@@ -107,17 +111,30 @@ pub fn build_swarm(
     Ok(swarm)
 }
 
+/// What the node uses besides the swarm, built by the daemon at start-up.
+pub struct Services {
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+    pub info: NodeInfo,
+    pub blocks: BlockService,
+    pub policy: PolicyState,
+}
+
 impl Node {
     pub fn new(
         mut swarm: Swarm<Behaviour>,
         config: Config,
         commands: (NodeHandle, mpsc::Receiver<Command>),
-        health: Arc<Health>,
-        metrics: Metrics,
-        info: NodeInfo,
-        blocks: BlockService,
+        services: Services,
     ) -> Self {
         let (handle, commands) = commands;
+        let Services {
+            health,
+            metrics,
+            info,
+            blocks,
+            policy,
+        } = services;
         let loopback_only = config.network.listen.iter().all(|a| addr::is_loopback(a));
         let n = &config.network;
         let kad_mode = match n.dht_mode {
@@ -131,7 +148,7 @@ impl Node {
         for a in &n.external {
             swarm.add_external_address(a.0.clone());
         }
-        Node {
+        let mut node = Node {
             swarm,
             commands,
             peers: PeerBook::default(),
@@ -148,7 +165,10 @@ impl Node {
             blocks,
             block_requests: HashMap::new(),
             handle,
-        }
+            policy,
+        };
+        node.init_trust();
+        node
     }
 
     pub fn local_peer_id(&self) -> PeerId {
@@ -234,7 +254,7 @@ impl Node {
                     let store = self.blocks.store.clone();
                     tokio::task::spawn_blocking(move || store.expire());
                 }
-                _ = beat.tick() => self.pubsub_sweep(),
+                _ = beat.tick() => self.on_tick(),
                 _ = &mut shutdown => break,
             }
         }
@@ -332,6 +352,25 @@ impl Node {
                     .blocks
                     .send_request(&peer, request);
                 self.block_requests.insert(id, reply);
+            }
+            Command::Ban {
+                target,
+                duration,
+                reason,
+                by,
+                reply,
+            } => self.ban(target, duration, reason, by, Some(reply)),
+            Command::Unban { target, by, reply } => self.unban(target, by, reply),
+            Command::Bans(reply) => {
+                let _ = reply.send(Ok(self.bans()));
+            }
+            Command::Trust { action, reply } => self.trust_command(action, reply),
+            Command::Limits(reply) => {
+                let _ = reply.send(Ok(self.limits()));
+            }
+            Command::LimitsSet { name, value, reply } => {
+                let result = self.set_limit(&name, &value).map(|()| self.limits());
+                let _ = reply.send(result);
             }
             Command::BlockRespond { channel, response } => {
                 if self
@@ -432,7 +471,9 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(peer_id = %peer_id, remote_addr = %endpoint.get_remote_address(), "connection established");
+                self.policy.pending_inbound.remove(&connection_id);
                 self.peers.connected(peer_id, connection_id, &endpoint);
+                self.trusted_connected(&peer_id);
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(control::ConnectResponse {
                         peer_id: peer_id.to_string(),
@@ -462,11 +503,16 @@ impl Node {
                     )));
                 }
             }
+            SwarmEvent::IncomingConnection { connection_id, .. } => {
+                self.policy.pending_inbound.insert(connection_id);
+            }
             SwarmEvent::IncomingConnectionError {
+                connection_id,
                 send_back_addr,
                 error,
                 ..
             } => {
+                self.policy.pending_inbound.remove(&connection_id);
                 tracing::debug!(remote_addr = %send_back_addr, error = %error, "inbound connection failed");
             }
             SwarmEvent::ListenerError { error, .. } => {
@@ -559,10 +605,23 @@ impl Node {
         >,
     ) {
         match event {
-            request_response::Event::Message { message, .. } => match message {
+            request_response::Event::Message { message, peer, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    if !self.rate_allows(&peer) {
+                        let response = p2pd_proto::wire::BlockResponse {
+                            error: "rate limited; slow down".into(),
+                            ..Default::default()
+                        };
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .blocks
+                            .send_response(channel, response);
+                        self.punish(peer, crate::policy::rate::Offence::RateExceeded);
+                        return;
+                    }
                     // Disk reads and compression happen off the loop; the answer comes back
                     // as a command.
                     let service = self.blocks.clone();
@@ -605,5 +664,14 @@ impl Node {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+}
+
+impl Node {
+    /// Once a second: expire bans, redial trusted peers, drop gone subscribers.
+    fn on_tick(&mut self) {
+        self.expire_bans();
+        self.keep_trusted_connected();
+        self.pubsub_sweep();
     }
 }

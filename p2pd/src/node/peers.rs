@@ -72,6 +72,15 @@ impl PeerBook {
         self.peers.len()
     }
 
+    /// The most connections any one peer has.
+    pub fn max_per_peer(&self) -> usize {
+        self.peers
+            .values()
+            .map(|p| p.connections.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// (inbound, outbound) connection counts.
     pub fn directions(&self) -> (u32, u32) {
         let mut counts = (0, 0);

@@ -211,6 +211,22 @@ impl Node {
         else {
             return;
         };
+        if !self.rate_allows(&propagation_source) {
+            tracing::debug!(peer_id = %propagation_source, "pub/sub message over the peer's rate limit; dropped");
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    MessageAcceptance::Ignore,
+                );
+            self.punish(
+                propagation_source,
+                crate::policy::rate::Offence::RateExceeded,
+            );
+            return;
+        }
         let verdict = match (message.source, message.sequence_number) {
             (Some(author), Some(seq)) => self.pubsub.replay.check(&author, seq),
             // Strict validation guarantees both; anything else is malformed.
@@ -227,6 +243,7 @@ impl Node {
             .gossipsub
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
         if verdict != Verdict::Fresh {
+            self.punish(propagation_source, crate::policy::rate::Offence::Invalid);
             return;
         }
         let msg = control::PubsubMessage {

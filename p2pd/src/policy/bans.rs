@@ -1,0 +1,228 @@
+//! The ban list and the trusted peers, as persisted in `bans.json` (atomic replace on every
+//! change). Bans name a peer, an IP or a CIDR; they are permanent or expire at a given time.
+
+use ipnet::IpNet;
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+pub const FILE_NAME: &str = "bans.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BanTarget {
+    Peer(PeerId),
+    Ip(IpAddr),
+    Cidr(IpNet),
+}
+
+impl FromStr for BanTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(BanTarget::Ip(ip));
+        }
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(BanTarget::Cidr(net.trunc()));
+        }
+        s.parse::<PeerId>()
+            .map(BanTarget::Peer)
+            .map_err(|_| format!("{s:?} is not a peer id, an IP address or a CIDR (e.g. 12D3KooW..., 192.0.2.7, 10.0.0.0/8)"))
+    }
+}
+
+impl fmt::Display for BanTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BanTarget::Peer(p) => write!(f, "{p}"),
+            BanTarget::Ip(ip) => write!(f, "{ip}"),
+            BanTarget::Cidr(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl BanTarget {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BanTarget::Peer(_) => "peer",
+            BanTarget::Ip(_) => "ip",
+            BanTarget::Cidr(_) => "cidr",
+        }
+    }
+
+    pub fn covers_ip(&self, ip: &IpAddr) -> bool {
+        match self {
+            BanTarget::Peer(_) => false,
+            BanTarget::Ip(b) => b == ip,
+            BanTarget::Cidr(n) => n.contains(ip),
+        }
+    }
+}
+
+impl Serialize for BanTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for BanTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub target: BanTarget,
+    pub reason: String,
+    pub created_unix: u64,
+    /// `None` = permanent.
+    pub expires_unix: Option<u64>,
+    /// "uid N" for an operator, "p2pd" for automatic bans.
+    pub created_by: String,
+}
+
+impl Ban {
+    fn active(&self, now: u64) -> bool {
+        self.expires_unix.is_none_or(|e| e > now)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanList {
+    #[serde(default)]
+    pub bans: Vec<Ban>,
+    /// Peers trusted at runtime (`p2pctl trust add`); configured ones come from the config.
+    #[serde(default, with = "peer_set")]
+    pub trusted: BTreeSet<PeerId>,
+}
+
+/// Peer ids as strings on disk.
+mod peer_set {
+    use libp2p::PeerId;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeSet;
+
+    pub fn serialize<S: Serializer>(set: &BTreeSet<PeerId>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(set.iter().map(|p| p.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<PeerId>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+impl BanList {
+    /// Adds or replaces the ban on `ban.target`.
+    pub fn add(&mut self, ban: Ban) {
+        self.bans.retain(|b| b.target != ban.target);
+        self.bans.push(ban);
+    }
+
+    pub fn remove(&mut self, target: &BanTarget) -> Option<Ban> {
+        let i = self.bans.iter().position(|b| b.target == *target)?;
+        Some(self.bans.remove(i))
+    }
+
+    pub fn peer_ban(&self, peer: &PeerId, now: u64) -> Option<&Ban> {
+        self.bans
+            .iter()
+            .find(|b| b.active(now) && b.target == BanTarget::Peer(*peer))
+    }
+
+    pub fn ip_ban(&self, ip: &IpAddr, now: u64) -> Option<&Ban> {
+        self.bans
+            .iter()
+            .find(|b| b.active(now) && b.target.covers_ip(ip))
+    }
+
+    /// Drops expired bans and returns them.
+    pub fn expire(&mut self, now: u64) -> Vec<Ban> {
+        let (gone, kept) = std::mem::take(&mut self.bans)
+            .into_iter()
+            .partition(|b| !b.active(now));
+        self.bans = kept;
+        gone
+    }
+
+    /// Loads `bans.json`; a missing file is an empty list, a corrupt one is moved aside.
+    pub fn load(path: &Path) -> BanList {
+        match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<BanList>(&bytes) {
+                Ok(list) => list,
+                Err(e) => {
+                    match crate::persist::quarantine(path) {
+                        Ok(aside) => {
+                            tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "the ban list is corrupt; moved it aside and starting without bans")
+                        }
+                        Err(q) => {
+                            tracing::error!(path = %path.display(), error = %e, quarantine_error = %q, "the ban list is corrupt and could not be moved aside")
+                        }
+                    }
+                    BanList::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BanList::default(),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the ban list; starting without bans");
+                BanList::default()
+            }
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::persist::replace(path, &json, 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(t: &str, expires: Option<u64>) -> Ban {
+        Ban {
+            target: t.parse().unwrap(),
+            reason: "test".into(),
+            created_unix: 100,
+            expires_unix: expires,
+            created_by: "uid 0".into(),
+        }
+    }
+
+    #[test]
+    fn targets_match_and_expire() {
+        let mut l = BanList::default();
+        l.add(ban("10.0.0.0/8", None));
+        l.add(ban("192.0.2.7", Some(200)));
+        let peer = PeerId::random();
+        l.add(ban(&peer.to_string(), None));
+        assert!(l.ip_ban(&"10.1.2.3".parse().unwrap(), 150).is_some());
+        assert!(l.ip_ban(&"192.0.2.7".parse().unwrap(), 150).is_some());
+        assert!(l.ip_ban(&"192.0.2.7".parse().unwrap(), 250).is_none());
+        assert!(l.peer_ban(&peer, 150).is_some());
+        assert_eq!(l.expire(250).len(), 1);
+        assert_eq!(l.bans.len(), 2);
+        assert!("nonsense".parse::<BanTarget>().is_err());
+        assert_eq!(
+            "10.1.2.3/8".parse::<BanTarget>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(FILE_NAME);
+        l.trusted.insert(PeerId::random());
+        l.save(&p).unwrap();
+        assert_eq!(BanList::load(&p), l);
+        std::fs::write(&p, b"{broken").unwrap();
+        assert_eq!(BanList::load(&p), BanList::default());
+    }
+}
