@@ -71,6 +71,8 @@ pub struct NodeOpts {
     pub is_bootstrap: bool,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// Listen on this loopback address instead of 127.0.0.1.
+    pub ip: Option<String>,
 }
 
 impl Default for NodeOpts {
@@ -81,6 +83,7 @@ impl Default for NodeOpts {
             is_bootstrap: false,
             env: vec![],
             args: vec![],
+            ip: None,
         }
     }
 }
@@ -139,7 +142,8 @@ impl Node {
             .arg("--log-format")
             .arg("text");
         for l in opts.transport.listen() {
-            cmd.arg("--listen").arg(l);
+            let ip = opts.ip.as_deref().unwrap_or("127.0.0.1");
+            cmd.arg("--listen").arg(l.replace("127.0.0.1", ip));
         }
         for b in &opts.bootstrap {
             cmd.arg("--bootstrap").arg(b);

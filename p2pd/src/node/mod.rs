@@ -56,6 +56,8 @@ pub struct Node {
     commands: mpsc::Receiver<Command>,
     peers: PeerBook,
     dials: HashMap<ConnectionId, Reply<control::ConnectResponse>>,
+    /// Dials whose connection is up, answered once identify confirms the peer kept it.
+    confirming: HashMap<ConnectionId, (Reply<control::ConnectResponse>, control::ConnectResponse)>,
     listeners: HashSet<ListenerId>,
     health: Arc<Health>,
     metrics: Metrics,
@@ -153,6 +155,7 @@ impl Node {
             commands,
             peers: PeerBook::default(),
             dials: HashMap::new(),
+            confirming: HashMap::new(),
             listeners: HashSet::new(),
             health,
             metrics,
@@ -475,10 +478,11 @@ impl Node {
                 self.peers.connected(peer_id, connection_id, &endpoint);
                 self.trusted_connected(&peer_id);
                 if let Some(reply) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Ok(control::ConnectResponse {
+                    let answer = control::ConnectResponse {
                         peer_id: peer_id.to_string(),
                         address: endpoint.get_remote_address().to_string(),
-                    }));
+                    };
+                    self.confirming.insert(connection_id, (reply, answer));
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -489,6 +493,12 @@ impl Node {
             } => {
                 tracing::debug!(peer_id = %peer_id, cause = ?cause, "connection closed");
                 self.peers.disconnected(&peer_id, connection_id);
+                if let Some((reply, _)) = self.confirming.remove(&connection_id) {
+                    let _ = reply.send(Err(ApiError::new(
+                        ErrorCode::Failed,
+                        format!("{peer_id} closed the connection right after the handshake; it may have banned this node or be at its connection limit"),
+                    )));
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -499,7 +509,7 @@ impl Node {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(ApiError::new(
                         ErrorCode::Failed,
-                        format!("dial failed: {error}"),
+                        format!("dial failed: {}", error_chain(&error)),
                     )));
                 }
             }
@@ -537,6 +547,16 @@ impl Node {
         match event {
             BehaviourEvent::Identify(ev) => {
                 self.metrics.record(&ev);
+                let confirmed = match &ev {
+                    identify::Event::Received { connection_id, .. }
+                    | identify::Event::Error { connection_id, .. } => {
+                        self.confirming.remove(connection_id)
+                    }
+                    _ => None,
+                };
+                if let Some((reply, answer)) = confirmed {
+                    let _ = reply.send(Ok(answer));
+                }
                 if let identify::Event::Received { peer_id, info, .. } = ev {
                     self.on_identified(peer_id, info);
                 }
@@ -674,4 +694,19 @@ impl Node {
         self.keep_trusted_connected();
         self.pubsub_sweep();
     }
+}
+
+/// An error and its causes on one line ("a: b: c"), since libp2p's outer errors say little.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }

@@ -2,8 +2,9 @@
 //! `/meshsub/1.1.0` stream with messages it crafts itself — fresh, replayed, too old, and
 //! tampered — so the receiver's validation can be observed from the outside.
 //!
-//! Usage: hostile_gossip TARGET_MULTIADDR TOPIC
-//! Sends, in order: fresh-1 (seq 5000), fresh-1 again, old (seq 1000, outside the replay window),
+//! Usage: hostile_gossip TARGET_MULTIADDR TOPIC [flood N]
+//! With `flood N`: N fresh, validly signed messages ("flood-I") in one burst. Otherwise sends, in
+//! order: fresh-1 (seq 5000), fresh-1 again, old (seq 1000, outside the replay window),
 //! tampered (seq 5001, data changed after signing), fresh-2 (seq 5002). Prints its PeerId.
 
 use futures::{AsyncWriteExt, StreamExt};
@@ -55,6 +56,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let target: Multiaddr = args.next().ok_or("TARGET_MULTIADDR")?.parse()?;
     let topic = args.next().ok_or("TOPIC")?;
+    let flood: Option<u64> = match args.next().as_deref() {
+        Some("flood") => Some(args.next().ok_or("flood N")?.parse()?),
+        _ => None,
+    };
     let peer = target
         .iter()
         .find_map(|p| match p {
@@ -91,9 +96,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tampered = signed(&key, &topic, 5001, b"tampered-original");
     tampered.data = Some(b"tampered".to_vec());
     let fresh2 = signed(&key, &topic, 5002, b"fresh-2");
-    let rpc = Rpc {
-        publish: vec![fresh1.clone(), fresh1, old, tampered, fresh2],
+    let publish = match flood {
+        Some(n) => (0..n)
+            .map(|i| signed(&key, &topic, 10_000 + i, format!("flood-{i}").as_bytes()))
+            .collect(),
+        None => vec![fresh1.clone(), fresh1, old, tampered, fresh2],
     };
+    let rpc = Rpc { publish };
     let body = rpc.encode_to_vec();
     let mut frame = Vec::new();
     let mut n = body.len() as u64;
