@@ -71,15 +71,6 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         tracing::info!(bans = bans.bans.len(), "loaded the ban list");
     }
     let swarm = node::build_swarm(&key, &cfg, &mut registry, &bans)?;
-    let blacklist_total = prometheus_client::metrics::family::Family::<
-        node::BanLabels,
-        prometheus_client::metrics::counter::Counter,
-    >::default();
-    registry.register(
-        "p2p_blacklist",
-        "Bans and unbans, by action (ban, unban) and kind (peer, ip, cidr)",
-        blacklist_total.clone(),
-    );
     let (ban_saver, ban_updates) = tokio::sync::watch::channel(bans);
     let ban_writer = tokio::spawn(node::ban_writer(bans_path, ban_updates));
     let rate = crate::policy::rate::RateLimiter::with_threshold(
@@ -95,7 +86,7 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
     );
     let policy = node::PolicyState::new(
         rate,
-        blacklist_total,
+        &mut registry,
         cfg.rate_limit.ban_duration.0 .0,
         ban_saver,
     );

@@ -20,7 +20,7 @@ pub enum Verdict {
 
 /// The window of one sender: the highest sequence number seen and a bitmap of the `WINDOW`
 /// numbers at and below it (bit i = top - i).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     top: u64,
     started: bool,
@@ -86,6 +86,43 @@ pub struct ReplayGuard<K> {
     windows: HashMap<K, (Window, u64)>,
     max_senders: usize,
     clock: u64,
+}
+
+/// One sender's window on disk.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedWindow {
+    sender: String,
+    window: Window,
+}
+
+impl<K: Hash + Eq + Clone + std::fmt::Display + std::str::FromStr> ReplayGuard<K> {
+    /// The windows as JSON, most recently active last (so a reload keeps the same order).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut entries: Vec<(&K, &(Window, u64))> = self.windows.iter().collect();
+        entries.sort_by_key(|(_, (_, used))| *used);
+        let saved: Vec<SavedWindow> = entries
+            .into_iter()
+            .map(|(k, (w, _))| SavedWindow {
+                sender: k.to_string(),
+                window: w.clone(),
+            })
+            .collect();
+        serde_json::to_vec(&saved).unwrap_or_default()
+    }
+
+    /// Restores windows saved by [`ReplayGuard::to_json`]; unreadable entries are skipped.
+    pub fn load_json(&mut self, bytes: &[u8]) -> Result<usize, serde_json::Error> {
+        let saved: Vec<SavedWindow> = serde_json::from_slice(bytes)?;
+        let mut n = 0;
+        for s in saved {
+            if let Ok(k) = s.sender.parse::<K>() {
+                self.clock += 1;
+                self.windows.insert(k, (s.window, self.clock));
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 impl<K: Hash + Eq + Clone> ReplayGuard<K> {
@@ -156,6 +193,16 @@ mod tests {
             };
             assert_eq!(w.check(s), want, "seq {s}");
         }
+    }
+
+    #[test]
+    fn windows_survive_a_round_trip() {
+        let mut g: ReplayGuard<String> = ReplayGuard::new(10);
+        assert_eq!(g.check(&"a".to_string(), 7), Verdict::Fresh);
+        let mut h: ReplayGuard<String> = ReplayGuard::new(10);
+        assert_eq!(h.load_json(&g.to_json()).unwrap(), 1);
+        assert_eq!(h.check(&"a".to_string(), 7), Verdict::Replay);
+        assert_eq!(h.check(&"a".to_string(), 8), Verdict::Fresh);
     }
 
     #[test]

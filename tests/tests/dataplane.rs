@@ -229,3 +229,92 @@ fn replayed_old_and_tampered_messages_are_not_delivered() {
         assert_eq!(sub.count(bad), 0, "{bad} was delivered: {got:?}");
     }
 }
+
+/// A message replayed after the receiver restarted (Gossipsub's duplicate cache is empty then)
+/// is still refused: the replay windows are persisted. It is counted too.
+#[test]
+fn replay_is_refused_after_the_receiver_restarts() {
+    let mut node = Node::start(
+        "restarting",
+        NodeOpts {
+            transport: Transport::Tcp,
+            ..Default::default()
+        },
+    );
+    let topic = "durable";
+    let key = node.dir.join("hostile.key");
+    let send = |node: &Node, msgs: &[&str], until: &dyn Fn() -> bool| {
+        let mut h = std::process::Command::new(env!("CARGO_BIN_EXE_hostile_gossip"))
+            .env("HOSTILE_KEY", &key)
+            .arg(node.multiaddr(Transport::Tcp))
+            .arg(topic)
+            .arg("send")
+            .args(msgs)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("hostile peer");
+        let ok = wait_until(Duration::from_secs(15), until);
+        let _ = h.kill();
+        let _ = h.wait();
+        ok
+    };
+    {
+        let sub = Subscriber::start(&node, topic);
+        assert!(wait_until(Duration::from_secs(5), || node
+            .ctl_json(&["pubsub", "topics"])
+            .to_string()
+            .contains(topic)));
+        assert!(
+            send(&node, &["7000=original"], &|| sub.count("original") == 1),
+            "the original never arrived"
+        );
+    }
+    assert!(node.stop().success());
+    node.spawn(&NodeOpts {
+        transport: Transport::Tcp,
+        ..Default::default()
+    });
+    let sub = Subscriber::start(&node, topic);
+    assert!(wait_until(Duration::from_secs(5), || node
+        .ctl_json(&["pubsub", "topics"])
+        .to_string()
+        .contains(topic)));
+    assert!(
+        send(&node, &["7000=original", "7001=marker"], &|| sub
+            .count("marker")
+            == 1),
+        "the marker never arrived"
+    );
+    assert_eq!(
+        sub.count("original"),
+        0,
+        "the replay was delivered after the restart"
+    );
+    let metrics = node.status()["metrics_addr"]
+        .as_str()
+        .expect("metrics")
+        .to_string();
+    let out = std::process::Command::new(bin("p2pd"))
+        .args(["health", "--url", &format!("http://{metrics}/health/live")])
+        .output()
+        .expect("health");
+    assert!(out.status.success());
+    let body = http_get(&metrics, "/metrics");
+    assert!(
+        body.contains("p2p_messages_rejected_total{reason=\"replay\"} 1"),
+        "{body}"
+    );
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}

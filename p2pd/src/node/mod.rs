@@ -194,6 +194,8 @@ impl Node {
 
     /// Seeds the DHT from the saved routing table and the bootstrap peers, and dials them.
     pub fn join(&mut self) {
+        self.pubsub
+            .load_replay(&self.info.data_dir.join(pubsub::REPLAY_FILE));
         let saved = routing_table::load(&self.routing_table_path()).peers();
         if !saved.is_empty() {
             tracing::info!(peers = saved.len(), "loaded the routing table");
@@ -271,15 +273,23 @@ impl Node {
         if let Some(h) = self.saving.take() {
             let _ = h.await;
         }
-        let path = self.routing_table_path();
-        let snap = self.snapshot();
-        let peers = snap.peers.len();
-        match tokio::task::spawn_blocking(move || routing_table::save(&path, &snap)).await {
-            Ok(Ok(())) => tracing::info!(peers, "saved the routing table"),
+        let state = self.state();
+        let peers = state.routing.peers.len();
+        let dir = self.info.data_dir.clone();
+        match tokio::task::spawn_blocking(move || state.write(&dir)).await {
+            Ok(Ok(())) => tracing::info!(peers, "saved the routing table and replay windows"),
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot save the routing table (disk full or read-only?)")
+                tracing::error!(error = %e, "cannot save state (disk full or read-only?)")
             }
-            Err(e) => tracing::error!(error = %e, "routing table writer failed"),
+            Err(e) => tracing::error!(error = %e, "state writer failed"),
+        }
+    }
+
+    /// What must survive a restart, captured on the loop (cheap) to be written off it.
+    fn state(&mut self) -> DurableState {
+        DurableState {
+            routing: self.snapshot(),
+            replay: self.pubsub.replay_json(),
         }
     }
 
@@ -300,11 +310,11 @@ impl Node {
         if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        let snap = self.snapshot();
-        let path = self.routing_table_path();
+        let state = self.state();
+        let dir = self.info.data_dir.clone();
         self.saving = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = routing_table::save(&path, &snap) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot save the routing table; will retry");
+            if let Err(e) = state.write(&dir) {
+                tracing::warn!(data_dir = %dir.display(), error = %e, "cannot save state; will retry");
             }
         }));
     }
@@ -709,4 +719,17 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     out
+}
+
+/// The routing table and the replay windows, written by atomic replace.
+struct DurableState {
+    routing: routing_table::Snapshot,
+    replay: Vec<u8>,
+}
+
+impl DurableState {
+    fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        routing_table::save(&dir.join(routing_table::FILE_NAME), &self.routing)?;
+        crate::persist::replace(&dir.join(pubsub::REPLAY_FILE), &self.replay, 0o600)
+    }
 }

@@ -26,6 +26,11 @@ pub struct BanLabels {
     pub kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: String,
+}
+
 struct Trusted {
     addr: Option<Multiaddr>,
     from_config: bool,
@@ -39,6 +44,8 @@ pub struct PolicyState {
     runtime_limits: BTreeSet<String>,
     pub pending_inbound: HashSet<ConnectionId>,
     pub blacklist_total: Family<BanLabels, Counter>,
+    /// Inbound messages refused, by reason (rate_limit, replay, too_old).
+    pub rejected_total: Family<RejectLabels, Counter>,
     ban_duration: Duration,
     /// The latest ban list for the writer task (atomic replace of bans.json).
     saver: watch::Sender<BanList>,
@@ -47,16 +54,29 @@ pub struct PolicyState {
 impl PolicyState {
     pub fn new(
         rate: RateLimiter,
-        blacklist_total: Family<BanLabels, Counter>,
+        registry: &mut prometheus_client::registry::Registry,
         ban_duration: Duration,
         saver: watch::Sender<BanList>,
     ) -> Self {
+        let blacklist_total = Family::<BanLabels, Counter>::default();
+        registry.register(
+            "p2p_blacklist",
+            "Bans and unbans, by action (ban, unban) and kind (peer, ip, cidr)",
+            blacklist_total.clone(),
+        );
+        let rejected_total = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "p2p_messages_rejected",
+            "Inbound messages refused before delivery, by reason (rate_limit, replay, too_old)",
+            rejected_total.clone(),
+        );
         PolicyState {
             rate,
             trusted: BTreeMap::new(),
             runtime_limits: BTreeSet::new(),
             pending_inbound: HashSet::new(),
             blacklist_total,
+            rejected_total,
             ban_duration,
             saver,
         }
@@ -482,6 +502,19 @@ impl Node {
 
     pub(super) fn rate_allows(&mut self, peer: &PeerId) -> bool {
         let trusted = self.is_trusted(peer);
-        self.policy.rate.allow(peer, trusted, Instant::now())
+        let ok = self.policy.rate.allow(peer, trusted, Instant::now());
+        if !ok {
+            self.count_rejected("rate_limit");
+        }
+        ok
+    }
+
+    pub(super) fn count_rejected(&self, reason: &str) {
+        self.policy
+            .rejected_total
+            .get_or_create(&RejectLabels {
+                reason: reason.into(),
+            })
+            .inc();
     }
 }

@@ -30,7 +30,37 @@ impl Default for PubSub {
     }
 }
 
+/// Replay windows of pub/sub authors, so a restart does not reopen old sequence numbers.
+pub const REPLAY_FILE: &str = "replay.json";
+
 impl PubSub {
+    pub fn replay_json(&self) -> Vec<u8> {
+        self.replay.to_json()
+    }
+
+    /// Restores the windows; a corrupt file is moved aside.
+    pub fn load_replay(&mut self, path: &std::path::Path) {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the replay windows; starting without them");
+                return;
+            }
+        };
+        match self.replay.load_json(&bytes) {
+            Ok(n) => tracing::info!(authors = n, "loaded the replay windows"),
+            Err(e) => match crate::persist::quarantine(path) {
+                Ok(aside) => {
+                    tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "replay windows are corrupt; moved aside")
+                }
+                Err(q) => {
+                    tracing::error!(path = %path.display(), error = %e, quarantine_error = %q, "replay windows are corrupt and could not be moved aside")
+                }
+            },
+        }
+    }
+
     /// Delivers to local subscribers of `topic`, dropping the ones that went away. Returns true
     /// when the topic has no subscribers left.
     fn deliver(&mut self, topic: &TopicHash, msg: &control::PubsubMessage) -> bool {
@@ -243,6 +273,11 @@ impl Node {
             .gossipsub
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
         if verdict != Verdict::Fresh {
+            self.count_rejected(if verdict == Verdict::Replay {
+                "replay"
+            } else {
+                "too_old"
+            });
             self.punish(propagation_source, crate::policy::rate::Offence::Invalid);
             return;
         }

@@ -2,9 +2,10 @@
 //! `/meshsub/1.1.0` stream with messages it crafts itself — fresh, replayed, too old, and
 //! tampered — so the receiver's validation can be observed from the outside.
 //!
-//! Usage: hostile_gossip TARGET_MULTIADDR TOPIC [flood N]
-//! With `flood N`: N fresh, validly signed messages ("flood-I") in one burst. Otherwise sends, in
-//! order: fresh-1 (seq 5000), fresh-1 again, old (seq 1000, outside the replay window),
+//! Usage: hostile_gossip TARGET_MULTIADDR TOPIC [flood N | send SEQ=DATA...]
+//! With `flood N`: N fresh, validly signed messages ("flood-I") in one burst. With `send`: the
+//! given messages, validly signed. The identity is kept in $HOSTILE_KEY when set (so a later run
+//! can replay as the same author). Otherwise sends, in order: fresh-1 (seq 5000), fresh-1 again, old (seq 1000, outside the replay window),
 //! tampered (seq 5001, data changed after signing), fresh-2 (seq 5002). Prints its PeerId.
 
 use futures::{AsyncWriteExt, StreamExt};
@@ -56,10 +57,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let target: Multiaddr = args.next().ok_or("TARGET_MULTIADDR")?.parse()?;
     let topic = args.next().ok_or("TOPIC")?;
-    let flood: Option<u64> = match args.next().as_deref() {
+    let mode = args.next();
+    let flood: Option<u64> = match mode.as_deref() {
         Some("flood") => Some(args.next().ok_or("flood N")?.parse()?),
         _ => None,
     };
+    let mut chosen = Vec::new();
+    if mode.as_deref() == Some("send") {
+        for a in args.by_ref() {
+            let (seq, data) = a.split_once('=').ok_or("SEQ=DATA")?;
+            chosen.push((seq.parse::<u64>()?, data.to_string()));
+        }
+    }
     let peer = target
         .iter()
         .find_map(|p| match p {
@@ -67,7 +76,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => None,
         })
         .ok_or("the target needs /p2p/ID")?;
-    let key = Keypair::generate_ed25519();
+    let key = match std::env::var_os("HOSTILE_KEY") {
+        Some(path) => match std::fs::read(&path) {
+            Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)?,
+            Err(_) => {
+                let k = Keypair::generate_ed25519();
+                std::fs::write(&path, k.to_protobuf_encoding()?)?;
+                k
+            }
+        },
+        None => Keypair::generate_ed25519(),
+    };
     println!("{}", key.public().to_peer_id());
 
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
@@ -99,6 +118,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let publish = match flood {
         Some(n) => (0..n)
             .map(|i| signed(&key, &topic, 10_000 + i, format!("flood-{i}").as_bytes()))
+            .collect(),
+        None if !chosen.is_empty() => chosen
+            .iter()
+            .map(|(seq, d)| signed(&key, &topic, *seq, d.as_bytes()))
             .collect(),
         None => vec![fresh1.clone(), fresh1, old, tampered, fresh2],
     };
