@@ -182,11 +182,16 @@ impl Node {
 
     /// Runs p2pctl against this node.
     pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_within("5s", args)
+    }
+
+    /// Runs p2pctl with its own `--timeout` (how long p2pctl waits for the daemon).
+    pub fn ctl_within(&self, timeout: &str, args: &[&str]) -> Output {
         clean_command(&bin("p2pctl"), &self.dir)
             .arg("--socket")
             .arg(&self.socket)
             .arg("--timeout")
-            .arg("5s")
+            .arg(timeout)
             .args(args)
             .output()
             .expect("run p2pctl")
@@ -337,5 +342,15 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A helper process that is killed when the test ends, passing or failing.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -1,6 +1,6 @@
 //! Peer policy on real nodes: bans, CIDR bans, runtime limits, rate limits and automatic bans.
 
-use p2pd_e2e::{wait_until, Node, NodeOpts, Subscriber, Transport};
+use p2pd_e2e::{wait_until, Node, NodeOpts, Reaper, Subscriber, Transport};
 use std::time::Duration;
 
 fn tcp(bootstrap: Vec<String>) -> NodeOpts {
@@ -251,21 +251,22 @@ fn flooding_peer_is_rate_limited_and_banned_while_a_good_peer_is_not() {
         .to_string()
         .contains(&v_id)));
 
-    let mut flood = std::process::Command::new(env!("CARGO_BIN_EXE_hostile_gossip"))
-        .args([v.multiaddr(Transport::Tcp).as_str(), topic, "flood", "300"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the flooder");
+    let mut flood = Reaper(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hostile_gossip"))
+            .args([v.multiaddr(Transport::Tcp).as_str(), topic, "flood", "300"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the flooder"),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(flood.stdout.take().expect("stdout")),
+        &mut std::io::BufReader::new(flood.0.stdout.take().expect("stdout")),
         &mut line,
     )
     .expect("flooder id");
     let flooder = line.trim().to_string();
     let banned = wait_until(Duration::from_secs(15), || listed(&v, &flooder));
-    let _ = flood.kill();
-    let _ = flood.wait();
+    drop(flood);
     assert!(
         banned,
         "the flooder was not banned: {}",
@@ -292,4 +293,119 @@ fn flooding_peer_is_rate_limited_and_banned_while_a_good_peer_is_not() {
             "{msg} was lost"
         );
     }
+}
+
+/// 2,000 connection attempts from 100 identities against max_inbound 64: established inbound
+/// never exceeds 64, `status` keeps answering within 1 s, RSS stays under the memory ceiling,
+/// and a trusted peer still gets in while the flood holds every inbound slot.
+#[test]
+fn connection_flood_is_bounded_and_a_trusted_peer_still_connects() {
+    let trusted = Node::start("trusted", tcp(vec![]));
+    let t_id = trusted.peer_id();
+    let v = Node::start(
+        "victim",
+        NodeOpts {
+            env: vec![
+                ("P2P_LIMITS__MAX_INBOUND".into(), "64".into()),
+                ("P2P_TRUST__PEERS".into(), t_id.clone()),
+            ],
+            ..tcp(vec![])
+        },
+    );
+    let v_addr = v.multiaddr(Transport::Tcp);
+    let mut flood = Reaper(
+        std::process::Command::new(env!("CARGO_BIN_EXE_conn_flood"))
+            .args([v_addr.as_str(), "100", "2000"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the flood"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = flood.0.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        let _ = tx.send(line);
+    });
+    let ceiling_kib = 256 * 1024;
+    let mut max_inbound = 0;
+    let mut summary = None;
+    let done = wait_until(Duration::from_secs(60), || {
+        let status = v.ctl_within("1s", &["--json", "status"]);
+        assert!(
+            status.status.success(),
+            "status did not answer within 1 s during the flood: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+        let inbound = s["connections_inbound"].as_u64().expect("inbound");
+        assert!(
+            inbound <= 64,
+            "{inbound} inbound connections with max_inbound 64"
+        );
+        max_inbound = max_inbound.max(inbound);
+        let rss = v.rss_kib();
+        assert!(rss < ceiling_kib, "RSS {rss} KiB over the 256 MiB ceiling");
+        summary = rx.try_recv().ok();
+        summary.is_some()
+    });
+    assert!(done, "the flood did not finish");
+    let summary: serde_json::Value =
+        serde_json::from_str(summary.as_deref().unwrap_or("{}")).expect("summary");
+    assert_eq!(summary["attempts"], 2000, "{summary}");
+    assert_eq!(max_inbound, 64, "the flood never filled the inbound slots");
+
+    // Every inbound slot is held by the flood; the trusted peer gets in anyway.
+    let out = trusted.ctl(&["connect", &v_addr]);
+    assert!(
+        out.status.success(),
+        "trusted peer refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(Duration::from_secs(5), || v
+        .peers()
+        .contains(&t_id)));
+}
+
+/// A trusted peer given with its address is dialled on its own and redialled after it drops.
+#[test]
+fn trusted_peer_is_kept_connected() {
+    let t = Node::start("t", tcp(vec![]));
+    let (t_id, t_addr) = (t.peer_id(), t.multiaddr(Transport::Tcp));
+    let v = Node::start(
+        "v",
+        NodeOpts {
+            env: vec![("P2P_TRUST__PEERS".into(), t_addr)],
+            ..tcp(vec![])
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || v.peers().contains(&t_id)),
+        "the trusted peer was never dialled"
+    );
+    let list = v.ctl_json(&["trust", "ls"]);
+    assert_eq!(list[0]["source"], "config", "{list}");
+    assert!(v.ctl(&["disconnect", &t_id]).status.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || v.peers().contains(&t_id)),
+        "the trusted peer was not redialled"
+    );
+
+    // Runtime trust is persisted with the bans and can be removed again.
+    let other = Node::start("o", tcp(vec![]));
+    let o_id = other.peer_id();
+    assert!(v.ctl(&["trust", "add", &o_id]).status.success());
+    let saved =
+        || std::fs::read_to_string(v.data_dir().join("bans.json")).is_ok_and(|s| s.contains(&o_id));
+    assert!(
+        wait_until(Duration::from_secs(5), saved),
+        "runtime trust not persisted"
+    );
+    let refused = v.ctl(&["trust", "rm", &t_id]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "a configured trusted peer was removed at runtime"
+    );
+    assert!(v.ctl(&["trust", "rm", &o_id]).status.success());
 }
