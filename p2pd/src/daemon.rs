@@ -121,6 +121,7 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         store: store.clone(),
         key: key.clone(),
         compress_threshold: cfg.storage.compress_threshold.0 .0 as usize,
+        signer: Arc::new(crate::blocks::envelope::Signer::new(key.clone())),
     };
     let handle = NodeHandle::new(tx);
     let mut node = Node::new(

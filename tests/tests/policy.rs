@@ -409,3 +409,28 @@ fn trusted_peer_is_kept_connected() {
     );
     assert!(v.ctl(&["trust", "rm", &o_id]).status.success());
 }
+
+/// CIDRs in network.dial_deny_cidrs are never dialled, and their addresses never enter the DHT.
+#[test]
+fn dial_filter_keeps_the_node_out_of_denied_ranges() {
+    let a = Node::start(
+        "a",
+        NodeOpts {
+            env: vec![("P2P_NETWORK__DIAL_DENY_CIDRS".into(), "127.0.0.4/32".into())],
+            ..tcp(vec![])
+        },
+    );
+    let denied = Node::start("denied", on("127.0.0.4", vec![]));
+    let allowed = Node::start("allowed", on("127.0.0.5", vec![]));
+    let out = a.ctl(&["connect", &denied.multiaddr(Transport::Tcp)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dial_deny_cidrs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(a
+        .ctl(&["connect", &allowed.multiaddr(Transport::Tcp)])
+        .status
+        .success());
+}

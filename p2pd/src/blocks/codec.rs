@@ -6,12 +6,13 @@ use super::{to_hex, BlockStore, CHUNK_SIZE};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::StreamProtocol;
-use p2pd_proto::wire::{Block, BlockManifest, BlockRequest, BlockResponse};
+use p2pd_proto::wire::{Block, BlockManifest, BlockRequest, BlockResponse, SignedMessage};
 use prost::Message;
 use std::io;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pd/block/1.0.0");
-const MAX_REQUEST: usize = 1024;
+/// A block request in its envelope (with room for a non-inlined public key).
+const MAX_REQUEST: usize = 4096;
 /// A chunk plus the envelope; also bounds a manifest (1 GiB / 1 MiB chunks * 34 bytes).
 const MAX_RESPONSE: usize = CHUNK_SIZE + 64 * 1024;
 const VERSION: u32 = 1;
@@ -53,14 +54,14 @@ async fn write_msg<M: Message, T: AsyncWrite + Unpin + Send>(
 
 impl libp2p::request_response::Codec for BlockCodec {
     type Protocol = StreamProtocol;
-    type Request = BlockRequest;
-    type Response = BlockResponse;
+    type Request = SignedMessage;
+    type Response = SignedMessage;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<BlockRequest> {
+    ) -> io::Result<SignedMessage> {
         read_msg(io, MAX_REQUEST).await
     }
 
@@ -68,7 +69,7 @@ impl libp2p::request_response::Codec for BlockCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<BlockResponse> {
+    ) -> io::Result<SignedMessage> {
         read_msg(io, MAX_RESPONSE).await
     }
 
@@ -76,7 +77,7 @@ impl libp2p::request_response::Codec for BlockCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: BlockRequest,
+        req: SignedMessage,
     ) -> io::Result<()> {
         write_msg(io, &req).await
     }
@@ -85,7 +86,7 @@ impl libp2p::request_response::Codec for BlockCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: BlockResponse,
+        res: SignedMessage,
     ) -> io::Result<()> {
         write_msg(io, &res).await
     }

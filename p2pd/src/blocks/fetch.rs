@@ -19,6 +19,8 @@ pub struct BlockService {
     pub store: BlockStore,
     pub key: libp2p::identity::Keypair,
     pub compress_threshold: usize,
+    /// Seals this node's block requests and answers.
+    pub signer: std::sync::Arc<super::envelope::Signer>,
 }
 
 impl BlockService {

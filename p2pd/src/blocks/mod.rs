@@ -2,6 +2,7 @@
 //! and fetching from providers found through the DHT with verification chunk by chunk.
 
 pub mod codec;
+pub mod envelope;
 pub mod fetch;
 pub mod store;
 

@@ -88,7 +88,7 @@ pub enum Command {
     },
     /// Internal: the answer to an inbound block request, prepared off the event loop.
     BlockRespond {
-        channel: libp2p::request_response::ResponseChannel<p2pd_proto::wire::BlockResponse>,
+        channel: libp2p::request_response::ResponseChannel<p2pd_proto::wire::SignedMessage>,
         response: p2pd_proto::wire::BlockResponse,
     },
 }

@@ -2,6 +2,7 @@
 //! events, commands from the control socket, and timers. Slow work (disk writes) is handed to
 //! blocking tasks so the loop stays responsive.
 
+mod blocks;
 mod command;
 mod dht;
 mod peers;
@@ -21,7 +22,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::metrics::{Metrics, Recorder, Registry};
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
@@ -69,7 +70,9 @@ pub struct Node {
     pubsub: pubsub::PubSub,
     dht: dht::Dht,
     blocks: BlockService,
-    block_requests: HashMap<OutboundRequestId, Reply<p2pd_proto::wire::BlockResponse>>,
+    block_requests: HashMap<OutboundRequestId, (PeerId, Reply<p2pd_proto::wire::BlockResponse>)>,
+    /// Replay windows for the signed envelopes of our own protocols.
+    envelopes: crate::replay::ReplayGuard<PeerId>,
     /// Our own command channel, for work finished off the loop.
     handle: NodeHandle,
     policy: PolicyState,
@@ -167,6 +170,7 @@ impl Node {
             dht: Default::default(),
             blocks,
             block_requests: HashMap::new(),
+            envelopes: crate::replay::ReplayGuard::new(100_000),
             handle,
             policy,
         };
@@ -358,14 +362,7 @@ impl Node {
                 peer,
                 request,
                 reply,
-            } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .blocks
-                    .send_request(&peer, request);
-                self.block_requests.insert(id, reply);
-            }
+            } => self.block_request(peer, request, reply),
             Command::Ban {
                 target,
                 duration,
@@ -385,17 +382,7 @@ impl Node {
                 let result = self.set_limit(&name, &value).map(|()| self.limits());
                 let _ = reply.send(result);
             }
-            Command::BlockRespond { channel, response } => {
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .blocks
-                    .send_response(channel, response)
-                    .is_err()
-                {
-                    tracing::debug!("block requester went away before the answer");
-                }
-            }
+            Command::BlockRespond { channel, response } => self.block_respond(channel, response),
         }
     }
 
@@ -620,79 +607,11 @@ impl Node {
                 if addr::is_loopback(&a) && !self.loopback_only {
                     continue;
                 }
+                if self.swarm.behaviour().policy.dial_denied(&a) {
+                    continue;
+                }
                 self.swarm.behaviour_mut().kad.add_address(&peer, a);
             }
-        }
-    }
-}
-
-impl Node {
-    fn on_block_event(
-        &mut self,
-        event: request_response::Event<
-            p2pd_proto::wire::BlockRequest,
-            p2pd_proto::wire::BlockResponse,
-        >,
-    ) {
-        match event {
-            request_response::Event::Message { message, peer, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    if !self.rate_allows(&peer) {
-                        let response = p2pd_proto::wire::BlockResponse {
-                            error: "rate limited; slow down".into(),
-                            ..Default::default()
-                        };
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .blocks
-                            .send_response(channel, response);
-                        self.punish(peer, crate::policy::rate::Offence::RateExceeded);
-                        return;
-                    }
-                    // Disk reads and compression happen off the loop; the answer comes back
-                    // as a command.
-                    let service = self.blocks.clone();
-                    let handle = self.handle.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let response = crate::blocks::codec::serve(
-                            &service.store,
-                            &service.key,
-                            service.compress_threshold,
-                            &request,
-                        );
-                        handle.try_tell(Command::BlockRespond { channel, response });
-                    });
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.block_requests.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            } => {
-                tracing::debug!(peer_id = %peer, error = %error, "block request failed");
-                if let Some(reply) = self.block_requests.remove(&request_id) {
-                    let _ = reply.send(Err(ApiError::new(
-                        ErrorCode::Failed,
-                        format!("block request to {peer} failed: {error}"),
-                    )));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(peer_id = %peer, error = %error, "inbound block request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 }

@@ -1,0 +1,146 @@
+//! The node's side of block exchange: requests go out and answers come in inside the signed
+//! envelope; inbound requests are rate-limited, opened, and served from the store off the loop.
+
+use super::{ApiError, Command, Node, Reply};
+use crate::blocks::envelope;
+use crate::policy::rate::Offence;
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p::PeerId;
+use p2pd_proto::control::ErrorCode;
+use p2pd_proto::wire::{BlockRequest, BlockResponse, SignedMessage};
+use prost::Message;
+
+fn refusal(msg: String) -> BlockResponse {
+    BlockResponse {
+        error: msg,
+        ..Default::default()
+    }
+}
+
+impl Node {
+    pub(super) fn block_request(
+        &mut self,
+        peer: PeerId,
+        request: BlockRequest,
+        reply: Reply<BlockResponse>,
+    ) {
+        let sealed = self.blocks.signer.seal(request.encode_to_vec());
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .blocks
+            .send_request(&peer, sealed);
+        self.block_requests.insert(id, (peer, reply));
+    }
+
+    pub(super) fn block_respond(
+        &mut self,
+        channel: ResponseChannel<SignedMessage>,
+        response: BlockResponse,
+    ) {
+        let sealed = self.blocks.signer.seal(response.encode_to_vec());
+        if self
+            .swarm
+            .behaviour_mut()
+            .blocks
+            .send_response(channel, sealed)
+            .is_err()
+        {
+            tracing::debug!("block requester went away before the answer");
+        }
+    }
+
+    /// Opens an envelope from `peer`; a forged or replayed one costs the peer score.
+    fn open_envelope<M: Message + Default>(
+        &mut self,
+        peer: PeerId,
+        msg: SignedMessage,
+    ) -> Result<M, String> {
+        let payload = match envelope::open(msg, &peer, &mut self.envelopes) {
+            Ok(p) => p,
+            Err(e) => {
+                self.count_rejected(match e {
+                    envelope::Refusal::Replay(_) => "replay",
+                    envelope::Refusal::BadSignature(_) => "bad_signature",
+                });
+                self.punish(peer, Offence::Invalid);
+                return Err(e.to_string());
+            }
+        };
+        M::decode(payload.as_slice()).map_err(|e| format!("undecodable message: {e}"))
+    }
+
+    pub(super) fn on_block_event(
+        &mut self,
+        event: request_response::Event<SignedMessage, SignedMessage>,
+    ) {
+        match event {
+            request_response::Event::Message { message, peer, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if !self.rate_allows(&peer) {
+                        self.block_respond(channel, refusal("rate limited; slow down".into()));
+                        self.punish(peer, Offence::RateExceeded);
+                        return;
+                    }
+                    let request: BlockRequest = match self.open_envelope(peer, request) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::debug!(peer_id = %peer, error = %e, "refused a block request");
+                            self.block_respond(channel, refusal(e));
+                            return;
+                        }
+                    };
+                    // Disk reads and compression happen off the loop; the answer comes back
+                    // as a command.
+                    let service = self.blocks.clone();
+                    let handle = self.handle.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let response = crate::blocks::codec::serve(
+                            &service.store,
+                            &service.key,
+                            service.compress_threshold,
+                            &request,
+                        );
+                        handle.try_tell(Command::BlockRespond { channel, response });
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((from, reply)) = self.block_requests.remove(&request_id) {
+                        let opened =
+                            self.open_envelope::<BlockResponse>(from, response)
+                                .map_err(|e| {
+                                    ApiError::new(
+                                        ErrorCode::Failed,
+                                        format!("answer from {from} refused: {e}"),
+                                    )
+                                });
+                        let _ = reply.send(opened);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                tracing::debug!(peer_id = %peer, error = %error, "block request failed");
+                if let Some((_, reply)) = self.block_requests.remove(&request_id) {
+                    let _ = reply.send(Err(ApiError::new(
+                        ErrorCode::Failed,
+                        format!("block request to {peer} failed: {error}"),
+                    )));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(peer_id = %peer, error = %error, "inbound block request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
