@@ -62,6 +62,38 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     sync_dir(path)
 }
 
+/// Reads a state file and parses it. A missing file is `None`; an unreadable one is logged and
+/// `None`; one that does not parse is moved aside (`quarantine`), logged loudly, and `None`, so
+/// the daemon starts with a fresh state instead of failing. `what` names it in the log.
+pub fn load_state<T, E: std::fmt::Display>(
+    path: &Path,
+    what: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Option<T> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read {what}; starting without it");
+            return None;
+        }
+    };
+    match parse(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            match quarantine(path) {
+                Ok(aside) => {
+                    tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "{what} is corrupt; moved it aside and starting without it")
+                }
+                Err(q) => {
+                    tracing::error!(path = %path.display(), error = %e, quarantine_error = %q, "{what} is corrupt and could not be moved aside")
+                }
+            }
+            None
+        }
+    }
+}
+
 /// Moves a corrupt state file aside as `NAME.corrupt-UNIXTIME` and returns the new path.
 pub fn quarantine(path: &Path) -> std::io::Result<PathBuf> {
     let ts = std::time::SystemTime::now()

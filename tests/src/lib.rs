@@ -354,3 +354,48 @@ impl Drop for Reaper {
         let _ = self.0.wait();
     }
 }
+
+/// `n` nodes over TCP: the first a bootstrap node, the others joining through it; returns once
+/// every node lists all the others.
+pub fn tcp_network(n: usize) -> Vec<Node> {
+    let first = Node::start(
+        "a",
+        NodeOpts {
+            transport: Transport::Tcp,
+            is_bootstrap: true,
+            ..Default::default()
+        },
+    );
+    let boot = first.multiaddr(Transport::Tcp);
+    let mut nodes = vec![first];
+    for i in 1..n {
+        let name = ((b'a' + i as u8) as char).to_string();
+        nodes.push(Node::start(
+            &name,
+            NodeOpts {
+                transport: Transport::Tcp,
+                bootstrap: vec![boot.clone()],
+                ..Default::default()
+            },
+        ));
+    }
+    for node in &nodes {
+        let ok = wait_until(Duration::from_secs(10), || node.peers().len() + 1 >= n);
+        assert!(ok, "{} did not join: {:?}", node.name, node.peers());
+    }
+    nodes
+}
+
+/// A plain HTTP/1.1 GET (for /metrics and /health/*): the whole response, head and body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics address");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: p2pd\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}

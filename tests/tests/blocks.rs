@@ -1,42 +1,11 @@
 //! Block exchange: a large block put on one node and fetched by another, and a provider serving
 //! corrupted chunks.
 
-use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, Transport};
+use p2pd_e2e::{bin, clean_command, tcp_network, wait_until, Node, NodeOpts, Transport};
 use sha2::Digest;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
-
-fn network() -> Vec<Node> {
-    let a = Node::start(
-        "a",
-        NodeOpts {
-            transport: Transport::Tcp,
-            is_bootstrap: true,
-            ..Default::default()
-        },
-    );
-    let boot = a.multiaddr(Transport::Tcp);
-    let mut nodes = vec![a];
-    for name in ["b", "c"] {
-        nodes.push(Node::start(
-            name,
-            NodeOpts {
-                transport: Transport::Tcp,
-                bootstrap: vec![boot.clone()],
-                ..Default::default()
-            },
-        ));
-    }
-    for n in &nodes {
-        assert!(
-            wait_until(Duration::from_secs(10), || n.peers().len() >= 2),
-            "{} did not join",
-            n.name
-        );
-    }
-    nodes
-}
 
 /// p2pctl with a long timeout, for transfers.
 fn ctl_slow(node: &Node, args: &[&str]) -> Output {
@@ -83,7 +52,7 @@ fn disconnect(from: &Node, peer: &Node) {
 
 #[test]
 fn fifty_mib_block_crosses_the_network_intact() {
-    let nodes = network();
+    let nodes = tcp_network(3);
     let (a, c) = (&nodes[0], &nodes[2]);
     let file = a.dir.join("big.bin");
     let data = noise_file(&file, 50 << 20, 7);
@@ -116,7 +85,7 @@ fn hex(b: &[u8]) -> String {
 
 #[test]
 fn corrupt_provider_is_detected_and_nothing_corrupt_is_stored() {
-    let mut nodes = network();
+    let mut nodes = tcp_network(3);
     let file = nodes[0].dir.join("small.bin");
     let data = noise_file(&file, (3 << 20) + 123, 11);
     let hash = put(&nodes[0], &file);

@@ -1,41 +1,18 @@
 //! Pub/sub and the DHT through the control socket, across three real nodes.
 
-use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, Subscriber, Transport};
+use p2pd_e2e::{
+    bin, clean_command, http_get, tcp_network, wait_until, Node, NodeOpts, Subscriber, Transport,
+};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn network() -> [Node; 3] {
-    let a = Node::start(
-        "a",
-        NodeOpts {
-            transport: Transport::Tcp,
-            is_bootstrap: true,
-            ..Default::default()
-        },
-    );
-    let boot = a.multiaddr(Transport::Tcp);
-    let join = |name| {
-        Node::start(
-            name,
-            NodeOpts {
-                transport: Transport::Tcp,
-                bootstrap: vec![boot.clone()],
-                ..Default::default()
-            },
-        )
-    };
-    let (b, c) = (join("b"), join("c"));
-    let all = [a, b, c];
-    for n in &all {
-        assert!(
-            wait_until(Duration::from_secs(10), || n.peers().len() >= 2),
-            "{} did not join",
-            n.name
-        );
+    match <[Node; 3]>::try_from(tcp_network(3)) {
+        Ok(nodes) => nodes,
+        Err(_) => unreachable!("tcp_network(3) returns three nodes"),
     }
-    all
 }
 
 #[test]
@@ -304,17 +281,4 @@ fn replay_is_refused_after_the_receiver_restarts() {
         body.contains("p2p_messages_rejected_total{reason=\"replay\"} 1"),
         "{body}"
     );
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
 }

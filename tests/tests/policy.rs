@@ -1,6 +1,6 @@
 //! Peer policy on real nodes: bans, CIDR bans, runtime limits, rate limits and automatic bans.
 
-use p2pd_e2e::{wait_until, Node, NodeOpts, Reaper, Subscriber, Transport};
+use p2pd_e2e::{http_get, wait_until, Node, NodeOpts, Reaper, Subscriber, Transport};
 use std::time::Duration;
 
 fn tcp(bootstrap: Vec<String>) -> NodeOpts {
@@ -89,19 +89,6 @@ fn ban_closes_refuses_and_survives_restart() {
         body.contains("p2p_blacklist_total{action=\"ban\",kind=\"ip\"} 1"),
         "{body}"
     );
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
 }
 
 /// Opens a TCP connection from `src` to `dst` and starts multistream-select: an accepted

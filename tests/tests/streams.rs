@@ -1,7 +1,7 @@
 //! Stream forwarding: an echo service behind a registered protocol answers through
 //! `p2pctl stream open` on another node.
 
-use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, Transport};
+use p2pd_e2e::{bin, clean_command, tcp_network, wait_until, Node};
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -60,22 +60,8 @@ fn open(node: &Node, peer: &str, protocol: &str, input: &[u8]) -> std::process::
 
 #[test]
 fn echo_service_answers_through_a_forwarded_stream() {
-    let a = Node::start(
-        "a",
-        NodeOpts {
-            transport: Transport::Tcp,
-            is_bootstrap: true,
-            ..Default::default()
-        },
-    );
-    let b = Node::start(
-        "b",
-        NodeOpts {
-            transport: Transport::Tcp,
-            bootstrap: vec![a.multiaddr(Transport::Tcp)],
-            ..Default::default()
-        },
-    );
+    let nodes = tcp_network(2);
+    let (a, b) = (&nodes[0], &nodes[1]);
     let sock = a.dir.join("echo.sock");
     echo_service(&sock);
     let proto = "/test/echo/1.0.0";
@@ -92,7 +78,7 @@ fn echo_service_answers_through_a_forwarded_stream() {
     assert!(wait_until(Duration::from_secs(10), || b
         .peers()
         .contains(&a_id)));
-    let out = open(&b, &a_id, proto, b"hello stream\n");
+    let out = open(b, &a_id, proto, b"hello stream\n");
     assert!(
         out.status.success(),
         "{}",
@@ -102,7 +88,7 @@ fn echo_service_answers_through_a_forwarded_stream() {
 
     // A larger payload, both ways.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-    let out = open(&b, &a_id, proto, &big);
+    let out = open(b, &a_id, proto, &big);
     assert!(out.status.success());
     assert_eq!(&out.stdout[..6], b"echo: ");
     assert!(out.stdout[6..] == big[..], "payload changed in transit");
@@ -122,7 +108,7 @@ fn echo_service_answers_through_a_forwarded_stream() {
 
     // Removed: the protocol is no longer offered.
     assert!(a.ctl(&["stream", "rm", proto]).status.success());
-    let out = open(&b, &a_id, proto, b"anyone?\n");
+    let out = open(b, &a_id, proto, b"anyone?\n");
     assert_eq!(
         out.status.code(),
         Some(1),

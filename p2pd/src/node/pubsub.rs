@@ -40,24 +40,11 @@ impl PubSub {
 
     /// Restores the windows; a corrupt file is moved aside.
     pub fn load_replay(&mut self, path: &std::path::Path) {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot read the replay windows; starting without them");
-                return;
-            }
-        };
-        match self.replay.load_json(&bytes) {
-            Ok(n) => tracing::info!(authors = n, "loaded the replay windows"),
-            Err(e) => match crate::persist::quarantine(path) {
-                Ok(aside) => {
-                    tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "replay windows are corrupt; moved aside")
-                }
-                Err(q) => {
-                    tracing::error!(path = %path.display(), error = %e, quarantine_error = %q, "replay windows are corrupt and could not be moved aside")
-                }
-            },
+        let replay = &mut self.replay;
+        if let Some(n) =
+            crate::persist::load_state(path, "the replay windows", |b| replay.load_json(b))
+        {
+            tracing::info!(authors = n, "loaded the replay windows");
         }
     }
 

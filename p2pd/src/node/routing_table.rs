@@ -59,28 +59,8 @@ pub fn save(path: &Path, snap: &Snapshot) -> std::io::Result<()> {
 
 /// Loads the snapshot; a missing file is an empty table, a corrupt one is moved aside.
 pub fn load(path: &Path) -> Snapshot {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Snapshot::default(),
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot read the routing table; starting without it");
-            return Snapshot::default();
-        }
-    };
-    match serde_json::from_slice(&bytes) {
-        Ok(s) => s,
-        Err(e) => {
-            match crate::persist::quarantine(path) {
-                Ok(aside) => {
-                    tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "routing table is corrupt; moved it aside and starting without it")
-                }
-                Err(q) => {
-                    tracing::error!(path = %path.display(), error = %e, quarantine_error = %q, "routing table is corrupt and could not be moved aside")
-                }
-            }
-            Snapshot::default()
-        }
-    }
+    crate::persist::load_state(path, "the routing table", |b| serde_json::from_slice(b))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -155,27 +155,8 @@ impl BanList {
 
     /// Loads `bans.json`; a missing file is an empty list, a corrupt one is moved aside.
     pub fn load(path: &Path) -> BanList {
-        match std::fs::read(path) {
-            Ok(bytes) => match serde_json::from_slice::<BanList>(&bytes) {
-                Ok(list) => list,
-                Err(e) => {
-                    match crate::persist::quarantine(path) {
-                        Ok(aside) => {
-                            tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "the ban list is corrupt; moved it aside and starting without bans")
-                        }
-                        Err(q) => {
-                            tracing::error!(path = %path.display(), error = %e, quarantine_error = %q, "the ban list is corrupt and could not be moved aside")
-                        }
-                    }
-                    BanList::default()
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BanList::default(),
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot read the ban list; starting without bans");
-                BanList::default()
-            }
-        }
+        crate::persist::load_state(path, "the ban list", |b| serde_json::from_slice(b))
+            .unwrap_or_default()
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
