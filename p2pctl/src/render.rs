@@ -96,14 +96,7 @@ pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
     if p.peers.is_empty() {
         return "no peers connected\n".into();
     }
-    let mut rows = vec![[
-        "PEER ID".to_string(),
-        "DIRECTION".into(),
-        "ADDRESS".into(),
-        "LATENCY".into(),
-        "AGENT".into(),
-        "SINCE".into(),
-    ]];
+    let mut rows = Vec::new();
     for e in &p.peers {
         let latency = if e.latency_us > 0 {
             format!("{:.1}ms", e.latency_us as f64 / 1000.0)
@@ -111,7 +104,7 @@ pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
             "-".into()
         };
         for c in &e.connections {
-            rows.push([
+            rows.push(vec![
                 e.peer_id.clone(),
                 c.direction.clone(),
                 c.address.clone(),
@@ -125,22 +118,17 @@ pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
             ]);
         }
     }
-    let mut widths = [0usize; 6];
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = table(
+        &[
+            "PEER ID",
+            "DIRECTION",
+            "ADDRESS",
+            "LATENCY",
+            "AGENT",
+            "SINCE",
+        ],
+        rows,
+    );
     if verbose {
         for e in &p.peers {
             out.push_str(&format!(
