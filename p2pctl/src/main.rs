@@ -185,7 +185,10 @@ fn main() -> ExitCode {
     } else {
         cli.timeout
     };
-    match rt.block_on(async { tokio::time::timeout(limit, run(&cli, &socket)).await }) {
+    let result = rt.block_on(async { tokio::time::timeout(limit, run(&cli, &socket)).await });
+    // A read of standard input may still be blocked (stream open): do not wait for it.
+    rt.shutdown_background();
+    match result {
         Ok(Ok(out)) => {
             print!("{out}");
             ExitCode::SUCCESS

@@ -90,7 +90,10 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         cfg.rate_limit.ban_duration.0 .0,
         ban_saver,
     );
-    let streams = crate::streams::Forwarder::new(swarm.behaviour().streams.new_control());
+    let streams = crate::streams::Forwarder::new(
+        swarm.behaviour().streams.new_control(),
+        cfg.limits.stream_idle_timeout.0 .0,
+    );
     let metrics = libp2p::metrics::Metrics::new(&mut registry);
 
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.addr.0)

@@ -12,6 +12,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
@@ -43,6 +46,8 @@ impl Drop for Handler {
 pub struct Forwarder {
     control: libp2p_stream::Control,
     handlers: Mutex<BTreeMap<String, Handler>>,
+    /// A forwarded stream with no bytes either way for this long is closed.
+    idle: Duration,
 }
 
 fn bad(msg: String) -> ApiError {
@@ -68,11 +73,16 @@ pub fn protocol(name: &str) -> Result<StreamProtocol, ApiError> {
 }
 
 impl Forwarder {
-    pub fn new(control: libp2p_stream::Control) -> Self {
+    pub fn new(control: libp2p_stream::Control, idle: Duration) -> Self {
         Forwarder {
             control,
             handlers: Mutex::new(BTreeMap::new()),
+            idle,
         }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
     }
 
     fn handlers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Handler>> {
@@ -120,6 +130,7 @@ impl Forwarder {
             socket.clone(),
             name.to_string(),
             stats.clone(),
+            self.idle,
         ));
         handlers.insert(
             name.to_string(),
@@ -177,6 +188,7 @@ async fn pipe_inbound(
     socket: PathBuf,
     name: String,
     stats: Arc<Stats>,
+    idle: Duration,
 ) {
     while let Some((peer, stream)) = incoming.next().await {
         if stats.active.load(Ordering::Relaxed) >= MAX_ACTIVE {
@@ -190,7 +202,7 @@ async fn pipe_inbound(
             match tokio::net::UnixStream::connect(&socket).await {
                 Ok(mut app) => {
                     tracing::debug!(protocol = %name, peer_id = %peer, "forwarding an inbound stream");
-                    let _ = tokio::io::copy_bidirectional(&mut app, &mut stream.compat()).await;
+                    pipe(&mut app, stream.compat(), idle).await;
                 }
                 Err(e) => {
                     tracing::warn!(protocol = %name, socket = %socket.display(), error = %e, "cannot reach the application's socket; stream dropped")
@@ -201,7 +213,54 @@ async fn pipe_inbound(
     }
 }
 
-/// Pipes an opened stream through a control connection until both directions are closed.
-pub async fn splice(mut client: tokio::net::UnixStream, stream: libp2p::Stream) {
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut stream.compat()).await;
+/// Pipes an opened stream through a control connection until both directions are closed or
+/// nothing moves for `idle`.
+pub async fn splice(mut client: tokio::net::UnixStream, stream: libp2p::Stream, idle: Duration) {
+    pipe(&mut client, stream.compat(), idle).await;
+}
+
+/// Copies both ways until both directions end, or until no byte moves for `idle`.
+async fn pipe<A, B>(a: A, b: B, idle: Duration)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let activity = Notify::new();
+    let both = async {
+        tokio::join!(
+            copy_one_way(&mut ar, &mut bw, &activity),
+            copy_one_way(&mut br, &mut aw, &activity)
+        )
+    };
+    let watchdog = async {
+        while tokio::time::timeout(idle, activity.notified())
+            .await
+            .is_ok()
+        {}
+    };
+    tokio::select! {
+        _ = both => {}
+        _ = watchdog => tracing::debug!(idle = ?idle, "closed an idle forwarded stream"),
+    }
+}
+
+async fn copy_one_way<R, W>(r: &mut R, w: &mut W, activity: &Notify)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        activity.notify_one();
+    }
+    let _ = w.shutdown().await;
 }

@@ -121,3 +121,58 @@ fn echo_service_answers_through_a_forwarded_stream() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A forwarded stream on which nothing moves is closed after limits.stream_idle_timeout.
+#[test]
+fn idle_forwarded_streams_are_closed() {
+    use p2pd_e2e::{NodeOpts, Reaper, Transport};
+    let a = Node::start(
+        "a",
+        NodeOpts {
+            transport: Transport::Tcp,
+            env: vec![("P2P_LIMITS__STREAM_IDLE_TIMEOUT".into(), "1s".into())],
+            ..Default::default()
+        },
+    );
+    let b = Node::start(
+        "b",
+        NodeOpts {
+            transport: Transport::Tcp,
+            ..Default::default()
+        },
+    );
+    // An application that accepts and then never says anything nor closes.
+    let sock = a.dir.join("silent.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let proto = "/test/silent/1.0.0";
+    assert!(a
+        .ctl(&["stream", "serve", proto, &sock.display().to_string()])
+        .status
+        .success());
+    let a_id = a.peer_id();
+    assert!(b
+        .ctl(&["connect", &a.multiaddr(Transport::Tcp)])
+        .status
+        .success());
+    // stdin stays open and silent too: only the idle timeout can end this.
+    let mut child = Reaper(
+        clean_command(&bin("p2pctl"), &b.dir)
+            .arg("--socket")
+            .arg(&b.socket)
+            .args(["stream", "open", &a_id, proto])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let ended = wait_until(Duration::from_secs(15), || {
+        matches!(child.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(ended, "the idle stream was never closed");
+}

@@ -70,7 +70,7 @@ pub async fn open(
                 .await
                 .is_ok()
             {
-                crate::streams::splice(conn, stream).await;
+                crate::streams::splice(conn, stream, ctx.streams.idle_timeout()).await;
             }
         }
         Err(e) => {

@@ -85,21 +85,28 @@ pub fn build_swarm(
     registry: &mut Registry,
     bans: &crate::policy::bans::BanList,
 ) -> anyhow::Result<Swarm<Behaviour>> {
+    // limits.max_outbound_streams caps the concurrent streams of one connection, on every muxer.
+    let streams = config.limits.max_outbound_streams;
+    let muxer = move || {
+        let mut c = yamux::Config::default();
+        c.set_max_num_streams(streams as usize);
+        c
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
             (tls::Config::new, noise::Config::new),
-            yamux::Config::default,
+            muxer,
         )
         .context("TCP transport")?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            c.max_concurrent_stream_limit = streams;
+            c
+        })
         .with_dns()
         .context("DNS resolver (check /etc/resolv.conf)")?
-        .with_relay_client(
-            (tls::Config::new, noise::Config::new),
-            yamux::Config::default,
-        )
+        .with_relay_client((tls::Config::new, noise::Config::new), muxer)
         .context("relay client transport")?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
