@@ -53,6 +53,7 @@ fn open_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<std::fs::File
 pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
     logging::init(cfg.log.format, &cfg.log.filter);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = mode.as_str(), data_dir = %cfg.storage.data_dir.display(), "starting p2pd");
+    let notifier = Arc::new(crate::sd::Notifier::from_env());
     let open_files_limit = rlimit::raise_nofile();
     rlimit::check(
         open_files_limit,
@@ -137,6 +138,7 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
             info,
             blocks,
             policy,
+            service: node::ServiceState::new(notifier.clone()),
         },
     );
     node.listen()?;

@@ -65,6 +65,11 @@ impl Health {
         self.routing_table_size.load(Ordering::Relaxed)
     }
 
+    /// Listeners bound and the control socket up: what READY=1 means to the service manager.
+    pub fn serving(&self) -> bool {
+        self.listeners_bound.load(Ordering::Relaxed) && self.control_up.load(Ordering::Relaxed)
+    }
+
     /// Listeners bound, control socket up, and a non-empty routing table where bootstrap peers
     /// are configured.
     pub fn ready(&self) -> bool {

@@ -20,4 +20,5 @@ pub mod persist;
 pub mod policy;
 pub mod replay;
 pub mod rlimit;
+pub mod sd;
 pub mod streams;

@@ -399,3 +399,74 @@ pub fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).expect("read");
     out
 }
+
+/// A service manager's notification socket, as systemd binds it: a Unix datagram socket with
+/// SO_PASSCRED, so every message carries the sender's pid.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    pub fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
+            .expect("SO_PASSCRED");
+        NotifySocket {
+            path,
+            sock,
+            _dir: dir,
+        }
+    }
+
+    /// The next message and its sender's pid, or None after `within`.
+    pub fn recv(&self, within: Duration) -> Option<(String, Option<i32>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+        use std::os::fd::AsRawFd;
+        self.sock
+            .set_read_timeout(Some(within.max(Duration::from_millis(1))))
+            .ok()?;
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+        let msg = recvmsg::<UnixAddr>(
+            self.sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .ok()?;
+        let pid = msg.cmsgs().ok()?.find_map(|c| match c {
+            ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+            _ => None,
+        });
+        let len = msg.bytes;
+        Some((String::from_utf8_lossy(&buf[..len]).into_owned(), pid))
+    }
+
+    /// Waits for a message containing `needle`; returns it with its pid and arrival time.
+    pub fn expect(
+        &self,
+        needle: &str,
+        within: Duration,
+    ) -> Option<(String, Option<i32>, std::time::Instant)> {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.recv(left) {
+                Some((m, pid)) if m.contains(needle) => return Some((m, pid, Instant::now())),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Default for NotifySocket {
+    fn default() -> Self {
+        Self::new()
+    }
+}

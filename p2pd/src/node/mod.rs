@@ -9,6 +9,7 @@ mod peers;
 mod policy;
 mod pubsub;
 pub mod routing_table;
+mod service;
 
 pub use command::{ApiError, Command, DhtQuery, NodeHandle, Reply, TrustAction};
 pub use policy::{ban_writer, BanLabels, PolicyState};
@@ -76,6 +77,27 @@ pub struct Node {
     /// Our own command channel, for work finished off the loop.
     handle: NodeHandle,
     policy: PolicyState,
+    service: ServiceState,
+}
+
+/// Where the node stands with the service manager.
+pub struct ServiceState {
+    pub notifier: Arc<crate::sd::Notifier>,
+    /// Listeners that have not reported an address yet.
+    unbound: HashSet<ListenerId>,
+    ready_sent: bool,
+    last_status: String,
+}
+
+impl ServiceState {
+    pub fn new(notifier: Arc<crate::sd::Notifier>) -> Self {
+        ServiceState {
+            notifier,
+            unbound: HashSet::new(),
+            ready_sent: false,
+            last_status: String::new(),
+        }
+    }
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux), QUIC-v1, DNS, relay client; never plaintext.
@@ -130,6 +152,7 @@ pub struct Services {
     pub info: NodeInfo,
     pub blocks: BlockService,
     pub policy: PolicyState,
+    pub service: ServiceState,
 }
 
 impl Node {
@@ -146,6 +169,7 @@ impl Node {
             info,
             blocks,
             policy,
+            service,
         } = services;
         let loopback_only = config.network.listen.iter().all(|a| addr::is_loopback(a));
         let n = &config.network;
@@ -180,6 +204,7 @@ impl Node {
             envelopes: crate::replay::ReplayGuard::new(100_000),
             handle,
             policy,
+            service,
         };
         node.init_trust();
         node
@@ -199,6 +224,7 @@ impl Node {
                 )
             })?;
             self.listeners.insert(id);
+            self.service.unbound.insert(id);
         }
         Ok(())
     }
@@ -257,6 +283,13 @@ impl Node {
         let mut save_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + SAVE_INTERVAL, SAVE_INTERVAL);
         let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let mut watchdog = crate::sd::watchdog_interval().map(|every| {
+            let mut i = tokio::time::interval(every);
+            // After a late turn, keep the spacing instead of bursting to catch up.
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        self.maybe_ready();
         loop {
             self.health.beat();
             tokio::select! {
@@ -271,6 +304,7 @@ impl Node {
                     tokio::task::spawn_blocking(move || store.expire());
                 }
                 _ = beat.tick() => self.on_tick(),
+                _ = service::watchdog_tick(&mut watchdog) => self.service.notifier.watchdog(),
                 _ = &mut shutdown => break,
             }
         }
@@ -278,9 +312,7 @@ impl Node {
     }
 
     async fn stop(mut self) {
-        for id in self.listeners.drain() {
-            self.swarm.remove_listener(id);
-        }
+        self.drain().await;
         if let Some(h) = self.saving.take() {
             let _ = h.await;
         }
@@ -467,8 +499,10 @@ impl Node {
                 address,
             } => {
                 tracing::info!(address = %address.clone().with_p2p(self.local_peer_id()).unwrap_or(address), "listening");
-                if self.listeners.contains(&listener_id) {
+                self.service.unbound.remove(&listener_id);
+                if self.service.unbound.is_empty() {
                     self.health.set_listeners_bound();
+                    self.maybe_ready();
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -626,6 +660,9 @@ impl Node {
 impl Node {
     /// Once a second: expire bans, redial trusted peers, drop gone subscribers.
     fn on_tick(&mut self) {
+        #[cfg(debug_assertions)]
+        self.debug_stall();
+        self.refresh_status();
         self.expire_bans();
         self.keep_trusted_connected();
         self.pubsub_sweep();
