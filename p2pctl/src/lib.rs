@@ -467,6 +467,22 @@ impl Client {
     }
 }
 
+/// Service operations.
+impl Client {
+    /// Re-reads the daemon's config and applies it; an invalid one is refused with the reason.
+    pub async fn reload(&mut self) -> Result<control::ReloadResponse, ClientError> {
+        expect_kind!(self.request::Kind::Reload(control::ReloadRequest {}), Reload)
+    }
+
+    /// Replaces the daemon's log filter until the next reload or restart.
+    pub async fn log_level(&mut self, filter: &str) -> Result<(), ClientError> {
+        let req = control::LogLevelRequest {
+            filter: filter.into(),
+        };
+        expect_kind!(self.request::Kind::LogLevel(req), Ack).map(|_| ())
+    }
+}
+
 /// A live pub/sub subscription. Dropping it unsubscribes.
 pub struct Subscription {
     client: Client,

@@ -73,6 +73,10 @@ enum Cmd {
     /// Trusted peers: bypass connection limits, larger rate limits, kept connected.
     #[command(subcommand)]
     Trust(TrustCmd),
+    /// Re-read the config file and apply it (as SIGHUP); waits until applied or refused.
+    Reload,
+    /// Change the log filter now (e.g. "info,libp2p_kad=debug") until the next reload.
+    LogLevel { filter: String },
     /// Every limit with its value, current usage and percent; `limits set NAME VALUE` changes one.
     Limits {
         #[command(subcommand)]
@@ -315,6 +319,30 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             }
         }
         Cmd::Bans => render::bans(&client.bans().await?, cli.json),
+        Cmd::Reload => {
+            let r = client.reload().await?;
+            if cli.json {
+                json_line(
+                    serde_json::json!({"message": r.message, "restart_needed": r.restart_needed}),
+                )
+            } else if r.restart_needed.is_empty() {
+                format!("reloaded; {}\n", r.message)
+            } else {
+                format!(
+                    "reloaded; {}\nthese changes need a restart: {}\n",
+                    r.message,
+                    r.restart_needed.join(", ")
+                )
+            }
+        }
+        Cmd::LogLevel { filter } => {
+            client.log_level(filter).await?;
+            if cli.json {
+                json_line(serde_json::json!({"filter": filter}))
+            } else {
+                format!("log filter is now {filter}\n")
+            }
+        }
         Cmd::Trust(cmd) => {
             use p2pctl::control::trust_request::Action;
             let (action, target) = match cmd {

@@ -6,6 +6,7 @@ use crate::control::{self, ControlServer};
 use crate::health::Health;
 use crate::http::HttpServer;
 use crate::node::{self, Node, NodeHandle, NodeInfo};
+use crate::reload::Reloader;
 use crate::{identity, logging, rlimit};
 use anyhow::Context;
 use p2pd_proto::paths::Mode;
@@ -50,7 +51,7 @@ fn open_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<std::fs::File
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are start-up failures, already worded for the
 /// operator.
-pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyhow::Result<()> {
     logging::init(cfg.log.format, &cfg.log.filter);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = mode.as_str(), data_dir = %cfg.storage.data_dir.display(), "starting p2pd");
     let notifier = Arc::new(crate::sd::Notifier::from_env());
@@ -128,6 +129,13 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
         signer: Arc::new(crate::blocks::envelope::Signer::new(key.clone())),
     };
     let handle = NodeHandle::new(tx);
+    let reloader = Arc::new(Reloader::new(
+        mode,
+        overrides,
+        handle.clone(),
+        notifier.clone(),
+    ));
+    reload_on_sighup(reloader.clone())?;
     let mut node = Node::new(
         swarm,
         cfg.clone(),
@@ -145,7 +153,9 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
 
     let listener = control::bind(&cfg.control.socket, &cfg.control.group)?;
     tracing::info!(socket = %cfg.control.socket.display(), metrics = %metrics_addr, %peer_id, "control socket and metrics ready");
-    tokio::spawn(ControlServer::new(listener, handle, peer_id, store, streams).run());
+    tokio::spawn(
+        ControlServer::new(listener, handle, peer_id, store, streams, reloader.clone()).run(),
+    );
     health.set_control_up();
     tokio::spawn(HttpServer::new(metrics_listener, Arc::new(registry), health.clone()).run());
 
@@ -159,21 +169,19 @@ pub async fn run(cfg: Config, mode: Mode) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once. SIGHUP is caught so it
-/// never kills the daemon.
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     Ok(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => tracing::warn!("SIGHUP received; configuration reload is not supported by this build yet"),
-            }
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        tracing::info!("shutting down (send the signal again to exit at once)");
+        tracing::info!(
+            event = "stopping",
+            "shutting down (send the signal again to exit at once)"
+        );
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -183,4 +191,15 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             std::process::exit(1);
         });
     })
+}
+
+/// SIGHUP reloads the configuration (and never kills the daemon).
+fn reload_on_sighup(reloader: Arc<Reloader>) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = reloader.reload("SIGHUP").await;
+        }
+    });
+    Ok(())
 }

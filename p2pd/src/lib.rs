@@ -18,6 +18,7 @@ pub mod logging;
 pub mod node;
 pub mod persist;
 pub mod policy;
+pub mod reload;
 pub mod replay;
 pub mod rlimit;
 pub mod sd;

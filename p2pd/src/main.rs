@@ -30,7 +30,7 @@ fn run(args: &p2pd::cli::RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    match rt.block_on(p2pd::daemon::run(cfg, mode)) {
+    match rt.block_on(p2pd::daemon::run(cfg, mode, args.overrides())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "start-up failed");

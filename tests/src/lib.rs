@@ -138,9 +138,10 @@ impl Node {
             .arg("--control-socket")
             .arg(&self.socket)
             .arg("--metrics-addr")
-            .arg("127.0.0.1:0")
-            .arg("--log-format")
-            .arg("text");
+            .arg("127.0.0.1:0");
+        if !opts.args.iter().any(|a| a == "--log-format") {
+            cmd.args(["--log-format", "text"]);
+        }
         for l in opts.transport.listen() {
             let ip = opts.ip.as_deref().unwrap_or("127.0.0.1");
             cmd.arg("--listen").arg(l.replace("127.0.0.1", ip));

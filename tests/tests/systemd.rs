@@ -148,3 +148,129 @@ fn sigterm_sends_stopping_exits_zero_and_rewrites_the_routing_table() {
     );
     assert!(table.exists(), "routing table not written at shutdown");
 }
+
+#[test]
+fn sighup_reloads_the_file_and_refuses_an_invalid_one() {
+    let notify = NotifySocket::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("p2pd.toml");
+    std::fs::write(&file, "[limits]\nmax_inbound = 100\n").expect("write config");
+    let node = Node::start(
+        "reloading",
+        NodeOpts {
+            env: env(&notify, &[]),
+            args: vec!["--config".into(), file.display().to_string()],
+            ..Default::default()
+        },
+    );
+    assert!(notify.expect("READY=1", Duration::from_secs(5)).is_some());
+    let max_inbound = |n: &Node| {
+        let l = n.ctl_json(&["limits"]);
+        l.as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "max_inbound"))
+            .map(|x| x["value"].clone())
+    };
+    assert_eq!(max_inbound(&node), Some("100".into()));
+
+    std::fs::write(&file, "[limits]\nmax_inbound = 55\n").expect("write config");
+    let hup = |n: &Node| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(n.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP")
+    };
+    hup(&node);
+    let (msg, _, _) = notify
+        .expect("RELOADING=1", Duration::from_secs(5))
+        .expect("no RELOADING=1");
+    assert!(msg.contains("MONOTONIC_USEC="), "{msg}");
+    assert!(
+        notify.expect("READY=1", Duration::from_secs(5)).is_some(),
+        "no READY=1 after the reload"
+    );
+    assert_eq!(max_inbound(&node), Some("55".into()));
+
+    // An invalid file is refused: the old value stays and the daemon keeps serving.
+    std::fs::write(&file, "[limits]\nmax_inbound = 0\n").expect("write config");
+    hup(&node);
+    assert!(notify
+        .expect("RELOADING=1", Duration::from_secs(5))
+        .is_some());
+    assert!(notify.expect("READY=1", Duration::from_secs(5)).is_some());
+    assert_eq!(max_inbound(&node), Some("55".into()));
+    let refused = node.ctl(&["reload"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("limits.max_inbound") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(
+        node.log().contains("reload refused"),
+        "the refusal is not in the log"
+    );
+
+    // A runtime change is undone by a reload that succeeds.
+    std::fs::write(&file, "[limits]\nmax_inbound = 55\n").expect("write config");
+    assert!(node
+        .ctl(&["limits", "set", "max_inbound", "7"])
+        .status
+        .success());
+    let ok = node.ctl(&["reload"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(max_inbound(&node), Some("55".into()));
+}
+
+#[test]
+fn log_level_changes_at_runtime_and_json_logs_carry_structured_fields() {
+    let a = Node::start(
+        "json",
+        NodeOpts {
+            args: vec!["--log-format".into(), "json".into()],
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            ..Default::default()
+        },
+    );
+    assert!(a.ctl(&["log-level", "info,p2pd=debug"]).status.success());
+    assert_eq!(
+        a.ctl(&["log-level", "not a [filter"]).status.code(),
+        Some(1)
+    );
+    let b = Node::start("peer", NodeOpts::default());
+    assert!(a
+        .ctl(&["connect", &b.multiaddr(p2pd_e2e::Transport::Tcp)])
+        .status
+        .success());
+    let lines: Vec<serde_json::Value> = a
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "no JSON log lines: {}", a.log());
+    let conn = lines
+        .iter()
+        .find(|l| l["event"] == "connection_established")
+        .expect("a connection event");
+    for key in ["peer_id", "remote_addr", "direction"] {
+        assert!(conn.get(key).is_some(), "{key} missing: {conn}");
+    }
+    let audit = lines
+        .iter()
+        .find(|l| l["event"] == "control_request" && l["request"] == "connect")
+        .expect("an audit line");
+    assert!(
+        audit.get("caller_uid").is_some() && audit.get("caller_pid").is_some(),
+        "{audit}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "identified" && l.get("protocol").is_some()),
+        "no protocol field"
+    );
+}

@@ -65,6 +65,7 @@ pub struct Ctx {
     pub peer_id: libp2p::PeerId,
     pub store: crate::blocks::BlockStore,
     pub streams: crate::streams::Forwarder,
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 pub struct ControlServer {
@@ -80,6 +81,7 @@ impl ControlServer {
         peer_id: libp2p::PeerId,
         store: crate::blocks::BlockStore,
         streams: crate::streams::Forwarder,
+        reloader: Arc<crate::reload::Reloader>,
     ) -> Self {
         ControlServer {
             listener,
@@ -88,6 +90,7 @@ impl ControlServer {
                 peer_id,
                 store,
                 streams,
+                reloader,
             }),
             slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
         }
@@ -379,5 +382,21 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         K::Trust(r) => policy::trust(node, caller, r).await.into(),
         K::Limits(_) => policy::limits(node).await.into(),
         K::LimitsSet(r) => policy::limits_set(node, caller, r).await.into(),
+        K::Reload(_) => {
+            caller.audit("reload", "");
+            let by = format!("uid {}", caller.uid);
+            ctx.reloader
+                .reload(&by)
+                .await
+                .map(response::Kind::Reload)
+                .into()
+        }
+        K::LogLevel(r) => {
+            caller.audit("log_level", &r.filter);
+            crate::logging::set_filter(&r.filter)
+                .map(|()| response::Kind::Ack(p2pd_proto::control::Ack {}))
+                .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))
+                .into()
+        }
     }
 }

@@ -86,6 +86,11 @@ pub enum Command {
         value: String,
         reply: Reply<control::LimitList>,
     },
+    /// Apply a re-read, validated config (reload).
+    ApplyConfig {
+        config: Box<crate::config::Config>,
+        reply: Reply<control::ReloadResponse>,
+    },
     /// Internal: the answer to an inbound block request, prepared off the event loop.
     BlockRespond {
         channel: libp2p::request_response::ResponseChannel<p2pd_proto::wire::SignedMessage>,

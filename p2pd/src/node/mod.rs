@@ -8,6 +8,7 @@ mod dht;
 mod peers;
 mod policy;
 mod pubsub;
+mod reload;
 pub mod routing_table;
 mod service;
 
@@ -237,16 +238,31 @@ impl Node {
         if !saved.is_empty() {
             tracing::info!(peers = saved.len(), "loaded the routing table");
         }
-        let bootstrap: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .config
+        let peers = self.bootstrap_peers().into_iter().chain(saved).collect();
+        self.dial_known(peers);
+    }
+
+    /// The configured bootstrap peers with their addresses.
+    fn bootstrap_peers(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        self.config
             .network
             .bootstrap_peers
             .iter()
             .filter_map(|a| Some((addr::peer_id_of(a)?, vec![addr::without_peer_id(a)])))
-            .collect();
+            .collect()
+    }
+
+    /// Dials the bootstrap peers again (after a reload) and re-bootstraps the DHT.
+    pub(super) fn join_bootstrap_peers(&mut self) {
+        let peers = self.bootstrap_peers();
+        self.dial_known(peers);
+    }
+
+    /// Adds peers to the DHT, dials (up to a bound) those not connected, and bootstraps.
+    fn dial_known(&mut self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
         let me = self.local_peer_id();
         let mut dialled = 0;
-        for (peer, addrs) in bootstrap.into_iter().chain(saved) {
+        for (peer, addrs) in peers {
             if peer == me {
                 continue;
             }
@@ -260,7 +276,7 @@ impl Node {
                     .condition(PeerCondition::DisconnectedAndNotDialing)
                     .build();
                 if let Err(e) = self.swarm.dial(opts) {
-                    tracing::debug!(%peer, error = %e, "startup dial not started");
+                    tracing::debug!(%peer, error = %e, "dial not started");
                 }
             }
         }
@@ -422,6 +438,9 @@ impl Node {
                 let _ = reply.send(result);
             }
             Command::BlockRespond { channel, response } => self.block_respond(channel, response),
+            Command::ApplyConfig { config, reply } => {
+                let _ = reply.send(Ok(self.apply_config(*config)));
+            }
         }
     }
 
@@ -511,7 +530,12 @@ impl Node {
                 endpoint,
                 ..
             } => {
-                tracing::debug!(peer_id = %peer_id, remote_addr = %endpoint.get_remote_address(), "connection established");
+                let direction = if endpoint.is_dialer() {
+                    "outbound"
+                } else {
+                    "inbound"
+                };
+                tracing::info!(event = "connection_established", peer_id = %peer_id, remote_addr = %endpoint.get_remote_address(), direction, "connection established");
                 self.policy.pending_inbound.remove(&connection_id);
                 self.peers.connected(peer_id, connection_id, &endpoint);
                 self.trusted_connected(&peer_id);
@@ -641,6 +665,7 @@ impl Node {
     }
 
     fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
+        tracing::debug!(event = "identified", peer_id = %peer, protocol = %info.protocol_version, agent = %info.agent_version, "peer identified");
         self.peers.identified(&peer, &info);
         if behaviour::is_dht_server(&info.protocols) {
             for a in info.listen_addrs {

@@ -6,7 +6,7 @@ use crate::behaviour;
 use crate::config::values::{ByteSize, PeerRef};
 use crate::policy::bans::{Ban, BanList, BanTarget};
 use crate::policy::now_unix;
-use crate::policy::rate::{Offence, RateLimiter};
+use crate::policy::rate::{BucketConfig, Offence, RateLimiter};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
@@ -80,6 +80,32 @@ impl PolicyState {
             ban_duration,
             saver,
         }
+    }
+}
+
+impl PolicyState {
+    pub fn clear_runtime_limits(&mut self) {
+        self.runtime_limits.clear();
+    }
+
+    pub fn reconfigure(
+        &mut self,
+        normal: BucketConfig,
+        trusted: BucketConfig,
+        threshold: f64,
+        ban_duration: Duration,
+    ) {
+        self.rate.reconfigure(normal, trusted, threshold);
+        self.ban_duration = ban_duration;
+    }
+
+    /// Peers trusted through the config file.
+    pub fn configured_trusted(&self) -> Vec<PeerId> {
+        self.trusted
+            .iter()
+            .filter(|(_, t)| t.from_config)
+            .map(|(p, _)| *p)
+            .collect()
     }
 }
 
@@ -169,6 +195,21 @@ impl Node {
         if addr.is_some() {
             t.addr = addr;
         }
+    }
+
+    /// A peer no longer trusted by the config: untrusted unless also trusted at runtime.
+    pub(super) fn untrust_configured(&mut self, peer: &PeerId) {
+        if self.swarm.behaviour().policy.bans.trusted.contains(peer) {
+            if let Some(t) = self.policy.trusted.get_mut(peer) {
+                t.from_config = false;
+            }
+            return;
+        }
+        self.policy.trusted.remove(peer);
+        self.swarm
+            .behaviour_mut()
+            .connection_limits
+            .remove_peer_id(peer);
     }
 
     pub(super) fn is_trusted(&self, peer: &PeerId) -> bool {

@@ -70,6 +70,23 @@ impl Policy {
         }
     }
 
+    pub fn set_dial_deny(&mut self, deny: Vec<IpNet>) {
+        self.dial_deny = deny;
+    }
+
+    /// Replaces the ban list (reload), closing connections that newly banned targets cover.
+    pub fn replace_bans(&mut self, list: BanList) {
+        let old = std::mem::take(&mut self.bans.bans);
+        self.bans.trusted = list.trusted;
+        for b in list.bans {
+            if old.contains(&b) {
+                self.bans.add(b);
+            } else {
+                self.ban(b);
+            }
+        }
+    }
+
     /// True when `addr` lies in `network.dial_deny_cidrs`.
     pub fn dial_denied(&self, addr: &Multiaddr) -> bool {
         crate::addr::ip_of(addr).is_some_and(|ip| self.dial_deny.iter().any(|n| n.contains(&ip)))

@@ -66,6 +66,13 @@ impl RateLimiter {
         }
     }
 
+    /// New bucket sizes and threshold; existing buckets refill toward the new capacity.
+    pub fn reconfigure(&mut self, normal: BucketConfig, trusted: BucketConfig, ban_threshold: f64) {
+        self.normal = normal;
+        self.trusted = trusted;
+        self.ban_threshold = ban_threshold;
+    }
+
     /// Takes one token for a message from `peer`; false = drop it.
     pub fn allow(&mut self, peer: &PeerId, trusted: bool, now: Instant) -> bool {
         let cfg = if trusted { self.trusted } else { self.normal };

@@ -1,0 +1,72 @@
+//! Reload (SIGHUP or `p2pctl reload`): tell the service manager, re-read and validate the config
+//! the way start-up did, hand a valid one to the node, and report. An invalid config is refused
+//! with the reason and the running one stays.
+
+use crate::config::{self, Overrides};
+use crate::node::{ApiError, Command, NodeHandle};
+use crate::sd::Notifier;
+use p2pd_proto::control::{ErrorCode, ReloadResponse};
+use p2pd_proto::paths::Mode;
+use std::sync::Arc;
+
+pub struct Reloader {
+    mode: Mode,
+    overrides: Overrides,
+    node: NodeHandle,
+    notifier: Arc<Notifier>,
+    /// One reload at a time.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(
+        mode: Mode,
+        overrides: Overrides,
+        node: NodeHandle,
+        notifier: Arc<Notifier>,
+    ) -> Self {
+        Reloader {
+            mode,
+            overrides,
+            node,
+            notifier,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Reloads; `by` says who asked ("SIGHUP", "uid 0").
+    pub async fn reload(&self, by: &str) -> Result<ReloadResponse, ApiError> {
+        let _one = self.running.lock().await;
+        tracing::info!(event = "reload", by, "reloading the configuration");
+        self.notifier.reloading();
+        let result = match config::load(self.mode, &self.overrides, std::env::vars()) {
+            Ok((cfg, _)) => {
+                let applied = self
+                    .node
+                    .ask(|reply| Command::ApplyConfig {
+                        config: Box::new(cfg),
+                        reply,
+                    })
+                    .await;
+                if let Ok(r) = &applied {
+                    tracing::info!(event = "reload", result = %r.message, restart_needed = ?r.restart_needed, "configuration reloaded");
+                }
+                applied
+            }
+            Err(e) => {
+                tracing::error!(event = "reload", error = %e, "reload refused; the running configuration stays");
+                Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("reload refused, the running configuration stays: {e}"),
+                ))
+            }
+        };
+        self.notifier.ready(match &result {
+            Ok(_) => "configuration reloaded",
+            Err(_) => {
+                "reload refused: invalid configuration (see the log); running with the previous one"
+            }
+        });
+        result
+    }
+}
