@@ -151,7 +151,13 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     );
     node.listen()?;
 
-    let listener = control::bind(&cfg.control.socket, &cfg.control.group)?;
+    let (listener, activated) = match control::from_service_manager()? {
+        Some(l) => (l, true),
+        None => (
+            control::bind(&cfg.control.socket, &cfg.control.group)?,
+            false,
+        ),
+    };
     tracing::info!(socket = %cfg.control.socket.display(), metrics = %metrics_addr, %peer_id, "control socket and metrics ready");
     tokio::spawn(
         ControlServer::new(listener, handle, peer_id, store, streams, reloader.clone()).run(),
@@ -164,7 +170,10 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     node.run(shutdown).await;
     // The node dropped its sender: the writer finishes the last ban list and ends.
     let _ = ban_writer.await;
-    let _ = std::fs::remove_file(&cfg.control.socket);
+    if !activated {
+        // A socket passed by p2pd.socket belongs to systemd, which keeps it for the next start.
+        let _ = std::fs::remove_file(&cfg.control.socket);
+    }
     tracing::info!("p2pd stopped");
     Ok(())
 }

@@ -274,3 +274,54 @@ fn log_level_changes_at_runtime_and_json_logs_carry_structured_fields() {
         "no protocol field"
     );
 }
+
+/// Socket activation: the control socket comes from the service manager as fd 3.
+#[test]
+fn control_socket_can_be_passed_by_the_service_manager() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let fd = listener.as_raw_fd();
+    let mut cmd = clean_command(&bin("p2pd"), dir.path());
+    cmd.env("LISTEN_FDS", "1")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        // A different path: p2pd must use the passed socket, not bind this one.
+        .arg("--control-socket")
+        .arg(dir.path().join("unused.sock"))
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only dup2 between fork and exec, which is async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            let old = std::os::fd::BorrowedFd::borrow_raw(fd);
+            if fd == 3 {
+                nix::fcntl::fcntl(
+                    old,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            } else {
+                // fd 3 must stay open across exec: never close what dup2 made.
+                std::mem::forget(nix::unistd::dup2_raw(old, 3)?);
+            }
+            Ok(())
+        });
+    }
+    let _child = Reaper(cmd.spawn().expect("spawn p2pd"));
+    let ok = p2pd_e2e::wait_until(Duration::from_secs(20), || {
+        clean_command(&bin("p2pctl"), dir.path())
+            .arg("--socket")
+            .arg(&path)
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(ok, "p2pd did not serve the passed socket");
+    assert!(
+        !dir.path().join("unused.sock").exists(),
+        "p2pd bound its own socket too"
+    );
+}

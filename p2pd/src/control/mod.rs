@@ -16,7 +16,7 @@ mod socket;
 mod status;
 mod stream;
 
-pub use socket::bind;
+pub use socket::{bind, from_service_manager};
 
 use crate::node::{ApiError, NodeHandle};
 use futures::stream::{BoxStream, StreamExt};

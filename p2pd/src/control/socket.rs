@@ -5,6 +5,44 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use tokio::net::UnixListener;
 
+/// The control socket handed over by the service manager (`p2pd.socket`): the first passed
+/// descriptor (fd 3) when `$LISTEN_FDS` is at least 1 and `$LISTEN_PID` is unset or ours.
+pub fn from_service_manager() -> anyhow::Result<Option<UnixListener>> {
+    let fds: u32 = match std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        Some(n) if n >= 1 => n,
+        _ => return Ok(None),
+    };
+    if let Ok(pid) = std::env::var("LISTEN_PID") {
+        if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+            return Ok(None);
+        }
+    }
+    const SD_LISTEN_FDS_START: i32 = 3;
+    // SAFETY: systemd passes fds 3..3+LISTEN_FDS to this process and nothing else owns fd 3;
+    // it is taken exactly once, here.
+    #[allow(unsafe_code)]
+    let std_listener = unsafe {
+        <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(
+            SD_LISTEN_FDS_START,
+        )
+    };
+    std_listener.local_addr().context(
+        "LISTEN_FDS is set but fd 3 is not a Unix socket; check p2pd.socket (ListenStream=)",
+    )?;
+    std_listener
+        .set_nonblocking(true)
+        .context("fd 3 from the service manager")?;
+    let listener = UnixListener::from_std(std_listener).context("fd 3 from the service manager")?;
+    tracing::info!(
+        fds,
+        "using the control socket passed by the service manager"
+    );
+    Ok(Some(listener))
+}
+
 /// Binds `path` with mode 0660 and group `group` (when that group exists). A stale socket left
 /// by a crash is replaced; a live one (another daemon answering) is an error.
 pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
