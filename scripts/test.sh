@@ -14,6 +14,11 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 npm install --prefix tests/interop/js --no-save --no-audit --no-fund --loglevel=error
 
+# The unit checks use systemd-analyze (Debian's systemd package).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+fi
+
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check
 else
@@ -27,4 +32,5 @@ fi
 
 # The end-to-end tests start target/debug/p2pd, target/debug/p2pctl and the client example.
 cargo build --workspace --bins --examples --locked
+scripts/check-units.sh
 cargo test --workspace --locked
