@@ -97,6 +97,7 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
         cfg.limits.stream_idle_timeout.0 .0,
     );
     let metrics = libp2p::metrics::Metrics::new(&mut registry);
+    let p2p = crate::metrics::P2pMetrics::register(&mut registry);
 
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.addr.0)
         .await
@@ -147,6 +148,7 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
             blocks,
             policy,
             service: node::ServiceState::new(notifier.clone()),
+            p2p,
         },
     );
     node.listen()?;

@@ -70,11 +70,13 @@ impl Health {
         self.listeners_bound.load(Ordering::Relaxed) && self.control_up.load(Ordering::Relaxed)
     }
 
-    /// Listeners bound, control socket up, and a non-empty routing table where bootstrap peers
-    /// are configured.
+    /// Listeners bound, control socket up, and — where bootstrap peers are configured — a
+    /// non-empty routing table with at least one peer actually connected (configured entries
+    /// alone prove nothing).
     pub fn ready(&self) -> bool {
         self.listeners_bound.load(Ordering::Relaxed)
             && self.control_up.load(Ordering::Relaxed)
-            && (!self.needs_peers.load(Ordering::Relaxed) || self.routing_table_size() > 0)
+            && (!self.needs_peers.load(Ordering::Relaxed)
+                || (self.routing_table_size() > 0 && self.connected_peers() > 0))
     }
 }

@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod persist;
 pub mod policy;

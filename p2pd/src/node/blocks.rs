@@ -25,6 +25,7 @@ impl Node {
         reply: Reply<BlockResponse>,
     ) {
         let sealed = self.blocks.signer.seal(request.encode_to_vec());
+        self.p2p.message("out", "block");
         let id = self
             .swarm
             .behaviour_mut()
@@ -79,6 +80,7 @@ impl Node {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    self.p2p.message("in", "block");
                     if !self.rate_allows(&peer) {
                         self.block_respond(channel, refusal("rate limited; slow down".into()));
                         self.punish(peer, Offence::RateExceeded);

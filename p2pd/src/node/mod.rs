@@ -79,6 +79,7 @@ pub struct Node {
     handle: NodeHandle,
     policy: PolicyState,
     service: ServiceState,
+    p2p: crate::metrics::P2pMetrics,
 }
 
 /// Where the node stands with the service manager.
@@ -154,6 +155,7 @@ pub struct Services {
     pub blocks: BlockService,
     pub policy: PolicyState,
     pub service: ServiceState,
+    pub p2p: crate::metrics::P2pMetrics,
 }
 
 impl Node {
@@ -171,6 +173,7 @@ impl Node {
             blocks,
             policy,
             service,
+            p2p,
         } = services;
         let loopback_only = config.network.listen.iter().all(|a| addr::is_loopback(a));
         let n = &config.network;
@@ -206,6 +209,7 @@ impl Node {
             handle,
             policy,
             service,
+            p2p,
         };
         node.init_trust();
         node
@@ -538,6 +542,8 @@ impl Node {
                 tracing::info!(event = "connection_established", peer_id = %peer_id, remote_addr = %endpoint.get_remote_address(), direction, "connection established");
                 self.policy.pending_inbound.remove(&connection_id);
                 self.peers.connected(peer_id, connection_id, &endpoint);
+                self.p2p.connections_opened.inc();
+                self.count_connections();
                 self.trusted_connected(&peer_id);
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let answer = control::ConnectResponse {
@@ -555,6 +561,7 @@ impl Node {
             } => {
                 tracing::debug!(peer_id = %peer_id, cause = ?cause, "connection closed");
                 self.peers.disconnected(&peer_id, connection_id);
+                self.count_connections();
                 if let Some((reply, _)) = self.confirming.remove(&connection_id) {
                     let _ = reply.send(Err(ApiError::new(
                         ErrorCode::Failed,
@@ -568,6 +575,7 @@ impl Node {
                 error,
             } => {
                 tracing::debug!(peer_id = ?peer_id, error = %error, "dial failed");
+                self.p2p.dial_failures.inc();
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(ApiError::new(
                         ErrorCode::Failed,
@@ -645,8 +653,19 @@ impl Node {
                         tracing::debug!(peer_id = %peer, "added to the routing table");
                     }
                     kad::Event::OutboundQueryProgressed {
-                        id, result, step, ..
-                    } => self.on_query_progress(id, result, step.last),
+                        id,
+                        result,
+                        step,
+                        stats,
+                        ..
+                    } => {
+                        if step.last {
+                            if let Some(d) = stats.duration() {
+                                self.p2p.dht_query_duration.observe(d.as_secs_f64());
+                            }
+                        }
+                        self.on_query_progress(id, result, step.last)
+                    }
                     _ => {}
                 }
             }
@@ -655,7 +674,18 @@ impl Node {
                 self.on_gossip_event(ev);
             }
             BehaviourEvent::Blocks(ev) => self.on_block_event(ev),
-            BehaviourEvent::Relay(ev) => self.metrics.record(&ev),
+            BehaviourEvent::Relay(ev) => {
+                self.metrics.record(&ev);
+                match ev {
+                    libp2p::relay::Event::CircuitReqAccepted { .. } => {
+                        self.p2p.relay_active.inc();
+                    }
+                    libp2p::relay::Event::CircuitClosed { .. } => {
+                        self.p2p.relay_active.dec();
+                    }
+                    _ => {}
+                }
+            }
             BehaviourEvent::Dcutr(ev) => self.metrics.record(&ev),
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
                 tracing::info!(old = ?old, new = ?new, "NAT status changed");
@@ -684,7 +714,18 @@ impl Node {
 
 impl Node {
     /// Once a second: expire bans, redial trusted peers, drop gone subscribers.
+    fn count_connections(&self) {
+        let n = self
+            .swarm
+            .network_info()
+            .connection_counters()
+            .num_established();
+        self.p2p.connections_active.set(i64::from(n));
+    }
+
     fn on_tick(&mut self) {
+        let gossip_peers = self.swarm.behaviour().gossipsub.all_peers().count();
+        self.p2p.gossip_peers.set(gossip_peers as i64);
         #[cfg(debug_assertions)]
         self.debug_stall();
         self.refresh_status();

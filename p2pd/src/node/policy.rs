@@ -64,6 +64,14 @@ impl PolicyState {
             "Bans and unbans, by action (ban, unban) and kind (peer, ip, cidr)",
             blacklist_total.clone(),
         );
+        for action in ["ban", "unban"] {
+            for kind in ["peer", "ip", "cidr"] {
+                let _ = blacklist_total.get_or_create(&BanLabels {
+                    action: action.into(),
+                    kind: kind.into(),
+                });
+            }
+        }
         let rejected_total = Family::<RejectLabels, Counter>::default();
         registry.register(
             "p2p_messages_rejected",
@@ -133,18 +141,6 @@ fn entry(b: &Ban) -> control::BanEntry {
         expires_unix: b.expires_unix.unwrap_or(0),
         created_by: b.created_by.clone(),
     }
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
 }
 
 impl Node {
@@ -448,7 +444,7 @@ impl Node {
         let count = |name: &str, v: u32, usage: u64| {
             entry(name, v.to_string(), Some(usage), Some(v.into()))
         };
-        let rss = rss_bytes();
+        let rss = crate::metrics::rss_bytes();
         let mut out = vec![
             count(
                 "max_connections",

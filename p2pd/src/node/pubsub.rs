@@ -151,7 +151,10 @@ impl Node {
         };
         let me = self.local_peer_id();
         let message_id = match result {
-            Ok(id) => String::from_utf8_lossy(&id.0).into_owned(),
+            Ok(id) => {
+                self.p2p.message("out", "gossipsub");
+                String::from_utf8_lossy(&id.0).into_owned()
+            }
             // Delivered locally only: number it the way Gossipsub does (nanoseconds since the epoch).
             Err(None) => format!("{}{}", me.to_base58(), local_seq_no()),
             Err(Some(e)) => {
@@ -228,6 +231,9 @@ impl Node {
         else {
             return;
         };
+        let started = std::time::Instant::now();
+        self.p2p.gossip_received.inc();
+        self.p2p.message("in", "gossipsub");
         if !self.rate_allows(&propagation_source) {
             tracing::debug!(peer_id = %propagation_source, "pub/sub message over the peer's rate limit; dropped");
             self.swarm
@@ -276,6 +282,9 @@ impl Node {
             message_id: String::from_utf8_lossy(&message_id.0).into_owned(),
         };
         self.deliver_local(&message.topic, &msg);
+        self.p2p
+            .message_processing
+            .observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -1,0 +1,198 @@
+//! p2pd's own metrics (the names the alert rules and `p2pctl diag` use), beside libp2p's, and
+//! process metrics read from /proc at scrape time.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// "in" or "out".
+    pub direction: String,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct P2pMetrics {
+    pub connections_opened: Counter,
+    pub connections_active: Gauge,
+    pub dht_query_duration: Histogram,
+    pub gossip_received: Counter,
+    pub gossip_peers: Gauge,
+    pub relay_active: Gauge,
+    pub message_processing: Histogram,
+    pub dial_failures: Counter,
+    pub messages: Family<MessageLabels, Counter>,
+}
+
+impl P2pMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = P2pMetrics {
+            connections_opened: Counter::default(),
+            connections_active: Gauge::default(),
+            dht_query_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            gossip_received: Counter::default(),
+            gossip_peers: Gauge::default(),
+            relay_active: Gauge::default(),
+            message_processing: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
+            dial_failures: Counter::default(),
+            messages: Family::default(),
+        };
+        registry.register(
+            "libp2p_connections_opened",
+            "Connections established, in and out",
+            m.connections_opened.clone(),
+        );
+        registry.register(
+            "libp2p_connections_active",
+            "Connections open now",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "libp2p_dht_query_duration_seconds",
+            "Duration of finished Kademlia queries",
+            m.dht_query_duration.clone(),
+        );
+        registry.register(
+            "libp2p_gossipsub_messages_received",
+            "Gossipsub messages received (before validation)",
+            m.gossip_received.clone(),
+        );
+        registry.register(
+            "libp2p_gossipsub_peers",
+            "Peers known to Gossipsub",
+            m.gossip_peers.clone(),
+        );
+        registry.register(
+            "libp2p_relay_connections_active",
+            "Relayed circuits this node serves now",
+            m.relay_active.clone(),
+        );
+        registry.register(
+            "p2p_message_processing_seconds",
+            "Time to validate and deliver an inbound message",
+            m.message_processing.clone(),
+        );
+        registry.register(
+            "p2p_peer_dial_failures",
+            "Outbound dials that failed",
+            m.dial_failures.clone(),
+        );
+        registry.register(
+            "p2p_messages",
+            "Application messages by direction (in, out) and protocol (gossipsub, block)",
+            m.messages.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        // Every series exists from the start, so dashboards and alerts see zeros, not gaps.
+        for direction in ["in", "out"] {
+            for protocol in ["gossipsub", "block"] {
+                let _ = m.messages.get_or_create(&MessageLabels {
+                    direction: direction.into(),
+                    protocol: protocol.into(),
+                });
+            }
+        }
+        m
+    }
+
+    pub fn message(&self, direction: &str, protocol: &str) {
+        self.messages
+            .get_or_create(&MessageLabels {
+                direction: direction.into(),
+                protocol: protocol.into(),
+            })
+            .inc();
+    }
+}
+
+/// process_* metrics from /proc/self, read at each scrape.
+#[derive(Debug)]
+struct ProcessCollector;
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map(|v| v as u64)
+        .unwrap_or(4096)
+}
+
+fn ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map(|v| v as f64)
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of this process in bytes.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map(|pages| pages * page_size())
+        .unwrap_or(0)
+}
+
+pub fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the ')'.
+    (ticks(11) + ticks(12)) / ticks_per_second()
+}
+
+fn max_fds() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(0)
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                rss_bytes(),
+            ),
+            ("process_open_fds", "Open file descriptors", open_fds()),
+            (
+                "process_max_fds",
+                "Open file descriptor limit (RLIMIT_NOFILE)",
+                max_fds(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value as i64);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let cpu = ConstCounter::new(cpu_seconds());
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time in seconds",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! Metrics and health endpoints on a running network.
+
+use p2pd_e2e::{bin, clean_command, http_get, tcp_network, wait_until, Node, NodeOpts, Transport};
+use std::time::Duration;
+
+/// Every metric name of the operator contract.
+const SPEC_METRICS: [&str; 11] = [
+    "libp2p_connections_opened_total",
+    "libp2p_connections_active",
+    "libp2p_dht_query_duration_seconds",
+    "libp2p_gossipsub_messages_received_total",
+    "libp2p_gossipsub_peers",
+    "libp2p_relay_connections_active",
+    "process_resident_memory_bytes",
+    "p2p_message_processing_seconds",
+    "p2p_peer_dial_failures_total",
+    "p2p_blacklist_total",
+    "p2p_messages_total",
+];
+
+fn metrics(node: &Node) -> String {
+    let addr = node.status()["metrics_addr"]
+        .as_str()
+        .expect("metrics_addr")
+        .to_string();
+    http_get(&addr, "/metrics")
+}
+
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn every_spec_metric_is_exported_and_connections_agree_with_peers() {
+    let nodes = tcp_network(3);
+    for n in &nodes {
+        let body = metrics(n);
+        for name in SPEC_METRICS {
+            assert!(
+                body.lines().any(|l| l.starts_with(name)),
+                "{} lacks {name}",
+                n.name
+            );
+        }
+        let peers = n.ctl_json(&["peers"]);
+        let conns: usize = peers
+            .as_array()
+            .expect("peers")
+            .iter()
+            .map(|p| p["connections"].as_array().map_or(0, |c| c.len()))
+            .sum();
+        let ok = wait_until(Duration::from_secs(5), || {
+            sample(&metrics(n), "libp2p_connections_active") == Some(conns as f64)
+        });
+        assert!(
+            ok,
+            "{}: libp2p_connections_active {:?} vs {conns} connections in p2pctl peers",
+            n.name,
+            sample(&metrics(n), "libp2p_connections_active")
+        );
+        assert!(sample(&body, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));
+    }
+}
+
+#[test]
+fn readiness_waits_for_the_routing_table_when_bootstrap_peers_are_configured() {
+    // A bootstrap peer that is not there yet: not ready.
+    let a = Node::start(
+        "a",
+        NodeOpts {
+            transport: Transport::Tcp,
+            is_bootstrap: true,
+            ..Default::default()
+        },
+    );
+    let a_addr = a.multiaddr(Transport::Tcp);
+    let port = a_addr.split('/').nth(4).expect("port").to_string();
+    let a_id = a.peer_id();
+    let mut a = a;
+    assert!(a.stop().success());
+    let b = Node::start(
+        "b",
+        NodeOpts {
+            transport: Transport::Tcp,
+            bootstrap: vec![a_addr.clone()],
+            ..Default::default()
+        },
+    );
+    let m = b.status()["metrics_addr"]
+        .as_str()
+        .expect("metrics")
+        .to_string();
+    let ready = |n: &Node| {
+        clean_command(&bin("p2pd"), &n.dir)
+            .args(["health", "--url", &format!("http://{m}/health/ready")])
+            .output()
+            .expect("p2pd health")
+            .status
+            .code()
+    };
+    assert!(
+        http_get(&m, "/health/ready").starts_with("HTTP/1.1 503"),
+        "ready without any peer"
+    );
+    assert_eq!(ready(&b), Some(1));
+    assert!(http_get(&m, "/health/live").starts_with("HTTP/1.1 200"));
+
+    // The bootstrap node comes back on the same address: ready.
+    a.spawn(&NodeOpts {
+        transport: Transport::Tcp,
+        is_bootstrap: true,
+        args: vec!["--listen".into(), format!("/ip4/127.0.0.1/tcp/{port}")],
+        ..Default::default()
+    });
+    assert_eq!(a.peer_id(), a_id);
+    assert!(b.ctl(&["connect", &a_addr]).status.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || http_get(&m, "/health/ready")
+            .starts_with("HTTP/1.1 200")),
+        "never ready"
+    );
+    assert_eq!(ready(&b), Some(0));
+}
