@@ -14,10 +14,17 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 npm install --prefix tests/interop/js --no-save --no-audit --no-fund --loglevel=error
 
-# The unit checks use systemd-analyze (Debian's systemd package).
-if ! command -v systemd-analyze >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+# The unit checks use systemd-analyze (Debian's systemd package); the alert rules and the
+# metrics output are checked with promtool (Debian's prometheus package).
+missing=()
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+promtool check rules packaging/prometheus/p2pd-alerts.yml
+promtool test rules packaging/prometheus/p2pd-alerts.test.yml
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check

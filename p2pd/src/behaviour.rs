@@ -16,6 +16,9 @@ pub fn agent_version() -> String {
     format!("p2pd/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Relayed circuits this node serves at once (relay v2 server).
+pub const MAX_RELAY_CIRCUITS: usize = 16;
+
 /// Largest pub/sub message accepted or published.
 pub const MAX_PUBSUB_MESSAGE: usize = 1 << 20;
 
@@ -78,7 +81,10 @@ impl Behaviour {
             gossip_cfg,
         )
         .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
-        .with_metrics(registry, Default::default());
+        .with_metrics(
+            registry.sub_registry_with_prefix("libp2p_gossipsub"),
+            Default::default(),
+        );
 
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.into(), key.public())
@@ -94,7 +100,13 @@ impl Behaviour {
                 usize::try_from(config.limits.max_memory.0 .0).unwrap_or(usize::MAX),
             ),
             relay_client,
-            relay: relay::Behaviour::new(peer_id, relay::Config::default()),
+            relay: relay::Behaviour::new(
+                peer_id,
+                relay::Config {
+                    max_circuits: MAX_RELAY_CIRCUITS,
+                    ..Default::default()
+                },
+            ),
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),
             kad,

@@ -62,10 +62,15 @@ async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> s
         ("GET", "/metrics") => {
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, registry) {
-                Ok(()) => (
+                Ok(()) if wants_openmetrics(&buf) => (
                     200,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     text,
+                ),
+                Ok(()) => (
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    to_prometheus_text(&text),
                 ),
                 Err(_) => (500, "text/plain", "metrics encoding failed\n".into()),
             }
@@ -137,4 +142,52 @@ pub fn probe(url: &str) -> std::io::Result<bool> {
     let mut resp = String::new();
     s.take(64 * 1024).read_to_string(&mut resp)?;
     Ok(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"))
+}
+
+/// True when the scraper asked for OpenMetrics (Prometheus does); otherwise the classic text
+/// format is served, which promtool and older tools read.
+fn wants_openmetrics(request: &[u8]) -> bool {
+    String::from_utf8_lossy(request).lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
+    })
+}
+
+/// OpenMetrics text to the classic Prometheus text format: counters are described under their
+/// `_total` sample name, and the `# EOF` and `# UNIT` lines go.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let counters: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in lines {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openmetrics_to_prometheus_text() {
+        let om = "# HELP hits Hits.\n# TYPE hits counter\nhits_total 3\n# HELP up Up.\n# TYPE up gauge\nup 1\n# EOF\n";
+        let text = super::to_prometheus_text(om);
+        assert_eq!(text, "# HELP hits_total Hits.\n# TYPE hits_total counter\nhits_total 3\n# HELP up Up.\n# TYPE up gauge\nup 1\n");
+    }
 }

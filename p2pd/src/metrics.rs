@@ -16,8 +16,16 @@ pub struct MessageLabels {
     pub protocol: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub name: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct P2pMetrics {
+    /// Limits in effect, so alerts can compare usage with them.
+    pub limits: Family<LimitLabels, Gauge>,
+    pub pubsub_topics: Gauge,
     pub connections_opened: Counter,
     pub connections_active: Gauge,
     pub dht_query_duration: Histogram,
@@ -32,6 +40,8 @@ pub struct P2pMetrics {
 impl P2pMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = P2pMetrics {
+            limits: Family::default(),
+            pubsub_topics: Gauge::default(),
             connections_opened: Counter::default(),
             connections_active: Gauge::default(),
             dht_query_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
@@ -87,6 +97,16 @@ impl P2pMetrics {
             "Application messages by direction (in, out) and protocol (gossipsub, block)",
             m.messages.clone(),
         );
+        registry.register(
+            "p2p_limit",
+            "Limits in effect, by name (max_connections, max_inbound, max_memory, max_relay_circuits, ...)",
+            m.limits.clone(),
+        );
+        registry.register(
+            "p2p_pubsub_topics",
+            "Topics this node is subscribed to",
+            m.pubsub_topics.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         // Every series exists from the start, so dashboards and alerts see zeros, not gaps.
         for direction in ["in", "out"] {
@@ -98,6 +118,25 @@ impl P2pMetrics {
             }
         }
         m
+    }
+
+    /// Publishes the limits in effect.
+    pub fn set_limits(&self, l: &crate::config::Limits) {
+        let set = |name: &str, v: u64| {
+            self.limits
+                .get_or_create(&LimitLabels { name: name.into() })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set("max_connections", l.max_connections.into());
+        set("max_inbound", l.max_inbound.into());
+        set("max_outbound", l.max_outbound.into());
+        set("max_pending_inbound", l.max_pending_inbound.into());
+        set("max_per_peer", l.max_per_peer.into());
+        set("max_memory", l.max_memory.0 .0);
+        set(
+            "max_relay_circuits",
+            crate::behaviour::MAX_RELAY_CIRCUITS as u64,
+        );
     }
 
     pub fn message(&self, direction: &str, protocol: &str) {

@@ -63,6 +63,36 @@ fn every_spec_metric_is_exported_and_connections_agree_with_peers() {
         );
         assert!(sample(&body, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));
     }
+    promtool_accepts(&metrics(&nodes[0]));
+}
+
+/// `promtool check metrics` (Debian's prometheus package; scripts/test.sh installs it).
+fn promtool_accepts(response: &str) {
+    use std::io::Write;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or(response);
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (apt-get install prometheus; scripts/test.sh does)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

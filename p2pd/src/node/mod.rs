@@ -212,6 +212,7 @@ impl Node {
             p2p,
         };
         node.init_trust();
+        node.p2p.set_limits(&node.config.limits);
         node
     }
 
@@ -724,8 +725,9 @@ impl Node {
     }
 
     fn on_tick(&mut self) {
-        let gossip_peers = self.swarm.behaviour().gossipsub.all_peers().count();
-        self.p2p.gossip_peers.set(gossip_peers as i64);
+        let g = &self.swarm.behaviour().gossipsub;
+        self.p2p.gossip_peers.set(g.all_mesh_peers().count() as i64);
+        self.p2p.pubsub_topics.set(g.topics().count() as i64);
         #[cfg(debug_assertions)]
         self.debug_stall();
         self.refresh_status();

@@ -533,6 +533,7 @@ impl Node {
         }
         *self.swarm.behaviour_mut().connection_limits.limits_mut() =
             behaviour::connection_limits(&self.config);
+        self.p2p.set_limits(&self.config.limits);
         self.policy.runtime_limits.insert(name.to_string());
         Ok(())
     }

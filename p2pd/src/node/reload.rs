@@ -79,6 +79,7 @@ impl Node {
                 usize::try_from(self.config.limits.max_memory.0 .0).unwrap_or(usize::MAX),
             );
         self.policy.clear_runtime_limits();
+        self.p2p.set_limits(&self.config.limits);
         applied.push("limits");
 
         let r = &new.rate_limit;
