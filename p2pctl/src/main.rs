@@ -2,6 +2,7 @@
 //! scripts. Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage error, 3 the daemon
 //! could not be reached.
 
+mod diag;
 mod render;
 
 use clap::{Parser, Subcommand};
@@ -73,6 +74,8 @@ enum Cmd {
     /// Trusted peers: bypass connection limits, larger rate limits, kept connected.
     #[command(subcommand)]
     Trust(TrustCmd),
+    /// Health checks with pass/warn/fail, the measured value, and the fix for each problem.
+    Diag,
     /// Re-read the config file and apply it (as SIGHUP); waits until applied or refused.
     Reload,
     /// Change the log filter now (e.g. "info,libp2p_kad=debug") until the next reload.
@@ -319,6 +322,18 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             }
         }
         Cmd::Bans => render::bans(&client.bans().await?, cli.json),
+        Cmd::Diag => {
+            let (report, failed) = diag::run(&mut client, cli.json).await?;
+            if failed {
+                // The report is the answer; the exit code says a check failed.
+                print!("{report}");
+                return Err(ClientError::Daemon {
+                    code: p2pctl::control::ErrorCode::Failed,
+                    message: "some checks fail: see the fixes above".into(),
+                });
+            }
+            report
+        }
         Cmd::Reload => {
             let r = client.reload().await?;
             if cli.json {

@@ -154,3 +154,44 @@ fn readiness_waits_for_the_routing_table_when_bootstrap_peers_are_configured() {
     );
     assert_eq!(ready(&b), Some(0));
 }
+
+#[test]
+fn diag_passes_on_a_healthy_node_and_fails_at_the_connection_limit() {
+    let nodes = tcp_network(3);
+    let healthy = nodes[2].ctl(&["diag"]);
+    let report = String::from_utf8_lossy(&healthy.stdout);
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    assert!(
+        !report.contains("[FAIL]") && report.contains("[PASS] connections"),
+        "{report}"
+    );
+    let json = nodes[2].ctl_json(&["diag"]);
+    assert!(json.as_array().is_some_and(|a| a.len() >= 9), "{json}");
+
+    let full = Node::start(
+        "full",
+        NodeOpts {
+            transport: Transport::Tcp,
+            is_bootstrap: true,
+            env: vec![("P2P_LIMITS__MAX_INBOUND".into(), "2".into())],
+            ..Default::default()
+        },
+    );
+    let addr = full.multiaddr(Transport::Tcp);
+    for n in &nodes[..2] {
+        assert!(n.ctl(&["connect", &addr]).status.success());
+    }
+    let out = full.ctl(&["diag"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("[FAIL] connections"), "{report}");
+    assert!(
+        report.contains("fix:   raise limits.max_connections"),
+        "{report}"
+    );
+}

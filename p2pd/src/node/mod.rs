@@ -476,6 +476,12 @@ impl Node {
             open_files_limit: self.info.open_files_limit,
             dht_mode: self.swarm.behaviour().kad.mode().to_string(),
             mode: self.info.mode.into(),
+            bootstrap_configured: self.config.network.bootstrap_peers.len() as u32,
+            bootstrap_connected: self
+                .bootstrap_peers()
+                .iter()
+                .filter(|(p, _)| self.swarm.is_connected(p))
+                .count() as u32,
         }
     }
 
