@@ -195,3 +195,51 @@ fn diag_passes_on_a_healthy_node_and_fails_at_the_connection_limit() {
         "{report}"
     );
 }
+
+/// Metric names a PromQL-bearing file refers to (libp2p_*, p2p_*, process_*).
+fn referenced_metrics(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| {
+            ["libp2p_", "p2p_", "process_"]
+                .iter()
+                .any(|p| t.starts_with(p))
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// The shipped dashboard and alert rules only use metrics a running network exports.
+#[test]
+fn dashboard_and_alerts_use_only_exported_metrics() {
+    let nodes = tcp_network(2);
+    let body = metrics(&nodes[0]);
+    let mut exported = std::collections::BTreeSet::new();
+    for l in body.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut parts = l.split(' ');
+        let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        exported.insert(name.to_string());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard =
+        std::fs::read_to_string(root.join("packaging/grafana/p2pd.json")).expect("dashboard");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 7));
+    let alerts =
+        std::fs::read_to_string(root.join("packaging/prometheus/p2pd-alerts.yml")).expect("alerts");
+    for (file, text) in [("dashboard", &dashboard), ("alert rules", &alerts)] {
+        let missing: Vec<String> = referenced_metrics(text)
+            .into_iter()
+            .filter(|m| !exported.contains(m))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the {file} uses metrics p2pd does not export: {missing:?}"
+        );
+    }
+}

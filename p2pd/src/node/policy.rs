@@ -73,6 +73,11 @@ impl PolicyState {
             }
         }
         let rejected_total = Family::<RejectLabels, Counter>::default();
+        for reason in ["rate_limit", "replay", "too_old", "bad_signature"] {
+            let _ = rejected_total.get_or_create(&RejectLabels {
+                reason: reason.into(),
+            });
+        }
         registry.register(
             "p2p_messages_rejected",
             "Inbound messages refused before delivery, by reason (rate_limit, replay, too_old)",
