@@ -14,6 +14,7 @@ pub struct Reloader {
     overrides: Overrides,
     node: NodeHandle,
     notifier: Arc<Notifier>,
+    data_dir: std::path::PathBuf,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -41,10 +42,17 @@ impl Reloader {
         self.notifier.reloading();
         let result = match config::load(self.mode, &self.overrides, std::env::vars()) {
             Ok((cfg, _)) => {
+                // The running data dir: a changed storage.data_dir only applies after a restart.
+                let path = self.data_dir.join(crate::policy::bans::FILE_NAME);
+                let bans =
+                    tokio::task::spawn_blocking(move || crate::policy::bans::BanList::load(&path))
+                        .await
+                        .unwrap_or_default();
                 let applied = self
                     .node
                     .ask(|reply| Command::ApplyConfig {
                         config: Box::new(cfg),
+                        bans,
                         reply,
                     })
                     .await;

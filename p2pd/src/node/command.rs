@@ -89,6 +89,8 @@ pub enum Command {
     /// Apply a re-read, validated config (reload).
     ApplyConfig {
         config: Box<crate::config::Config>,
+        /// bans.json as read from disk (off the event loop).
+        bans: crate::policy::bans::BanList,
         reply: Reply<control::ReloadResponse>,
     },
     /// Internal: the answer to an inbound block request, prepared off the event loop.

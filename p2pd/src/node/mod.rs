@@ -443,8 +443,12 @@ impl Node {
                 let _ = reply.send(result);
             }
             Command::BlockRespond { channel, response } => self.block_respond(channel, response),
-            Command::ApplyConfig { config, reply } => {
-                let _ = reply.send(Ok(self.apply_config(*config)));
+            Command::ApplyConfig {
+                config,
+                bans,
+                reply,
+            } => {
+                let _ = reply.send(Ok(self.apply_config(*config, bans)));
             }
         }
     }

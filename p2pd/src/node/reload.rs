@@ -60,7 +60,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 }
 
 impl Node {
-    pub(super) fn apply_config(&mut self, new: Config) -> control::ReloadResponse {
+    pub(super) fn apply_config(&mut self, new: Config, bans: BanList) -> control::ReloadResponse {
         let restart = restart_needed(&self.config, &new);
         let mut applied = Vec::new();
 
@@ -118,8 +118,6 @@ impl Node {
         applied.push("bootstrap peers and dial filter");
 
         // Bans as the file has them now (an operator may have edited it).
-        let path = self.info.data_dir.join(crate::policy::bans::FILE_NAME);
-        let bans = BanList::load(&path);
         self.swarm.behaviour_mut().policy.replace_bans(bans);
         applied.push("bans");
 
