@@ -135,6 +135,7 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
         overrides,
         handle.clone(),
         notifier.clone(),
+        cfg.storage.data_dir.clone(),
     ));
     reload_on_sighup(reloader.clone())?;
     let mut node = Node::new(

@@ -25,12 +25,14 @@ impl Reloader {
         overrides: Overrides,
         node: NodeHandle,
         notifier: Arc<Notifier>,
+        data_dir: std::path::PathBuf,
     ) -> Self {
         Reloader {
             mode,
             overrides,
             node,
             notifier,
+            data_dir,
             running: tokio::sync::Mutex::new(()),
         }
     }
