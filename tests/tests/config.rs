@@ -137,3 +137,57 @@ fn check_config_prints_the_effective_config() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// The shipped conffile documents every key: uncommenting every `# key = value` line gives a
+/// valid config that sets each key the daemon knows.
+#[test]
+fn default_conffile_documents_every_key() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shipped =
+        std::fs::read_to_string(root.join("packaging/p2pd.toml")).expect("packaging/p2pd.toml");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut section = String::new();
+    let mut uncommented = String::new();
+    for line in shipped.lines() {
+        if line.starts_with('[') {
+            section = line.trim_matches(|c| c == '[' || c == ']').to_string();
+            uncommented.push_str(line);
+            uncommented.push('\n');
+        } else if let Some(kv) = line
+            .strip_prefix("# ")
+            .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+        {
+            let key = kv.split(" = ").next().unwrap_or("").to_string();
+            if seen.insert(format!("{section}.{key}")) {
+                uncommented.push_str(kv);
+                uncommented.push('\n');
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("p2pd.toml");
+    std::fs::write(&path, &uncommented).expect("write");
+    let out = clean_command(&bin("p2pd"), tmp.path())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}\n{uncommented}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every key of the effective config is documented.
+    let effective = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut section = String::new();
+    for line in effective.lines() {
+        if line.starts_with('[') {
+            section = line.trim_matches(|c| c == '[' || c == ']').to_string();
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            assert!(
+                seen.contains(&format!("{section}.{key}")),
+                "{section}.{key} is not documented in packaging/p2pd.toml"
+            );
+        }
+    }
+}
