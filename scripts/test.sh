@@ -19,6 +19,7 @@ npm install --prefix tests/interop/js --no-save --no-audit --no-fund --loglevel=
 missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -40,4 +41,5 @@ fi
 # The end-to-end tests start target/debug/p2pd, target/debug/p2pctl and the client example.
 cargo build --workspace --bins --examples --locked
 scripts/check-units.sh
+scripts/check-docs.sh
 cargo test --workspace --locked

@@ -23,6 +23,8 @@ use p2pd_proto::{frame, paths, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use std::path::{Path, PathBuf};
 use tokio::net::UnixStream;
 
+pub mod cli;
+
 pub use p2pd_proto::control;
 
 /// The socket p2pd uses by default on this machine (system or user mode).

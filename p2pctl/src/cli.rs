@@ -1,0 +1,165 @@
+//! The p2pctl command line, defined once: the CLI parses it, and the man page and shell
+//! completions are generated from it.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "p2pctl",
+    version,
+    about = "Control client for the p2pd peer-to-peer daemon",
+    after_help = "Exit codes: 0 ok; 1 the daemon answered with an error (or a diag check failed); \
+2 usage error; 3 the daemon could not be reached (the message names the socket tried and how to \
+get access: root, or membership of the group p2pd)."
+)]
+pub struct Cli {
+    /// Control socket of the daemon [default: /run/p2pd/control.sock, or $XDG_RUNTIME_DIR/p2pd/control.sock in user mode]
+    #[arg(long, global = true, env = "P2PCTL_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Machine-readable output with stable field names.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long to wait for the daemon's answer.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Peer id, version, uptime, addresses, connections, routing table, NAT status, open-files limit.
+    Status,
+    /// Connected peers: id, address, direction, latency, agent, since.
+    Peers {
+        /// Also show each peer's protocols and listen addresses.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Dial a peer by multiaddr (with or without /p2p/ID) and wait until connected.
+    Connect { multiaddr: String },
+    /// Close every connection to a peer.
+    Disconnect { peer_id: String },
+    /// Publish/subscribe over Gossipsub.
+    #[command(subcommand)]
+    Pubsub(PubsubCmd),
+    /// The Kademlia DHT: records, provider records and peer lookup.
+    #[command(subcommand)]
+    Dht(DhtCmd),
+    /// Content-addressed blocks (key = SHA-256), exchanged with verification.
+    #[command(subcommand)]
+    Block(BlockCmd),
+    /// Stream forwarding between libp2p protocols and local applications.
+    #[command(subcommand)]
+    Stream(StreamCmd),
+    /// Ban a peer id, an IP address or a CIDR: its connections close and it is refused.
+    Ban {
+        target: String,
+        /// Lift the ban after this long (e.g. 1h, 30m); without it the ban is permanent.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Why, for the record (shown by `p2pctl bans` and logged).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a ban.
+    Unban { target: String },
+    /// Current bans: target, reason, created, expires, who created it.
+    Bans,
+    /// Trusted peers: bypass connection limits, larger rate limits, kept connected.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+    /// Health checks with pass/warn/fail, the measured value, and the fix for each problem.
+    Diag,
+    /// Re-read the config file and apply it (as SIGHUP); waits until applied or refused.
+    Reload,
+    /// Change the log filter now (e.g. "info,libp2p_kad=debug") until the next reload.
+    LogLevel { filter: String },
+    /// Every limit with its value, current usage and percent; `limits set NAME VALUE` changes one.
+    Limits {
+        #[command(subcommand)]
+        set: Option<LimitsCmd>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCmd {
+    /// Trust a peer (peer id, or multiaddr ending in /p2p/ID to redial it there).
+    Add { target: String },
+    /// Stop trusting a peer.
+    Rm { target: String },
+    /// List trusted peers.
+    Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsCmd {
+    /// Change a limit now (until the next reload or restart).
+    Set { name: String, value: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StreamCmd {
+    /// Open a stream to PEER_ID for PROTOCOL and pipe standard input and output through it.
+    Open { peer_id: String, protocol: String },
+    /// Pipe inbound streams for PROTOCOL to the Unix socket SOCKET (absolute path you own).
+    Serve {
+        protocol: String,
+        #[arg(value_name = "SOCKET")]
+        app_socket: PathBuf,
+    },
+    /// Registered protocols, their sockets and stream counts.
+    Ls,
+    /// Stop serving PROTOCOL.
+    Rm { protocol: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlockCmd {
+    /// Store FILE (or standard input with "-") and announce it; prints its hash.
+    Put {
+        file: String,
+        /// Expire the block after this long (e.g. 1h); default never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Fetch a block (from providers found in the DHT if needed), verified before it is stored.
+    Get {
+        hash: String,
+        /// Write to FILE instead of standard output (atomically: complete or not at all).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Size, chunks, creation and expiry of a stored block.
+    Stat { hash: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PubsubCmd {
+    /// Topics this node is subscribed to.
+    Topics,
+    /// Peers known to be subscribed to TOPIC.
+    Peers { topic: String },
+    /// Publish DATA (or standard input with "-") to TOPIC, signed by this node.
+    Pub { topic: String, data: String },
+    /// Print messages on TOPIC until interrupted: sender, sequence number, data.
+    Sub { topic: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DhtCmd {
+    /// Find the addresses of a peer.
+    FindPeer { peer_id: String },
+    /// Get the value stored under KEY (printed raw; --json for details).
+    Get { key: String },
+    /// Store VALUE (or standard input with "-") under KEY.
+    Put { key: String, value: String },
+    /// Announce this node as a provider of KEY.
+    Provide { key: String },
+    /// Peers that provide KEY.
+    Providers { key: String },
+    /// The peers closest to KEY.
+    Closest { key: String },
+}
