@@ -35,6 +35,7 @@ pub struct P2pMetrics {
     pub message_processing: Histogram,
     pub dial_failures: Counter,
     pub messages: Family<MessageLabels, Counter>,
+    pub message_bytes: Family<MessageLabels, Counter>,
 }
 
 impl P2pMetrics {
@@ -51,6 +52,7 @@ impl P2pMetrics {
             message_processing: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             dial_failures: Counter::default(),
             messages: Family::default(),
+            message_bytes: Family::default(),
         };
         registry.register(
             "libp2p_connections_opened",
@@ -98,6 +100,11 @@ impl P2pMetrics {
             m.messages.clone(),
         );
         registry.register(
+            "p2p_message_bytes",
+            "Application payload bytes by direction (in, out) and protocol (gossipsub, block)",
+            m.message_bytes.clone(),
+        );
+        registry.register(
             "p2p_limit",
             "Limits in effect, by name (max_connections, max_inbound, max_memory, max_relay_circuits, ...)",
             m.limits.clone(),
@@ -111,10 +118,12 @@ impl P2pMetrics {
         // Every series exists from the start, so dashboards and alerts see zeros, not gaps.
         for direction in ["in", "out"] {
             for protocol in ["gossipsub", "block"] {
-                let _ = m.messages.get_or_create(&MessageLabels {
+                let labels = MessageLabels {
                     direction: direction.into(),
                     protocol: protocol.into(),
-                });
+                };
+                let _ = m.messages.get_or_create(&labels);
+                let _ = m.message_bytes.get_or_create(&labels);
             }
         }
         m
@@ -139,13 +148,16 @@ impl P2pMetrics {
         );
     }
 
-    pub fn message(&self, direction: &str, protocol: &str) {
-        self.messages
-            .get_or_create(&MessageLabels {
-                direction: direction.into(),
-                protocol: protocol.into(),
-            })
-            .inc();
+    /// Counts one application message of `bytes` bytes.
+    pub fn message(&self, direction: &str, protocol: &str, bytes: usize) {
+        let labels = MessageLabels {
+            direction: direction.into(),
+            protocol: protocol.into(),
+        };
+        self.messages.get_or_create(&labels).inc();
+        self.message_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes as u64);
     }
 }
 

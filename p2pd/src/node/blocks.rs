@@ -25,7 +25,7 @@ impl Node {
         reply: Reply<BlockResponse>,
     ) {
         let sealed = self.blocks.signer.seal(request.encode_to_vec());
-        self.p2p.message("out", "block");
+        self.p2p.message("out", "block", sealed.payload.len());
         let id = self
             .swarm
             .behaviour_mut()
@@ -40,6 +40,7 @@ impl Node {
         response: BlockResponse,
     ) {
         let sealed = self.blocks.signer.seal(response.encode_to_vec());
+        self.p2p.message("out", "block", sealed.payload.len());
         if self
             .swarm
             .behaviour_mut()
@@ -80,7 +81,7 @@ impl Node {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    self.p2p.message("in", "block");
+                    self.p2p.message("in", "block", request.payload.len());
                     if !self.rate_allows(&peer) {
                         self.block_respond(channel, refusal("rate limited; slow down".into()));
                         self.punish(peer, Offence::RateExceeded);
@@ -112,6 +113,7 @@ impl Node {
                     request_id,
                     response,
                 } => {
+                    self.p2p.message("in", "block", response.payload.len());
                     if let Some((from, reply)) = self.block_requests.remove(&request_id) {
                         let opened =
                             self.open_envelope::<BlockResponse>(from, response)

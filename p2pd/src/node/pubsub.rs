@@ -152,7 +152,7 @@ impl Node {
         let me = self.local_peer_id();
         let message_id = match result {
             Ok(id) => {
-                self.p2p.message("out", "gossipsub");
+                self.p2p.message("out", "gossipsub", data.len());
                 String::from_utf8_lossy(&id.0).into_owned()
             }
             // Delivered locally only: number it the way Gossipsub does (nanoseconds since the epoch).
@@ -233,7 +233,7 @@ impl Node {
         };
         let started = std::time::Instant::now();
         self.p2p.gossip_received.inc();
-        self.p2p.message("in", "gossipsub");
+        self.p2p.message("in", "gossipsub", message.data.len());
         if !self.rate_allows(&propagation_source) {
             tracing::debug!(peer_id = %propagation_source, "pub/sub message over the peer's rate limit; dropped");
             self.swarm
