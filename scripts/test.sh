@@ -43,3 +43,6 @@ cargo build --workspace --bins --examples --locked
 scripts/check-units.sh
 scripts/check-docs.sh
 cargo test --workspace --locked
+
+# Packages: .deb and .rpm built and checked, and the system test in a booted systemd.
+scripts/check-packages.sh
