@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the .deb and the .rpm and checks them: lintian clean, the RPM's files and scriptlets as
-# intended and installable into an alternate root, and the system test (the .deb installed in a
+# Builds the .deb and the .rpm and checks them: lintian clean, rpmlint without errors, the RPM's
+# files and scriptlets as intended and installable into an alternate root, and the system test (the .deb installed in a
 # booted Debian 12 with systemd). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v lintian >/dev/null 2>&1 || missing+=(lintian)
 command -v rpm >/dev/null 2>&1 || missing+=(rpm)
+command -v rpmlint >/dev/null 2>&1 || missing+=(rpmlint)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -17,6 +18,9 @@ rpmfile=$(ls target/generate-rpm/p2pd-*.rpm | head -n 1)
 
 lintian --fail-on error,warning "$deb"
 echo "lintian: no errors or warnings"
+
+# rpmlint: errors fail (the filters in the rpmlintrc each say why); warnings are shown.
+rpmlint -r packaging/rpm/p2pd.rpmlintrc "$rpmfile"
 
 rpm -qpl "$rpmfile" > target/rpm-files.txt
 for f in /usr/bin/p2pd /usr/bin/p2pctl /etc/p2pd/p2pd.toml /usr/lib/systemd/system/p2pd.service \
