@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the project on a machine that has only the Rust toolchain: installs what the
-# tests need, checks formatting and lints, builds the binaries the end-to-end tests start, and
-# runs the unit and end-to-end tests.
+# Runs every test of the project on a machine that has only the Rust toolchain (as root): installs
+# what the tests need, checks formatting, lints, alert rules, units and man pages, builds the
+# binaries the end-to-end tests start, runs the unit and end-to-end tests, then builds and checks
+# the packages and runs the system test in a booted systemd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
