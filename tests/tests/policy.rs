@@ -18,19 +18,24 @@ fn on(ip: &str, bootstrap: Vec<String>) -> NodeOpts {
     }
 }
 
+/// A bootstrap node over TCP, named "a".
+fn bootstrap_node() -> Node {
+    Node::start(
+        "a",
+        NodeOpts {
+            is_bootstrap: true,
+            ..tcp(vec![])
+        },
+    )
+}
+
 fn listed(node: &Node, what: &str) -> bool {
     node.ctl_json(&["bans"]).to_string().contains(what)
 }
 
 #[test]
 fn ban_closes_refuses_and_survives_restart() {
-    let mut a = Node::start(
-        "a",
-        NodeOpts {
-            is_bootstrap: true,
-            ..tcp(vec![])
-        },
-    );
+    let mut a = bootstrap_node();
     let a_addr = a.multiaddr(Transport::Tcp);
     let b = Node::start("b", tcp(vec![a_addr.clone()]));
     let b_id = b.peer_id();
@@ -131,13 +136,7 @@ fn socket_addr(multiaddr: &str) -> std::net::SocketAddr {
 
 #[test]
 fn cidr_ban_refuses_one_loopback_address_and_not_another() {
-    let a = Node::start(
-        "a",
-        NodeOpts {
-            is_bootstrap: true,
-            ..tcp(vec![])
-        },
-    );
+    let a = bootstrap_node();
     assert!(a
         .ctl(&["ban", "127.0.0.2/32", "--reason", "test range"])
         .status
@@ -177,13 +176,7 @@ fn cidr_ban_refuses_one_loopback_address_and_not_another() {
 
 #[test]
 fn lowering_max_inbound_below_current_refuses_new_inbound_at_once() {
-    let a = Node::start(
-        "a",
-        NodeOpts {
-            is_bootstrap: true,
-            ..tcp(vec![])
-        },
-    );
+    let a = bootstrap_node();
     let a_addr = a.multiaddr(Transport::Tcp);
     let b = Node::start("b", tcp(vec![a_addr.clone()]));
     let c = Node::start("c", tcp(vec![a_addr.clone()]));
