@@ -119,7 +119,11 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
                 .min(u128::from(u64::MAX)) as u64;
             let c = client.connect_peer(multiaddr, ms).await?;
             if cli.json {
-                json_line(serde_json::json!({"peer_id": c.peer_id, "address": c.address}))
+                json_line(
+                    serde_json::json!({"peer_id": c.peer_id, "address": c.address, "already_connected": c.already_connected}),
+                )
+            } else if c.already_connected {
+                format!("already connected to {} at {}\n", c.peer_id, c.address)
             } else {
                 format!("connected to {} at {}\n", c.peer_id, c.address)
             }

@@ -5,10 +5,7 @@ use crate::config::Config;
 use libp2p::identity::Keypair;
 use libp2p::metrics::Registry;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{
-    autonat, connection_limits, dcutr, gossipsub, identify, kad, memory_connection_limits, ping,
-    relay, StreamProtocol,
-};
+use libp2p::{autonat, dcutr, gossipsub, identify, kad, ping, relay, StreamProtocol};
 use std::time::Duration;
 
 /// Agent string announced through identify.
@@ -28,8 +25,6 @@ pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub policy: crate::policy::Policy,
-    pub connection_limits: connection_limits::Behaviour,
-    pub memory_limits: memory_connection_limits::Behaviour,
     pub relay_client: relay::client::Behaviour,
     pub relay: relay::Behaviour,
     pub identify: identify::Behaviour,
@@ -42,24 +37,13 @@ pub struct Behaviour {
     pub streams: libp2p_stream::Behaviour,
 }
 
-/// Connection limits as configured.
-pub fn connection_limits(c: &Config) -> connection_limits::ConnectionLimits {
-    let l = &c.limits;
-    connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(l.max_connections))
-        .with_max_established_incoming(Some(l.max_inbound))
-        .with_max_established_outgoing(Some(l.max_outbound))
-        .with_max_pending_incoming(Some(l.max_pending_inbound))
-        .with_max_established_per_peer(Some(l.max_per_peer))
-}
-
 impl Behaviour {
     pub fn new(
         key: &Keypair,
         relay_client: relay::client::Behaviour,
         config: &Config,
         registry: &mut Registry,
-        bans: crate::policy::bans::BanList,
+        policy: crate::policy::Policy,
     ) -> anyhow::Result<Self> {
         let peer_id = key.public().to_peer_id();
 
@@ -73,6 +57,8 @@ impl Behaviour {
             .validation_mode(gossipsub::ValidationMode::Strict)
             // Every message waits for our verdict (replay window, size) before it is forwarded.
             .validate_messages()
+            // Our own messages coming back are duplicates, not offences (see node/pubsub.rs).
+            .allow_self_origin(true)
             .max_transmit_size(MAX_PUBSUB_MESSAGE)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
@@ -92,13 +78,8 @@ impl Behaviour {
                 .with_push_listen_addr_updates(true),
         );
 
-        let deny = config.network.dial_deny_cidrs.iter().map(|c| c.0).collect();
         Ok(Behaviour {
-            policy: crate::policy::Policy::new(bans, deny),
-            connection_limits: connection_limits::Behaviour::new(connection_limits(config)),
-            memory_limits: memory_connection_limits::Behaviour::with_max_bytes(
-                usize::try_from(config.limits.max_memory.0 .0).unwrap_or(usize::MAX),
-            ),
+            policy,
             relay_client,
             relay: relay::Behaviour::new(
                 peer_id,

@@ -67,31 +67,22 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     let peer_id = key.public().to_peer_id();
 
     let mut registry = libp2p::metrics::Registry::default();
+    crate::persist::remove_stale_temps(&cfg.storage.data_dir);
     let bans_path = cfg.storage.data_dir.join(crate::policy::bans::FILE_NAME);
     let bans = crate::policy::bans::BanList::load(&bans_path);
     if !bans.bans.is_empty() {
         tracing::info!(bans = bans.bans.len(), "loaded the ban list");
     }
-    let swarm = node::build_swarm(&key, &cfg, &mut registry, &bans)?;
-    let (ban_saver, ban_updates) = tokio::sync::watch::channel(bans);
-    let ban_writer = tokio::spawn(node::ban_writer(bans_path, ban_updates));
-    let rate = crate::policy::rate::RateLimiter::with_threshold(
-        crate::policy::rate::BucketConfig {
-            capacity: cfg.rate_limit.capacity.into(),
-            refill_per_sec: cfg.rate_limit.refill_per_sec.into(),
-        },
-        crate::policy::rate::BucketConfig {
-            capacity: cfg.rate_limit.trusted_capacity.into(),
-            refill_per_sec: cfg.rate_limit.trusted_refill_per_sec.into(),
-        },
-        cfg.rate_limit.ban_threshold as f64,
+    let ban_store = crate::policy::store::BanStore::start(bans_path, bans.clone());
+    let rules = crate::policy::gate::SharedRules::default();
+    let policy = crate::policy::Policy::new(
+        &cfg,
+        bans,
+        ban_store.clone(),
+        rules.clone(),
+        crate::policy::metrics::PolicyMetrics::register(&mut registry),
     );
-    let policy = node::PolicyState::new(
-        rate,
-        &mut registry,
-        cfg.rate_limit.ban_duration.0 .0,
-        ban_saver,
-    );
+    let swarm = node::build_swarm(&key, &cfg, &mut registry, policy, rules)?;
     let streams = crate::streams::Forwarder::new(
         swarm.behaviour().streams.new_control(),
         cfg.limits.stream_idle_timeout.0 .0,
@@ -135,7 +126,7 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
         overrides,
         handle.clone(),
         notifier.clone(),
-        cfg.storage.data_dir.clone(),
+        ban_store.clone(),
     ));
     reload_on_sighup(reloader.clone())?;
     let mut node = Node::new(
@@ -147,7 +138,6 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
             metrics,
             info,
             blocks,
-            policy,
             service: node::ServiceState::new(notifier.clone()),
             p2p,
         },
@@ -171,8 +161,8 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     node.join();
     let shutdown = shutdown_signal()?;
     node.run(shutdown).await;
-    // The node dropped its sender: the writer finishes the last ban list and ends.
-    let _ = ban_writer.await;
+    // Changes the node made without an acknowledgement (expiries, automatic bans) are written.
+    ban_store.flush().await;
     if !activated {
         // A socket passed by p2pd.socket belongs to systemd, which keeps it for the next start.
         let _ = std::fs::remove_file(&cfg.control.socket);

@@ -24,3 +24,4 @@ pub mod replay;
 pub mod rlimit;
 pub mod sd;
 pub mod streams;
+pub mod transport;

@@ -136,12 +136,10 @@ impl P2pMetrics {
                 .get_or_create(&LimitLabels { name: name.into() })
                 .set(i64::try_from(v).unwrap_or(i64::MAX));
         };
-        set("max_connections", l.max_connections.into());
-        set("max_inbound", l.max_inbound.into());
-        set("max_outbound", l.max_outbound.into());
-        set("max_pending_inbound", l.max_pending_inbound.into());
-        set("max_per_peer", l.max_per_peer.into());
-        set("max_memory", l.max_memory.0 .0);
+        // Durations in seconds, sizes in bytes, counts as they are.
+        for spec in crate::config::limits::LIMITS {
+            set(spec.name, (spec.get)(l));
+        }
         set(
             "max_relay_circuits",
             crate::behaviour::MAX_RELAY_CIRCUITS as u64,

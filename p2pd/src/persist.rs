@@ -42,6 +42,27 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<PathBuf> 
     Ok(tmp)
 }
 
+/// Removes temp files that a process killed mid-write left in `dir` (`.NAME.tmp-PID`). Call it
+/// only while holding the data dir's lock, so no live writer's temp file is touched.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            match fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %e.path().display(), "removed a temp file left by an interrupted write")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale temp file")
+                }
+            }
+        }
+    }
+}
+
 /// Replaces `path` with `bytes` atomically (mode applies to the new file).
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = write_temp(path, bytes, mode)?;

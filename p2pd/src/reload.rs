@@ -14,7 +14,7 @@ pub struct Reloader {
     overrides: Overrides,
     node: NodeHandle,
     notifier: Arc<Notifier>,
-    data_dir: std::path::PathBuf,
+    bans: crate::policy::store::BanStore,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -25,14 +25,14 @@ impl Reloader {
         overrides: Overrides,
         node: NodeHandle,
         notifier: Arc<Notifier>,
-        data_dir: std::path::PathBuf,
+        bans: crate::policy::store::BanStore,
     ) -> Self {
         Reloader {
             mode,
             overrides,
             node,
             notifier,
-            data_dir,
+            bans,
             running: tokio::sync::Mutex::new(()),
         }
     }
@@ -44,12 +44,9 @@ impl Reloader {
         self.notifier.reloading();
         let result = match config::load(self.mode, &self.overrides, std::env::vars()) {
             Ok((cfg, _)) => {
-                // The running data dir: a changed storage.data_dir only applies after a restart.
-                let path = self.data_dir.join(crate::policy::bans::FILE_NAME);
-                let bans =
-                    tokio::task::spawn_blocking(move || crate::policy::bans::BanList::load(&path))
-                        .await
-                        .unwrap_or_default();
+                // What the operator edited in bans.json since p2pd last wrote it; changes made
+                // since then stay (the file is p2pd's output, not its source of truth).
+                let bans = self.bans.edits().await;
                 let applied = self
                     .node
                     .ask(|reply| Command::ApplyConfig {

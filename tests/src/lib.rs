@@ -268,6 +268,12 @@ impl Node {
             .unwrap_or(0)
     }
 
+    /// Waits for a process that was killed from outside, so it can be started again.
+    pub fn reap(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        child.wait().expect("wait for p2pd")
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");

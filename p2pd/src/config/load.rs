@@ -148,12 +148,11 @@ pub fn load(
         }
     }
     if let Some((key, message)) = config.check().into_iter().next() {
-        let from = provenance.get(key).cloned().unwrap_or(Source::Default);
-        return Err(ConfigError::Invalid {
-            key: key.into(),
-            from,
-            message,
-        });
+        let from = provenance
+            .get(key.as_str())
+            .cloned()
+            .unwrap_or(Source::Default);
+        return Err(ConfigError::Invalid { key, from, message });
     }
     Ok((config, file))
 }

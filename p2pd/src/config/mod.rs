@@ -3,6 +3,7 @@
 //! Layers, lowest first: built-in defaults (which differ between system and user mode) < the
 //! config file < `P2P_*` environment variables < command-line flags. See [`load`].
 
+pub mod limits;
 mod load;
 pub mod values;
 
@@ -11,7 +12,7 @@ pub use load::{load, ConfigError, Overrides, Source};
 use p2pd_proto::paths::{self, Mode};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use values::{ByteSize, HumanDuration, PeerRef, Text};
+use values::{ByteSize, HumanDuration, IpRange, PeerRef, Text};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,10 +65,20 @@ pub struct Limits {
     pub max_outbound: u32,
     pub max_pending_inbound: u32,
     pub max_per_peer: u32,
+    /// Established inbound connections from one address (IPv4 /32, IPv6 /64).
+    pub max_inbound_per_ip: u32,
+    /// Inbound connections still in their handshake from one address.
+    pub max_pending_inbound_per_ip: u32,
+    /// New inbound connections per second from one address (token bucket refill)...
+    pub inbound_rate_per_ip: u32,
+    /// ...and the burst it allows (bucket capacity).
+    pub inbound_burst_per_ip: u32,
     pub max_negotiating_inbound_streams: u32,
     pub max_outbound_streams: u32,
     pub idle_timeout: Text<HumanDuration>,
     pub stream_idle_timeout: Text<HumanDuration>,
+    /// A connection that has not finished its security and muxer handshake by then is cut.
+    pub handshake_timeout: Text<HumanDuration>,
     pub max_memory: Text<ByteSize>,
 }
 
@@ -88,6 +99,8 @@ pub struct RateLimit {
 #[serde(deny_unknown_fields, default)]
 pub struct Trust {
     pub peers: Vec<Text<PeerRef>>,
+    /// IPs and CIDRs that bypass the per-address and pending limits.
+    pub addresses: Vec<Text<IpRange>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,17 +187,22 @@ impl Config {
                 max_outbound: 512,
                 max_pending_inbound: 128,
                 max_per_peer: 2,
+                max_inbound_per_ip: 16,
+                max_pending_inbound_per_ip: 8,
+                inbound_rate_per_ip: 4,
+                inbound_burst_per_ip: 32,
                 max_negotiating_inbound_streams: 128,
                 max_outbound_streams: 256,
                 idle_timeout: secs(30),
                 stream_idle_timeout: secs(60),
+                handshake_timeout: secs(10),
                 max_memory: Text(ByteSize(256 << 20)),
             },
             rate_limit: RateLimit {
-                capacity: 100,
-                refill_per_sec: 50,
-                trusted_capacity: 1000,
-                trusted_refill_per_sec: 500,
+                capacity: 20_000,
+                refill_per_sec: 2_000,
+                trusted_capacity: 100_000,
+                trusted_refill_per_sec: 20_000,
                 ban_threshold: -100,
                 ban_duration: secs(600),
             },
@@ -210,54 +228,19 @@ impl Config {
 
     /// Range and consistency checks that a type alone cannot express. Each problem names the
     /// dotted key it is about.
-    pub fn check(&self) -> Vec<(&'static str, String)> {
-        let mut bad = Vec::new();
+    pub fn check(&self) -> Vec<(String, String)> {
+        let mut bad: Vec<(String, String)> = limits::check(&self.limits)
+            .into_iter()
+            .map(|(name, message)| (format!("limits.{name}"), message))
+            .collect();
         let mut range = |key: &'static str, v: u64, lo: u64, hi: u64| {
             if v < lo || v > hi {
-                bad.push((key, format!("{v} is out of range; accepted: {lo} to {hi}")));
+                bad.push((
+                    key.to_string(),
+                    format!("{v} is out of range; accepted: {lo} to {hi}"),
+                ));
             }
         };
-        let l = &self.limits;
-        range(
-            "limits.max_connections",
-            l.max_connections.into(),
-            1,
-            1_000_000,
-        );
-        range("limits.max_inbound", l.max_inbound.into(), 1, 1_000_000);
-        range("limits.max_outbound", l.max_outbound.into(), 1, 1_000_000);
-        range(
-            "limits.max_pending_inbound",
-            l.max_pending_inbound.into(),
-            1,
-            100_000,
-        );
-        range("limits.max_per_peer", l.max_per_peer.into(), 1, 64);
-        range(
-            "limits.max_negotiating_inbound_streams",
-            l.max_negotiating_inbound_streams.into(),
-            1,
-            100_000,
-        );
-        range(
-            "limits.max_outbound_streams",
-            l.max_outbound_streams.into(),
-            1,
-            100_000,
-        );
-        range(
-            "limits.idle_timeout",
-            l.idle_timeout.0 .0.as_secs(),
-            1,
-            86_400,
-        );
-        range(
-            "limits.stream_idle_timeout",
-            l.stream_idle_timeout.0 .0.as_secs(),
-            1,
-            86_400,
-        );
-        range("limits.max_memory", l.max_memory.0 .0 >> 20, 16, 1 << 20);
         let r = &self.rate_limit;
         range("rate_limit.capacity", r.capacity.into(), 1, 1_000_000);
         range(
@@ -305,7 +288,7 @@ impl Config {
 
         if !(-1_000_000..=-1).contains(&self.rate_limit.ban_threshold) {
             bad.push((
-                "rate_limit.ban_threshold",
+                "rate_limit.ban_threshold".into(),
                 format!(
                     "{} is out of range; accepted: -1000000 to -1",
                     self.rate_limit.ban_threshold
@@ -315,14 +298,13 @@ impl Config {
         let n = &self.network;
         if n.listen.is_empty() {
             bad.push((
-                "network.listen",
+                "network.listen".into(),
                 "at least one listen address is required".into(),
             ));
         }
         for a in &n.listen {
             if crate::addr::transport_of(a).is_none() {
-                bad.push((
-                    "network.listen",
+                bad.push(("network.listen".into(),
                     format!("{} is not a TCP or QUIC-v1 address; accepted: /ip4|ip6/HOST/tcp/PORT or /ip4|ip6/HOST/udp/PORT/quic-v1", a.0),
                 ));
             }
@@ -330,7 +312,7 @@ impl Config {
         for a in &n.bootstrap_peers {
             if crate::addr::peer_id_of(a).is_none() {
                 bad.push((
-                    "network.bootstrap_peers",
+                    "network.bootstrap_peers".into(),
                     format!(
                         "{} has no /p2p/PEER_ID part; accepted: a multiaddr ending in /p2p/PEER_ID",
                         a.0
@@ -339,14 +321,13 @@ impl Config {
             }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            bad.push((
-                "log.filter",
+            bad.push(("log.filter".into(),
                 format!("\"{}\" is not a valid filter ({e}); accepted: e.g. \"info\" or \"info,libp2p_kad=debug\"", self.log.filter),
             ));
         }
         if !self.storage.data_dir.is_absolute() {
             bad.push((
-                "storage.data_dir",
+                "storage.data_dir".into(),
                 format!(
                     "{} is not an absolute path",
                     self.storage.data_dir.display()
@@ -355,7 +336,7 @@ impl Config {
         }
         if !self.control.socket.is_absolute() {
             bad.push((
-                "control.socket",
+                "control.socket".into(),
                 format!("{} is not an absolute path", self.control.socket.display()),
             ));
         }

@@ -59,6 +59,37 @@ impl ConfigText for ipnet::IpNet {
     const EXPECTED: &'static str = "a CIDR such as 10.0.0.0/8 or fc00::/7";
 }
 
+/// An address range written as an IP ("192.0.2.7", a single address) or a CIDR ("10.0.0.0/8").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpRange(pub ipnet::IpNet);
+
+impl FromStr for IpRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return Ok(IpRange(ipnet::IpNet::from(ip)));
+        }
+        s.parse::<ipnet::IpNet>()
+            .map(|n| IpRange(n.trunc()))
+            .map_err(|_| format!("{s:?} is not an IP address or a CIDR"))
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl ConfigText for IpRange {
+    const EXPECTED: &'static str = "an IP address or a CIDR such as 192.0.2.7 or 10.0.0.0/8";
+}
+
 /// A duration written as "30s", "5m", "1h", "250ms".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);

@@ -3,7 +3,6 @@
 
 use super::{ApiError, Command, Node, Reply};
 use crate::blocks::envelope;
-use crate::policy::rate::Offence;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::PeerId;
 use p2pd_proto::control::ErrorCode;
@@ -61,11 +60,14 @@ impl Node {
         let payload = match envelope::open(msg, &peer, &mut self.envelopes) {
             Ok(p) => p,
             Err(e) => {
-                self.count_rejected(match e {
-                    envelope::Refusal::Replay(_) => "replay",
-                    envelope::Refusal::BadSignature(_) => "bad_signature",
-                });
-                self.punish(peer, Offence::Invalid);
+                // A forged envelope is provably invalid and costs score; a replayed one is
+                // refused (anti-replay on our own protocol stays strict) without penalty.
+                match e {
+                    envelope::Refusal::Replay(_) => self.swarm.behaviour().policy.ignored("replay"),
+                    envelope::Refusal::BadSignature(_) => {
+                        self.punish_invalid(peer, "bad_signature")
+                    }
+                }
                 return Err(e.to_string());
             }
         };
@@ -84,7 +86,6 @@ impl Node {
                     self.p2p.message("in", "block", request.payload.len());
                     if !self.rate_allows(&peer) {
                         self.block_respond(channel, refusal("rate limited; slow down".into()));
-                        self.punish(peer, Offence::RateExceeded);
                         return;
                     }
                     let request: BlockRequest = match self.open_envelope(peer, request) {

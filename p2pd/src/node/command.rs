@@ -51,7 +51,7 @@ pub enum Command {
     },
     PubsubSubscribe {
         topic: String,
-        reply: Reply<mpsc::Receiver<control::PubsubMessage>>,
+        reply: Reply<super::pubsub::SubscriberRx>,
     },
     Dht {
         query: DhtQuery,
@@ -89,8 +89,8 @@ pub enum Command {
     /// Apply a re-read, validated config (reload).
     ApplyConfig {
         config: Box<crate::config::Config>,
-        /// bans.json as read from disk (off the event loop).
-        bans: crate::policy::bans::BanList,
+        /// What an operator edited in bans.json (read off the event loop).
+        bans: crate::policy::store::Edits,
         reply: Reply<control::ReloadResponse>,
     },
     /// Internal: the answer to an inbound block request, prepared off the event loop.

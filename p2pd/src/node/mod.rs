@@ -13,7 +13,6 @@ pub mod routing_table;
 mod service;
 
 pub use command::{ApiError, Command, DhtQuery, NodeHandle, Reply, TrustAction};
-pub use policy::{ban_writer, BanLabels, PolicyState};
 
 use crate::addr;
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
@@ -28,8 +27,7 @@ use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    autonat, identify, identity::Keypair, kad, noise, ping, tcp, tls, yamux, Multiaddr, PeerId,
-    Swarm,
+    autonat, identify, identity::Keypair, kad, noise, ping, tls, Multiaddr, PeerId, Swarm,
 };
 use p2pd_proto::control::{self, ErrorCode};
 use peers::PeerBook;
@@ -77,7 +75,6 @@ pub struct Node {
     envelopes: crate::replay::ReplayGuard<PeerId>,
     /// Our own command channel, for work finished off the loop.
     handle: NodeHandle,
-    policy: PolicyState,
     service: ServiceState,
     p2p: crate::metrics::P2pMetrics,
 }
@@ -102,39 +99,31 @@ impl ServiceState {
     }
 }
 
-/// Builds the swarm: TCP (TLS 1.3 or Noise, yamux), QUIC-v1, DNS, relay client; never plaintext.
+/// Builds the swarm: TCP (TLS 1.3 or Noise, yamux) and QUIC-v1 behind the policy's gate, DNS,
+/// relay client; never plaintext.
 pub fn build_swarm(
     key: &Keypair,
     config: &Config,
     registry: &mut Registry,
-    bans: &crate::policy::bans::BanList,
+    policy: crate::policy::Policy,
+    rules: crate::policy::gate::SharedRules,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     // limits.max_outbound_streams caps the concurrent streams of one connection, on every muxer.
     let streams = config.limits.max_outbound_streams;
-    let muxer = move || {
-        let mut c = yamux::Config::default();
-        c.set_max_num_streams(streams as usize);
-        c
-    };
+    let handshake = config.limits.handshake_timeout.0 .0;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            (tls::Config::new, noise::Config::new),
-            muxer,
-        )
-        .context("TCP transport")?
-        .with_quic_config(|mut c| {
-            c.max_concurrent_stream_limit = streams;
-            c
-        })
+        .with_other_transport(|key| crate::transport::gated(key, streams, handshake, rules))
+        .map_err(|e| anyhow::anyhow!("TCP/QUIC transport: {e}"))?
         .with_dns()
         .context("DNS resolver (check /etc/resolv.conf)")?
-        .with_relay_client((tls::Config::new, noise::Config::new), muxer)
+        .with_relay_client((tls::Config::new, noise::Config::new), move || {
+            crate::transport::muxer(streams)
+        })
         .context("relay client transport")?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, relay_client, config, registry, bans.clone()).map_err(Into::into)
+            Behaviour::new(key, relay_client, config, registry, policy).map_err(Into::into)
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_swarm_config(|c| {
@@ -153,7 +142,6 @@ pub struct Services {
     pub metrics: Metrics,
     pub info: NodeInfo,
     pub blocks: BlockService,
-    pub policy: PolicyState,
     pub service: ServiceState,
     pub p2p: crate::metrics::P2pMetrics,
 }
@@ -171,7 +159,6 @@ impl Node {
             metrics,
             info,
             blocks,
-            policy,
             service,
             p2p,
         } = services;
@@ -207,11 +194,10 @@ impl Node {
             block_requests: HashMap::new(),
             envelopes: crate::replay::ReplayGuard::new(100_000),
             handle,
-            policy,
             service,
             p2p,
         };
-        node.init_trust();
+        node.learn_trusted_addrs();
         node.p2p.set_limits(&node.config.limits);
         node
     }
@@ -429,7 +415,7 @@ impl Node {
                 reason,
                 by,
                 reply,
-            } => self.ban(target, duration, reason, by, Some(reply)),
+            } => self.ban(target, duration, reason, by, reply),
             Command::Unban { target, by, reply } => self.unban(target, by, reply),
             Command::Bans(reply) => {
                 let _ = reply.send(Ok(self.bans()));
@@ -499,9 +485,16 @@ impl Node {
                 return;
             }
             Some(peer) if self.swarm.is_connected(&peer) => {
+                // Say where the connection really is, which may not be the address asked for.
+                let address = self
+                    .peers
+                    .address_of(&peer)
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| target.to_string());
                 let _ = reply.send(Ok(control::ConnectResponse {
                     peer_id: peer.to_string(),
-                    address: target.to_string(),
+                    address,
+                    already_connected: true,
                 }));
                 return;
             }
@@ -519,7 +512,7 @@ impl Node {
             Err(e) => {
                 let _ = reply.send(Err(ApiError::new(
                     ErrorCode::Failed,
-                    format!("cannot dial {target}: {e}"),
+                    format!("cannot dial {target}: {}", error_chain(&e)),
                 )));
             }
         }
@@ -551,15 +544,18 @@ impl Node {
                     "inbound"
                 };
                 tracing::info!(event = "connection_established", peer_id = %peer_id, remote_addr = %endpoint.get_remote_address(), direction, "connection established");
-                self.policy.pending_inbound.remove(&connection_id);
                 self.peers.connected(peer_id, connection_id, &endpoint);
                 self.p2p.connections_opened.inc();
                 self.count_connections();
-                self.trusted_connected(&peer_id);
+                self.swarm
+                    .behaviour_mut()
+                    .policy
+                    .trusted_connected(&peer_id);
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let answer = control::ConnectResponse {
                         peer_id: peer_id.to_string(),
                         address: endpoint.get_remote_address().to_string(),
+                        already_connected: false,
                     };
                     self.confirming.insert(connection_id, (reply, answer));
                 }
@@ -594,16 +590,11 @@ impl Node {
                     )));
                 }
             }
-            SwarmEvent::IncomingConnection { connection_id, .. } => {
-                self.policy.pending_inbound.insert(connection_id);
-            }
             SwarmEvent::IncomingConnectionError {
-                connection_id,
                 send_back_addr,
                 error,
                 ..
             } => {
-                self.policy.pending_inbound.remove(&connection_id);
                 tracing::debug!(remote_addr = %send_back_addr, error = %error, "inbound connection failed");
             }
             SwarmEvent::ListenerError { error, .. } => {
@@ -714,7 +705,8 @@ impl Node {
                 if addr::is_loopback(&a) && !self.loopback_only {
                     continue;
                 }
-                if self.swarm.behaviour().policy.dial_denied(&a) {
+                if let Some(why) = self.swarm.behaviour().policy.refuses_addr(&a) {
+                    tracing::debug!(peer_id = %peer, address = %a, why, "address not added to the DHT");
                     continue;
                 }
                 self.swarm.behaviour_mut().kad.add_address(&peer, a);
@@ -744,6 +736,7 @@ impl Node {
         self.expire_bans();
         self.keep_trusted_connected();
         self.pubsub_sweep();
+        self.swarm.behaviour_mut().policy.sweep();
     }
 }
 

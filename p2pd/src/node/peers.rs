@@ -72,6 +72,16 @@ impl PeerBook {
         self.peers.len()
     }
 
+    /// The address of one of the peer's connections (the oldest).
+    pub fn address_of(&self, peer: &PeerId) -> Option<&Multiaddr> {
+        self.peers
+            .get(peer)?
+            .connections
+            .values()
+            .min_by_key(|c| c.since)
+            .map(|c| &c.address)
+    }
+
     /// The most connections any one peer has.
     pub fn max_per_peer(&self) -> usize {
         self.peers

@@ -8,16 +8,52 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::PeerId;
 use p2pd_proto::control::{self, ErrorCode};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Messages buffered per subscriber; a subscriber that falls further behind loses messages
-/// (counted and logged) rather than holding the node's memory hostage.
-const SUBSCRIBER_BUFFER: usize = 1024;
+/// What is buffered per local subscriber, in messages and in bytes: enough for a burst of
+/// 10,000 small messages, while a subscriber that falls further behind loses messages (logged)
+/// rather than holding the node's memory hostage.
+const SUBSCRIBER_MESSAGES: usize = 32_768;
+const SUBSCRIBER_BYTES: usize = 32 << 20;
+
+/// The node's end of a local subscription.
+struct SubscriberTx {
+    tx: mpsc::Sender<control::PubsubMessage>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The control connection's end of a local subscription; gives back the byte budget as it reads.
+pub struct SubscriberRx {
+    rx: mpsc::Receiver<control::PubsubMessage>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl SubscriberRx {
+    pub async fn recv(&mut self) -> Option<control::PubsubMessage> {
+        let m = self.rx.recv().await?;
+        self.queued.fetch_sub(m.data.len(), Ordering::Relaxed);
+        Some(m)
+    }
+}
+
+fn subscription() -> (SubscriberTx, SubscriberRx) {
+    let (tx, rx) = mpsc::channel(SUBSCRIBER_MESSAGES);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        SubscriberTx {
+            tx,
+            queued: queued.clone(),
+        },
+        SubscriberRx { rx, queued },
+    )
+}
 /// Authors whose replay windows are kept.
 const MAX_AUTHORS: usize = 100_000;
 
 pub struct PubSub {
-    subscribers: HashMap<TopicHash, Vec<mpsc::Sender<control::PubsubMessage>>>,
+    subscribers: HashMap<TopicHash, Vec<SubscriberTx>>,
     replay: ReplayGuard<PeerId>,
 }
 
@@ -54,13 +90,23 @@ impl PubSub {
         let Some(subs) = self.subscribers.get_mut(topic) else {
             return false;
         };
-        subs.retain(|tx| match tx.try_send(msg.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let size = msg.data.len();
+        subs.retain(|s| {
+            if s.queued.load(Ordering::Relaxed) + size > SUBSCRIBER_BYTES {
                 tracing::warn!(topic = %topic, "a pub/sub subscriber is too slow; dropped a message for it");
-                true
+                return !s.tx.is_closed();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            match s.tx.try_send(msg.clone()) {
+                Ok(()) => {
+                    s.queued.fetch_add(size, Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(topic = %topic, "a pub/sub subscriber is too slow; dropped a message for it");
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
         });
         subs.is_empty()
     }
@@ -99,11 +145,7 @@ impl Node {
         control::PeerList { peer_ids }
     }
 
-    pub(super) fn pubsub_subscribe(
-        &mut self,
-        topic: String,
-        reply: Reply<mpsc::Receiver<control::PubsubMessage>>,
-    ) {
+    pub(super) fn pubsub_subscribe(&mut self, topic: String, reply: Reply<SubscriberRx>) {
         if let Some(e) = topic_error(&topic) {
             let _ = reply.send(Err(e));
             return;
@@ -116,7 +158,7 @@ impl Node {
             )));
             return;
         }
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let (tx, rx) = subscription();
         self.pubsub
             .subscribers
             .entry(t.hash())
@@ -208,7 +250,7 @@ impl Node {
             .subscribers
             .iter_mut()
             .filter_map(|(t, subs)| {
-                subs.retain(|tx| !tx.is_closed());
+                subs.retain(|s| !s.tx.is_closed());
                 subs.is_empty().then(|| t.clone())
             })
             .collect();
@@ -234,44 +276,39 @@ impl Node {
         let started = std::time::Instant::now();
         self.p2p.gossip_received.inc();
         self.p2p.message("in", "gossipsub", message.data.len());
-        if !self.rate_allows(&propagation_source) {
-            tracing::debug!(peer_id = %propagation_source, "pub/sub message over the peer's rate limit; dropped");
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    MessageAcceptance::Ignore,
-                );
-            self.punish(
-                propagation_source,
-                crate::policy::rate::Offence::RateExceeded,
-            );
-            return;
-        }
-        let verdict = match (message.source, message.sequence_number) {
-            (Some(author), Some(seq)) => self.pubsub.replay.check(&author, seq),
-            // Strict validation guarantees both; anything else is malformed.
-            _ => Verdict::TooOld,
-        };
-        let acceptance = if verdict == Verdict::Fresh {
-            MessageAcceptance::Accept
+        // Verdicts fit the offence: over the rate, a replay, older than the window or our own
+        // message coming back are dropped without forwarding and without penalty (Ignore);
+        // provably invalid messages never get here (Gossipsub's strict validation rejects them).
+        let ignored = if !self.rate_allows(&propagation_source) {
+            Some("rate_limit")
+        } else if message.source == Some(self.local_peer_id()) {
+            Some("self_origin")
         } else {
-            tracing::debug!(peer_id = %propagation_source, author = ?message.source, seq_no = ?message.sequence_number, verdict = ?verdict, "rejected a replayed pub/sub message");
-            MessageAcceptance::Reject
+            match (message.source, message.sequence_number) {
+                (Some(author), Some(seq)) => match self.pubsub.replay.check(&author, seq) {
+                    Verdict::Fresh => None,
+                    Verdict::Replay => Some("replay"),
+                    Verdict::TooOld => Some("too_old"),
+                },
+                // Strict validation guarantees both.
+                _ => Some("too_old"),
+            }
+        };
+        let acceptance = match ignored {
+            None => MessageAcceptance::Accept,
+            Some(reason) => {
+                tracing::debug!(peer_id = %propagation_source, author = ?message.source, seq_no = ?message.sequence_number, reason, "pub/sub message dropped without penalty");
+                if reason != "rate_limit" {
+                    self.swarm.behaviour().policy.ignored(reason);
+                }
+                MessageAcceptance::Ignore
+            }
         };
         self.swarm
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
-        if verdict != Verdict::Fresh {
-            self.count_rejected(if verdict == Verdict::Replay {
-                "replay"
-            } else {
-                "too_old"
-            });
-            self.punish(propagation_source, crate::policy::rate::Offence::Invalid);
+        if ignored.is_some() {
             return;
         }
         let msg = control::PubsubMessage {

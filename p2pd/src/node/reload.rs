@@ -3,13 +3,9 @@
 //! Keys that only take effect at start-up are reported back instead.
 
 use super::Node;
-use crate::behaviour;
 use crate::config::Config;
-use crate::policy::bans::BanList;
-use crate::policy::rate::BucketConfig;
-use libp2p::PeerId;
+use crate::policy::store::Edits;
 use p2pd_proto::control;
-use std::collections::BTreeSet;
 
 /// Keys read only at start-up, with how to compare them.
 fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
@@ -36,89 +32,58 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "network.bootstrap",
         old.network.bootstrap != new.network.bootstrap,
     );
-    check(
-        "limits.idle_timeout",
-        old.limits.idle_timeout != new.limits.idle_timeout,
-    );
-    check(
-        "limits.stream_idle_timeout",
-        old.limits.stream_idle_timeout != new.limits.stream_idle_timeout,
-    );
-    check(
-        "limits.max_negotiating_inbound_streams",
-        old.limits.max_negotiating_inbound_streams != new.limits.max_negotiating_inbound_streams,
-    );
-    check(
-        "limits.max_outbound_streams",
-        old.limits.max_outbound_streams != new.limits.max_outbound_streams,
-    );
     check("control", old.control != new.control);
     check("metrics.addr", old.metrics != new.metrics);
     check("log.format", old.log.format != new.log.format);
     check("storage", old.storage != new.storage);
+    for spec in crate::config::limits::LIMITS.iter().filter(|s| !s.runtime) {
+        if (spec.get)(&old.limits) != (spec.get)(&new.limits) {
+            keys.push(format!("limits.{}", spec.name));
+        }
+    }
     keys
 }
 
 impl Node {
-    pub(super) fn apply_config(&mut self, new: Config, bans: BanList) -> control::ReloadResponse {
+    pub(super) fn apply_config(&mut self, new: Config, bans: Edits) -> control::ReloadResponse {
         let restart = restart_needed(&self.config, &new);
         let mut applied = Vec::new();
 
-        // Limits that can change at runtime go back to the file's values.
+        // Limits that can change at runtime go back to the file's values; the others stay
+        // until a restart.
         let mut limits = new.limits.clone();
-        let old = &self.config.limits;
-        limits.idle_timeout = old.idle_timeout.clone();
-        limits.stream_idle_timeout = old.stream_idle_timeout.clone();
-        limits.max_negotiating_inbound_streams = old.max_negotiating_inbound_streams;
-        limits.max_outbound_streams = old.max_outbound_streams;
-        self.config.limits = limits;
-        *self.swarm.behaviour_mut().connection_limits.limits_mut() =
-            behaviour::connection_limits(&self.config);
-        self.swarm.behaviour_mut().memory_limits =
-            libp2p::memory_connection_limits::Behaviour::with_max_bytes(
-                usize::try_from(self.config.limits.max_memory.0 .0).unwrap_or(usize::MAX),
-            );
-        self.policy.clear_runtime_limits();
-        self.p2p.set_limits(&self.config.limits);
-        applied.push("limits");
-
-        let r = &new.rate_limit;
-        self.policy.reconfigure(
-            BucketConfig {
-                capacity: r.capacity.into(),
-                refill_per_sec: r.refill_per_sec.into(),
-            },
-            BucketConfig {
-                capacity: r.trusted_capacity.into(),
-                refill_per_sec: r.trusted_refill_per_sec.into(),
-            },
-            r.ban_threshold as f64,
-            r.ban_duration.0 .0,
-        );
-        self.config.rate_limit = new.rate_limit.clone();
-        applied.push("rate limits");
-
-        // Trusted peers from the file: drop the ones no longer listed, add the new ones.
-        let wanted: BTreeSet<PeerId> = new.trust.peers.iter().map(|t| t.0.peer).collect();
-        for p in self.policy.configured_trusted() {
-            if !wanted.contains(&p) {
-                self.untrust_configured(&p);
-            }
+        for spec in crate::config::limits::LIMITS.iter().filter(|s| !s.runtime) {
+            (spec.set)(&mut limits, (spec.get)(&self.config.limits));
         }
+        self.config.limits = limits;
+        self.config.rate_limit = new.rate_limit.clone();
         self.config.trust = new.trust.clone();
-        self.init_trust();
-        applied.push("trusted peers");
-
-        // New bootstrap peers are dialled; known ones keep their connections.
         self.config.network.bootstrap_peers = new.network.bootstrap_peers.clone();
         self.config.network.dial_deny_cidrs = new.network.dial_deny_cidrs.clone();
-        let deny = new.network.dial_deny_cidrs.iter().map(|c| c.0).collect();
-        self.swarm.behaviour_mut().policy.set_dial_deny(deny);
-        self.join_bootstrap_peers();
-        applied.push("bootstrap peers and dial filter");
+        self.swarm.behaviour_mut().policy.reconfigure(&self.config);
+        self.p2p.set_limits(&self.config.limits);
+        self.learn_trusted_addrs();
+        applied.push("limits, rate limits, trusted peers and addresses, dial filter");
 
-        // Bans as the file has them now (an operator may have edited it).
-        self.swarm.behaviour_mut().policy.replace_bans(bans);
+        // New bootstrap peers are dialled; known ones keep their connections.
+        self.join_bootstrap_peers();
+        applied.push("bootstrap peers");
+
+        // Bans and runtime trust as edited in the file; nothing acknowledged since is lost.
+        if !bans.is_empty() {
+            tracing::info!(
+                bans = bans.bans.len(),
+                unbans = bans.unbans.len(),
+                trusted = bans.trusted.len(),
+                untrusted = bans.untrusted.len(),
+                "applying edits made to bans.json"
+            );
+            let banned: Vec<_> = bans.bans.iter().map(|b| b.target.clone()).collect();
+            self.swarm.behaviour_mut().policy.apply_edits(bans, None);
+            for t in &banned {
+                self.purge_from_dht(t);
+            }
+        }
         applied.push("bans");
 
         match crate::logging::set_filter(&new.log.filter) {

@@ -88,7 +88,7 @@ pub struct Ban {
 }
 
 impl Ban {
-    fn active(&self, now: u64) -> bool {
+    pub fn active(&self, now: u64) -> bool {
         self.expires_unix.is_none_or(|e| e > now)
     }
 }

@@ -1,206 +1,475 @@
-//! Peer policy as a `NetworkBehaviour`: bans (peer, IP, CIDR) and the dial filter are enforced
-//! before any protocol does work for a connection — inbound connections from a banned address
-//! are refused before the security handshake — and a new ban closes what it covers at once.
+//! Peer policy, as one component that owns all of its state: bans (peer, IP, CIDR), trusted
+//! peers and addresses, connection limits (global, per address, pending, memory), per-peer rate
+//! limits and misbehaviour scores. It is a `NetworkBehaviour` composed of the [`guard::Guard`]
+//! (bans, per-address accounting, trust), libp2p's `connection-limits` and
+//! `memory-connection-limits`; the node's event loop only routes commands and events to the
+//! methods here. The transport side ([`gate`]) refuses dials to banned addresses before a socket
+//! opens. `bans.json` is an output, written by [`store`] before a change is acknowledged.
 
 pub mod bans;
+pub mod gate;
+mod guard;
+pub mod metrics;
 pub mod rate;
+pub mod store;
+#[cfg(test)]
+mod tests;
 
+use crate::config::{Config, Limits};
 use bans::{Ban, BanList, BanTarget};
-use ipnet::IpNet;
-use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
-use libp2p::swarm::{
-    dummy, CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm,
-};
-use libp2p::{Multiaddr, PeerId};
-use std::collections::{HashMap, VecDeque};
+use gate::SharedRules;
+use guard::{AddressLimits, Guard};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{connection_limits, memory_connection_limits, Multiaddr, PeerId};
+use metrics::PolicyMetrics;
+use rate::{Admit, BucketConfig, RateLimiter};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::IpAddr;
-use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use store::{Ack, BanStore, Edits};
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(String);
+pub use guard::{ip_key, Refused};
 
 pub fn now_unix() -> u64 {
     crate::blocks::store::now_unix()
 }
 
-pub struct Policy {
-    pub bans: BanList,
-    dial_deny: Vec<IpNet>,
-    connections: HashMap<ConnectionId, (PeerId, Option<IpAddr>)>,
-    actions: VecDeque<ToSwarm<Infallible, Infallible>>,
-    waker: Option<Waker>,
+const MAX_REDIAL_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A trusted peer: bypasses connection limits, gets the larger rate limit, is kept connected.
+#[derive(Debug, Clone)]
+pub struct TrustedPeer {
+    pub addr: Option<Multiaddr>,
+    pub from_config: bool,
+    pub from_runtime: bool,
+    next_dial: Instant,
+    backoff: Duration,
 }
 
-fn denied(msg: String) -> ConnectionDenied {
-    ConnectionDenied::new(Refused(msg))
+/// Why a trust removal was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untrust {
+    NotTrusted,
+    FromConfig,
+}
+
+/// State the policy keeps beside the guard's connection accounting.
+pub struct PolicyState {
+    pub rate: RateLimiter,
+    pub trusted: BTreeMap<PeerId, TrustedPeer>,
+    pub ban_duration: Duration,
+    store: BanStore,
+    rules: SharedRules,
+    /// Limits changed with `limits set` since the config was last read.
+    pub runtime_limits: std::collections::BTreeSet<String>,
+}
+
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "Infallible", prelude = "libp2p::swarm::derive_prelude")]
+pub struct Policy {
+    guard: Guard,
+    limits: connection_limits::Behaviour,
+    memory: memory_connection_limits::Behaviour,
+}
+
+fn connection_limits(l: &Limits) -> connection_limits::ConnectionLimits {
+    // Pending inbound connections are the guard's: trusted addresses bypass that limit.
+    connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(l.max_connections))
+        .with_max_established_incoming(Some(l.max_inbound))
+        .with_max_established_outgoing(Some(l.max_outbound))
+        .with_max_established_per_peer(Some(l.max_per_peer))
+}
+
+fn memory_limits(l: &Limits) -> memory_connection_limits::Behaviour {
+    memory_connection_limits::Behaviour::with_max_bytes(
+        usize::try_from(l.max_memory.0 .0).unwrap_or(usize::MAX),
+    )
+}
+
+fn buckets(c: &Config) -> (BucketConfig, BucketConfig, f64) {
+    let r = &c.rate_limit;
+    (
+        BucketConfig {
+            capacity: r.capacity.into(),
+            refill_per_sec: r.refill_per_sec.into(),
+        },
+        BucketConfig {
+            capacity: r.trusted_capacity.into(),
+            refill_per_sec: r.trusted_refill_per_sec.into(),
+        },
+        r.ban_threshold as f64,
+    )
 }
 
 impl Policy {
-    pub fn new(bans: BanList, dial_deny: Vec<IpNet>) -> Self {
-        Policy {
+    pub fn new(
+        config: &Config,
+        bans: BanList,
+        store: BanStore,
+        rules: SharedRules,
+        metrics: PolicyMetrics,
+    ) -> Self {
+        let (normal, trusted, threshold) = buckets(config);
+        let mut guard = Guard::new(
             bans,
-            dial_deny,
-            connections: HashMap::new(),
-            actions: VecDeque::new(),
-            waker: None,
-        }
-    }
-
-    fn check_peer(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
-        match self.bans.peer_ban(peer, now_unix()) {
-            Some(b) => Err(denied(format!("peer {peer} is banned: {}", b.reason))),
-            None => Ok(()),
-        }
-    }
-
-    fn check_addr(&self, addr: &Multiaddr) -> Result<(), ConnectionDenied> {
-        let Some(ip) = crate::addr::ip_of(addr) else {
-            return Ok(());
+            AddressLimits::from_config(&config.limits),
+            metrics,
+            PolicyState {
+                rate: RateLimiter::new(normal, trusted, threshold),
+                trusted: BTreeMap::new(),
+                ban_duration: config.rate_limit.ban_duration.0 .0,
+                store,
+                rules,
+                runtime_limits: Default::default(),
+            },
+        );
+        guard.set_trusted_addrs(
+            &config
+                .trust
+                .addresses
+                .iter()
+                .map(|a| a.0)
+                .collect::<Vec<_>>(),
+        );
+        let mut policy = Policy {
+            guard,
+            limits: connection_limits::Behaviour::new(connection_limits(&config.limits)),
+            memory: memory_limits(&config.limits),
         };
-        match self.bans.ip_ban(&ip, now_unix()) {
-            Some(b) => Err(denied(format!(
-                "{ip} is banned ({}): {}",
-                b.target, b.reason
-            ))),
-            None => Ok(()),
+        policy.set_dial_deny(config);
+        policy.sync_rules();
+        let runtime: Vec<PeerId> = policy.guard.bans.trusted.iter().copied().collect();
+        for p in runtime {
+            policy.add_trust(p, None, false);
         }
-    }
-
-    pub fn set_dial_deny(&mut self, deny: Vec<IpNet>) {
-        self.dial_deny = deny;
-    }
-
-    /// Replaces the ban list (reload), closing connections that newly banned targets cover.
-    pub fn replace_bans(&mut self, list: BanList) {
-        let old = std::mem::take(&mut self.bans.bans);
-        self.bans.trusted = list.trusted;
-        for b in list.bans {
-            if old.contains(&b) {
-                self.bans.add(b);
-            } else {
-                self.ban(b);
-            }
+        for t in &config.trust.peers {
+            policy.add_trust(t.0.peer, t.0.addr.clone(), true);
         }
+        policy
     }
 
-    /// True when `addr` lies in `network.dial_deny_cidrs`.
-    pub fn dial_denied(&self, addr: &Multiaddr) -> bool {
-        crate::addr::ip_of(addr).is_some_and(|ip| self.dial_deny.iter().any(|n| n.contains(&ip)))
+    pub fn metrics(&self) -> &PolicyMetrics {
+        self.guard.metrics()
     }
 
-    /// Adds a ban and closes every connection it covers.
-    pub fn ban(&mut self, ban: Ban) -> usize {
-        let closing: Vec<(ConnectionId, PeerId)> = self
-            .connections
+    fn state(&self) -> &PolicyState {
+        &self.guard.state
+    }
+
+    fn state_mut(&mut self) -> &mut PolicyState {
+        &mut self.guard.state
+    }
+
+    /// Publishes the IP/CIDR bans to the transport's dial rules.
+    fn sync_rules(&mut self) {
+        let now = now_unix();
+        let nets: Vec<_> = self
+            .guard
+            .bans
+            .bans
             .iter()
-            .filter(|(_, (peer, ip))| match &ban.target {
-                BanTarget::Peer(p) => p == peer,
-                t => ip.is_some_and(|ip| t.covers_ip(&ip)),
+            .filter(|b| b.active(now))
+            .filter_map(|b| match &b.target {
+                BanTarget::Ip(ip) => Some((ipnet::IpNet::from(*ip), b.reason.clone())),
+                BanTarget::Cidr(n) => Some((*n, b.reason.clone())),
+                BanTarget::Peer(_) => None,
             })
-            .map(|(id, (peer, _))| (*id, *peer))
             .collect();
-        for (id, peer) in &closing {
-            self.actions.push_back(ToSwarm::CloseConnection {
-                peer_id: *peer,
-                connection: CloseConnection::One(*id),
-            });
+        if let Ok(mut r) = self.state().rules.write() {
+            r.set_bans(nets.into_iter());
         }
-        self.bans.add(ban);
-        if let Some(w) = self.waker.take() {
-            w.wake();
+    }
+
+    fn set_dial_deny(&mut self, config: &Config) {
+        let deny = config.network.dial_deny_cidrs.iter().map(|c| c.0).collect();
+        if let Ok(mut r) = self.state().rules.write() {
+            r.set_deny(deny);
         }
-        closing.len()
-    }
-}
-
-impl NetworkBehaviour for Policy {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = Infallible;
-
-    fn handle_pending_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.check_addr(remote)
     }
 
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        peer: PeerId,
-        _local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check_peer(&peer)?;
-        self.check_addr(remote)?;
-        Ok(dummy::ConnectionHandler)
+    /// Why `addr` must not be dialled or announced, if it must not (bans, dial filter).
+    pub fn refuses_addr(&self, addr: &Multiaddr) -> Option<String> {
+        self.state()
+            .rules
+            .read()
+            .ok()
+            .and_then(|r| r.refuses_addr(addr))
     }
 
-    fn handle_pending_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        peer: Option<PeerId>,
-        _addresses: &[Multiaddr],
-        _: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        if let Some(p) = peer {
-            self.check_peer(&p)?;
+    /// Writes the list; `ack` runs once it is durable.
+    fn persist(&self, ack: Option<Ack>) {
+        self.state().store.save(self.guard.bans.clone(), ack);
+    }
+
+    /// Adds (or replaces) a ban, closes what it covers, and acknowledges once it is on disk.
+    /// Returns how many connections it closes.
+    pub fn ban(&mut self, ban: Ban, ack: Option<Ack>) -> usize {
+        let target = ban.target.clone();
+        let closed = self.guard.ban(ban);
+        if let BanTarget::Peer(p) = &target {
+            self.state_mut().rate.forget(p);
         }
-        Ok(vec![])
+        self.guard.metrics().ban("ban", target.kind());
+        self.sync_rules();
+        self.persist(ack);
+        closed
     }
 
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check_peer(&peer)?;
-        self.check_addr(addr)?;
-        if self.dial_denied(addr) {
-            return Err(denied(format!("{addr} is in network.dial_deny_cidrs")));
+    /// Lifts a ban; `ack` runs once that is on disk.
+    pub fn unban(&mut self, target: &BanTarget, ack: Ack) -> Option<Ban> {
+        let gone = self.guard.bans.remove(target);
+        if gone.is_some() {
+            self.guard.metrics().ban("unban", target.kind());
+            self.sync_rules();
         }
-        Ok(dummy::ConnectionHandler)
+        self.persist(Some(ack));
+        gone
     }
 
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        match event {
-            FromSwarm::ConnectionEstablished(e) => {
-                let ip = crate::addr::ip_of(e.endpoint.get_remote_address());
-                self.connections.insert(e.connection_id, (e.peer_id, ip));
+    /// True when a ban on exactly `target` is listed (active or about to expire).
+    pub fn has_ban(&self, target: &BanTarget) -> bool {
+        self.guard.bans.bans.iter().any(|b| b.target == *target)
+    }
+
+    pub fn peer_ban(&self, peer: &PeerId) -> Option<&Ban> {
+        self.guard.bans.peer_ban(peer, now_unix())
+    }
+
+    /// Bans in effect.
+    pub fn active_bans(&self) -> impl Iterator<Item = &Ban> {
+        let now = now_unix();
+        self.guard.bans.bans.iter().filter(move |b| b.active(now))
+    }
+
+    /// Drops expired bans (and writes the list when any went).
+    pub fn expire(&mut self) -> Vec<Ban> {
+        let gone = self.guard.bans.expire(now_unix());
+        if !gone.is_empty() {
+            self.sync_rules();
+            self.persist(None);
+        }
+        gone
+    }
+
+    /// Applies what an operator edited in bans.json (reload); acknowledges once written.
+    pub fn apply_edits(&mut self, edits: Edits, ack: Option<Ack>) -> usize {
+        let mut closed = 0;
+        for t in &edits.unbans {
+            self.guard.bans.remove(t);
+        }
+        for b in edits.bans {
+            closed += self.guard.ban(b);
+        }
+        for p in edits.untrusted {
+            self.guard.bans.trusted.remove(&p);
+            if let Some(t) = self.state_mut().trusted.get_mut(&p) {
+                t.from_runtime = false;
             }
-            FromSwarm::ConnectionClosed(e) => {
-                self.connections.remove(&e.connection_id);
+            self.drop_trust_if_unused(&p);
+        }
+        for p in edits.trusted {
+            self.add_trust(p, None, false);
+        }
+        self.sync_rules();
+        self.persist(ack);
+        closed
+    }
+
+    fn add_trust(&mut self, peer: PeerId, addr: Option<Multiaddr>, from_config: bool) {
+        self.limits.bypass_peer_id(&peer);
+        self.guard.trusted_peers.insert(peer);
+        if !from_config {
+            self.guard.bans.trusted.insert(peer);
+        }
+        let t = self.state_mut().trusted.entry(peer).or_insert(TrustedPeer {
+            addr: None,
+            from_config: false,
+            from_runtime: false,
+            next_dial: Instant::now(),
+            backoff: Duration::from_secs(1),
+        });
+        t.from_config |= from_config;
+        t.from_runtime |= !from_config;
+        if addr.is_some() {
+            t.addr = addr;
+        }
+    }
+
+    fn drop_trust_if_unused(&mut self, peer: &PeerId) {
+        let unused = self
+            .state()
+            .trusted
+            .get(peer)
+            .is_some_and(|t| !t.from_config && !t.from_runtime);
+        if unused {
+            self.state_mut().trusted.remove(peer);
+            self.guard.trusted_peers.remove(peer);
+            self.limits.remove_peer_id(peer);
+        }
+    }
+
+    /// Trusts a peer at runtime (persisted); acknowledges once written.
+    pub fn trust(&mut self, peer: PeerId, addr: Option<Multiaddr>, ack: Ack) {
+        self.add_trust(peer, addr, false);
+        self.persist(Some(ack));
+    }
+
+    /// Removes a runtime trust; a peer trusted in the config file stays trusted.
+    pub fn untrust(&mut self, peer: &PeerId, ack: Ack) -> Result<(), Untrust> {
+        match self.state().trusted.get(peer) {
+            None => return Err(Untrust::NotTrusted),
+            Some(t) if t.from_config => return Err(Untrust::FromConfig),
+            Some(_) => {}
+        }
+        if let Some(t) = self.state_mut().trusted.get_mut(peer) {
+            t.from_runtime = false;
+        }
+        self.guard.bans.trusted.remove(peer);
+        self.drop_trust_if_unused(peer);
+        self.persist(Some(ack));
+        Ok(())
+    }
+
+    pub fn trusted(&self) -> &BTreeMap<PeerId, TrustedPeer> {
+        &self.state().trusted
+    }
+
+    pub fn is_trusted(&self, peer: &PeerId) -> bool {
+        self.guard.trusted_peers.contains(peer)
+    }
+
+    /// Trusted peers that are due for a redial (not connected), with exponential backoff.
+    pub fn due_redials(
+        &mut self,
+        connected: impl Fn(&PeerId) -> bool,
+    ) -> Vec<(PeerId, Option<Multiaddr>)> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (p, t) in self.state_mut().trusted.iter_mut() {
+            if t.next_dial <= now && !connected(p) {
+                due.push((*p, t.addr.clone()));
+                t.next_dial = now + t.backoff;
+                t.backoff = (t.backoff * 2).min(MAX_REDIAL_BACKOFF);
             }
-            _ => {}
+        }
+        due
+    }
+
+    pub fn trusted_connected(&mut self, peer: &PeerId) {
+        if let Some(t) = self.state_mut().trusted.get_mut(peer) {
+            t.backoff = Duration::from_secs(1);
+            t.next_dial = Instant::now() + t.backoff;
         }
     }
 
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        ev: THandlerOutEvent<Self>,
-    ) {
-        match ev {}
+    /// Applies `l` (already validated) to every limit that can change at runtime.
+    pub fn set_limits(&mut self, l: &Limits) {
+        *self.limits.limits_mut() = connection_limits(l);
+        self.memory = memory_limits(l);
+        self.guard.set_limits(AddressLimits::from_config(l));
     }
 
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        if let Some(a) = self.actions.pop_front() {
-            return Poll::Ready(a);
+    /// Re-reads what the policy takes from the config (reload): limits, rate limits, trusted
+    /// peers and addresses, the dial filter. Runtime trust and bans are kept.
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.set_limits(&config.limits);
+        let (normal, trusted, threshold) = buckets(config);
+        self.state_mut()
+            .rate
+            .reconfigure(normal, trusted, threshold);
+        self.state_mut().ban_duration = config.rate_limit.ban_duration.0 .0;
+        self.state_mut().runtime_limits.clear();
+        self.guard.set_trusted_addrs(
+            &config
+                .trust
+                .addresses
+                .iter()
+                .map(|a| a.0)
+                .collect::<Vec<_>>(),
+        );
+        self.set_dial_deny(config);
+        let wanted: Vec<PeerId> = config.trust.peers.iter().map(|t| t.0.peer).collect();
+        let configured: Vec<PeerId> = self
+            .state()
+            .trusted
+            .iter()
+            .filter(|(p, t)| t.from_config && !wanted.contains(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in configured {
+            if let Some(t) = self.state_mut().trusted.get_mut(&p) {
+                t.from_config = false;
+            }
+            self.drop_trust_if_unused(&p);
         }
-        self.waker = Some(cx.waker().clone());
-        Poll::Pending
+        for t in &config.trust.peers {
+            self.add_trust(t.0.peer, t.0.addr.clone(), true);
+        }
+    }
+
+    /// Takes a rate-limit token for a message or request from `peer`. A drop is counted; a
+    /// peer whose sustained abuse reaches the threshold is banned (returned as true).
+    pub fn admit(&mut self, peer: &PeerId) -> Admit {
+        let trusted = self.is_trusted(peer);
+        let verdict = self.state_mut().rate.allow(peer, trusted, Instant::now());
+        if verdict != Admit::Yes {
+            self.metrics().rejected("rate_limit");
+        }
+        verdict
+    }
+
+    /// Records a provably invalid message from `peer`; true when it must now be banned.
+    pub fn invalid(&mut self, peer: &PeerId, reason: &str) -> bool {
+        self.metrics().rejected(reason);
+        self.state_mut().rate.invalid(peer, Instant::now())
+    }
+
+    /// Counts a message dropped without penalty (replay, too old, our own).
+    pub fn ignored(&self, reason: &str) {
+        self.metrics().rejected(reason);
+    }
+
+    /// Our misbehaviour score of `peer` (0 is clean).
+    pub fn score(&self, peer: &PeerId) -> f64 {
+        self.state().rate.score(peer, Instant::now())
+    }
+
+    /// The automatic ban for a peer whose score fell to the threshold.
+    pub fn automatic_ban(&mut self, peer: PeerId, what: &str) -> Ban {
+        let dropped = self.state().rate.dropped(&peer);
+        let now = now_unix();
+        let ban = Ban {
+            target: BanTarget::Peer(peer),
+            reason: format!("automatic: misbehaviour score fell to the threshold ({what}; {dropped} messages dropped for rate)"),
+            created_unix: now,
+            expires_unix: Some(now.saturating_add(self.state().ban_duration.as_secs().max(1))),
+            created_by: "p2pd".into(),
+        };
+        self.ban(ban.clone(), None);
+        ban
+    }
+
+    /// Forgets state that peers no longer need (called periodically).
+    pub fn sweep(&mut self) {
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&mut self, now: Instant) {
+        let trusted = self.guard.trusted_peers.clone();
+        self.state_mut().rate.evict(now, |p| trusted.contains(p));
+        self.guard.sweep(now);
+    }
+
+    pub fn pending_usage(&self) -> (usize, u32) {
+        self.guard.pending_usage()
+    }
+
+    pub fn inbound_per_ip_usage(&self) -> u32 {
+        self.guard.inbound_per_ip_usage()
+    }
+
+    pub fn runtime_limits(&mut self) -> &mut std::collections::BTreeSet<String> {
+        &mut self.state_mut().runtime_limits
     }
 }

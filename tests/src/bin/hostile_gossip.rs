@@ -2,13 +2,15 @@
 //! `/meshsub/1.1.0` stream with messages it crafts itself — fresh, replayed, too old, and
 //! tampered — so the receiver's validation can be observed from the outside.
 //!
-//! Usage: hostile_gossip TARGET_MULTIADDR TOPIC [flood N | send SEQ=DATA...]
-//! With `flood N`: N fresh, validly signed messages ("flood-I") in one burst. With `send`: the
-//! given messages, validly signed. The identity is kept in $HOSTILE_KEY when set (so a later run
+//! Usage: hostile_gossip TARGET_MULTIADDR TOPIC [flood N | sustain RATE SECS | send SEQ=DATA...]
+//! With `flood N`: N fresh, validly signed messages ("flood-I") in one burst. With `sustain`:
+//! fresh messages ("$HOSTILE_PREFIX-I", default "sustain-I") at RATE per second for SECS seconds. With `send`: the
+//! given messages, validly signed (every one twice when $HOSTILE_TWICE is set, as a peer that
+//! forwards each message along two paths would). The identity is kept in $HOSTILE_KEY when set (so a later run
 //! can replay as the same author). Otherwise sends, in order: fresh-1 (seq 5000), fresh-1 again, old (seq 1000, outside the replay window),
 //! tampered (seq 5001, data changed after signing), fresh-2 (seq 5002). Prints its PeerId.
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol};
@@ -52,6 +54,23 @@ fn signed(key: &Keypair, topic: &str, seq: u64, data: &[u8]) -> GossipMessage {
     m
 }
 
+/// An RPC with its unsigned-varint length prefix.
+fn frame(rpc: Rpc) -> Vec<u8> {
+    let body = rpc.encode_to_vec();
+    let mut out = Vec::new();
+    let mut n = body.len() as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        out.push(if n == 0 { b } else { b | 0x80 });
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(body);
+    out
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -60,6 +79,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = args.next();
     let flood: Option<u64> = match mode.as_deref() {
         Some("flood") => Some(args.next().ok_or("flood N")?.parse()?),
+        _ => None,
+    };
+    let sustain: Option<(u64, u64)> = match mode.as_deref() {
+        Some("sustain") => Some((
+            args.next().ok_or("sustain RATE SECS")?.parse()?,
+            args.next().ok_or("sustain RATE SECS")?.parse()?,
+        )),
         _ => None,
     };
     let mut chosen = Vec::new();
@@ -100,6 +126,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
         .build();
     let mut control = swarm.behaviour().new_control();
+    // Take (and drain) the target's own Gossipsub stream, so it keeps talking to us: a peer
+    // that refuses it is treated as not speaking Gossipsub and stops being read from.
+    let mut incoming = control.accept(StreamProtocol::new("/meshsub/1.1.0"))?;
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = incoming.next().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
     swarm.dial(target)?;
     tokio::spawn(async move {
         loop {
@@ -125,20 +162,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect(),
         None => vec![fresh1.clone(), fresh1, old, tampered, fresh2],
     };
-    let rpc = Rpc { publish };
-    let body = rpc.encode_to_vec();
-    let mut frame = Vec::new();
-    let mut n = body.len() as u64;
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        frame.push(if n == 0 { b } else { b | 0x80 });
-        if n == 0 {
-            break;
+    if let Some((rate, secs)) = sustain {
+        // Batches every 10 ms, sequence numbers rising from the time in microseconds.
+        let per_batch = (rate / 100).max(1);
+        let mut seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros() as u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut i = 0u64;
+        let prefix = std::env::var("HOSTILE_PREFIX").unwrap_or_else(|_| "sustain".into());
+        for _ in 0..secs * 100 {
+            tick.tick().await;
+            let publish = (0..per_batch)
+                .map(|_| {
+                    seq += 1;
+                    i += 1;
+                    signed(&key, &topic, seq, format!("{prefix}-{i}").as_bytes())
+                })
+                .collect();
+            if stream.write_all(&frame(Rpc { publish })).await.is_err() {
+                break;
+            }
         }
+        std::future::pending::<()>().await;
     }
-    frame.extend(body);
-    stream.write_all(&frame).await?;
+    let publish = if std::env::var_os("HOSTILE_TWICE").is_some() {
+        publish.into_iter().flat_map(|m| [m.clone(), m]).collect()
+    } else {
+        publish
+    };
+    stream.write_all(&frame(Rpc { publish })).await?;
     stream.flush().await?;
     // Keep the connection until the test is done with us (it kills this process).
     std::future::pending::<()>().await;
