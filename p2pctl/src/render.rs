@@ -85,6 +85,8 @@ pub fn peers_json(p: &PeersResponse, verbose: bool) -> Value {
                 if verbose {
                     v["protocols"] = json!(e.protocols);
                     v["listen_addrs"] = json!(e.listen_addrs);
+                    v["gossip_score"] = json!(e.gossip_score);
+                    v["policy_score"] = json!(e.policy_score);
                 }
                 v
             })
@@ -132,10 +134,12 @@ pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
     if verbose {
         for e in &p.peers {
             out.push_str(&format!(
-                "\n{}\n  protocols: {}\n  listen:    {}\n",
+                "\n{}\n  protocols: {}\n  listen:    {}\n  score:     gossip {:.2}, policy {:.2}\n",
                 e.peer_id,
                 e.protocols.join(", "),
-                e.listen_addrs.join(", ")
+                e.listen_addrs.join(", "),
+                e.gossip_score,
+                e.policy_score
             ));
         }
     }

@@ -62,7 +62,7 @@ impl Behaviour {
             .max_transmit_size(MAX_PUBSUB_MESSAGE)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-        let gossipsub = gossipsub::Behaviour::new(
+        let mut gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossip_cfg,
         )
@@ -71,6 +71,12 @@ impl Behaviour {
             registry.sub_registry_with_prefix("libp2p_gossipsub"),
             Default::default(),
         );
+        if config.pubsub.scoring {
+            let (params, thresholds) = peer_scoring(config);
+            gossipsub
+                .with_peer_score(params, thresholds)
+                .map_err(|e| anyhow::anyhow!("gossipsub peer scoring: {e}"))?;
+        }
 
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.into(), key.public())
@@ -98,6 +104,43 @@ impl Behaviour {
             streams: libp2p_stream::Behaviour::new(),
         })
     }
+}
+
+/// Gossipsub v1.1 scoring that protects the mesh without knowing the application's topics:
+/// IP colocation (more than `pubsub.ip_colocation_threshold` peers on one address), behaviour
+/// penalties (broken IHAVE promises, GRAFT during backoff), and the application score, fed with
+/// p2pd's own misbehaviour score once a second. Its weight puts the graylist at twice the ban
+/// threshold, so a peer is banned by p2pd before Gossipsub stops listening to it. Peers on this
+/// host and trusted addresses are not counted for colocation.
+pub fn peer_scoring(
+    config: &Config,
+) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let p = &config.pubsub;
+    let ban = config.rate_limit.ban_threshold.unsigned_abs().max(1) as f64;
+    let mut whitelist: std::collections::HashSet<std::net::IpAddr> = [
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ]
+    .into();
+    for a in &config.trust.addresses {
+        let net = a.0 .0;
+        if net.prefix_len() == net.max_prefix_len() {
+            whitelist.insert(net.addr());
+        }
+    }
+    let params = gossipsub::PeerScoreParams {
+        app_specific_weight: -(p.graylist_threshold as f64) / (2.0 * ban),
+        ip_colocation_factor_threshold: p.ip_colocation_threshold.into(),
+        ip_colocation_factor_whitelist: whitelist,
+        ..Default::default()
+    };
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: p.gossip_threshold as f64,
+        publish_threshold: p.publish_threshold as f64,
+        graylist_threshold: p.graylist_threshold as f64,
+        ..Default::default()
+    };
+    (params, thresholds)
 }
 
 /// The kad protocol, to recognise DHT servers among identified peers.

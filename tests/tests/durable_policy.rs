@@ -132,8 +132,9 @@ fn acknowledged_changes_survive_kill_9_at_any_moment() {
     let mut banned = BTreeSet::new();
     let mut unbanned = BTreeSet::new();
     let mut trusted = BTreeSet::new();
+    let mut acknowledged = 0;
     for round in 0..100u64 {
-        let kill_after = rng.next(6);
+        let kill_after = rng.next(8);
         let mut ops = Vec::new();
         for k in 0..12u64 {
             let op = match rng.next(4) {
@@ -192,6 +193,7 @@ fn acknowledged_changes_survive_kill_9_at_any_moment() {
             (acked, tried)
         });
         let (acked, tried) = worker.join().expect("worker");
+        acknowledged += acked.len();
         n.reap();
         for op in acked {
             match op {
@@ -261,10 +263,8 @@ fn acknowledged_changes_survive_kill_9_at_any_moment() {
         }
     }
     assert!(
-        banned.len() + unbanned.len() >= 100,
-        "too few acknowledged changes to judge: {} bans, {} unbans",
-        banned.len(),
-        unbanned.len()
+        acknowledged >= 200,
+        "too few acknowledged changes to judge: {acknowledged}"
     );
     let runtime_trust: BTreeSet<String> = n
         .ctl_json(&["trust", "ls"])

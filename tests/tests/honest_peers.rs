@@ -134,6 +134,23 @@ fn a_mesh_with_two_paths_delivers_everything_once_and_bans_nobody() {
         assert_eq!(bans(n), serde_json::json!([]), "{} banned someone", n.name);
     }
     assert!(c.peers().contains(&a.peer_id()) && c.peers().contains(&b.peer_id()));
+
+    // Every peer's scores are visible, in `peers -v` and as a metric; honest ones are not negative.
+    let peers = c.ctl_json(&["peers", "-v"]);
+    for p in peers.as_array().expect("peers") {
+        let gossip = p["gossip_score"].as_f64().expect("gossip_score");
+        assert!(gossip >= 0.0, "{p}");
+        assert_eq!(p["policy_score"].as_f64(), Some(0.0), "{p}");
+    }
+    let metrics_addr = c.status()["metrics_addr"]
+        .as_str()
+        .expect("metrics")
+        .to_string();
+    let a_id = a.peer_id();
+    assert!(wait_until(Duration::from_secs(5), || {
+        p2pd_e2e::http_get(&metrics_addr, "/metrics")
+            .contains(&format!("p2p_peer_score{{peer_id=\"{a_id}\"}}"))
+    }));
 }
 
 fn hostile(

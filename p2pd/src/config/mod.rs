@@ -26,6 +26,7 @@ pub struct Config {
     pub log: Log,
     pub shutdown: Shutdown,
     pub storage: Storage,
+    pub pubsub: PubSub,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +141,21 @@ pub struct Shutdown {
     pub timeout: Text<HumanDuration>,
 }
 
+/// Gossipsub v1.1 peer scoring, with parameters that do not depend on the application's topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubSub {
+    pub scoring: bool,
+    /// More peers than this on one IP address lose score (quadratically).
+    pub ip_colocation_threshold: u32,
+    /// Below this score no gossip is exchanged with a peer...
+    pub gossip_threshold: i64,
+    /// ...below this our own messages are not sent to it...
+    pub publish_threshold: i64,
+    /// ...and below this everything it sends is ignored.
+    pub graylist_threshold: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
@@ -219,6 +235,13 @@ impl Config {
                 filter: "info".into(),
             },
             shutdown: Shutdown { timeout: secs(10) },
+            pubsub: PubSub {
+                scoring: true,
+                ip_colocation_threshold: 10,
+                gossip_threshold: -10,
+                publish_threshold: -50,
+                graylist_threshold: -80,
+            },
             storage: Storage {
                 data_dir: paths::default_data_dir(mode),
                 compress_threshold: Text(ByteSize(1024)),
@@ -285,6 +308,12 @@ impl Config {
             10,
             86_400,
         );
+        range(
+            "pubsub.ip_colocation_threshold",
+            self.pubsub.ip_colocation_threshold.into(),
+            1,
+            100_000,
+        );
 
         if !(-1_000_000..=-1).contains(&self.rate_limit.ban_threshold) {
             bad.push((
@@ -292,6 +321,19 @@ impl Config {
                 format!(
                     "{} is out of range; accepted: -1000000 to -1",
                     self.rate_limit.ban_threshold
+                ),
+            ));
+        }
+        let p = &self.pubsub;
+        if !(p.graylist_threshold <= p.publish_threshold
+            && p.publish_threshold <= p.gossip_threshold
+            && p.gossip_threshold <= 0)
+        {
+            bad.push((
+                "pubsub.gossip_threshold".into(),
+                format!(
+                    "the thresholds must satisfy graylist ({}) <= publish ({}) <= gossip ({}) <= 0",
+                    p.graylist_threshold, p.publish_threshold, p.gossip_threshold
                 ),
             ));
         }
@@ -367,5 +409,6 @@ default_from_config!(
     Metrics.metrics,
     Log.log,
     Shutdown.shutdown,
-    Storage.storage
+    Storage.storage,
+    PubSub.pubsub
 );

@@ -384,7 +384,15 @@ impl Node {
                 let _ = reply.send(Ok(self.status()));
             }
             Command::Peers(reply) => {
-                let _ = reply.send(Ok(self.peers.to_proto()));
+                let mut list = self.peers.to_proto();
+                let b = self.swarm.behaviour();
+                for e in &mut list.peers {
+                    if let Ok(p) = e.peer_id.parse::<PeerId>() {
+                        e.gossip_score = b.gossipsub.peer_score(&p).unwrap_or(0.0);
+                        e.policy_score = b.policy.score(&p);
+                    }
+                }
+                let _ = reply.send(Ok(list));
             }
             Command::Connect { addr, reply } => self.connect(addr, reply),
             Command::Disconnect { peer, reply } => {
@@ -568,6 +576,13 @@ impl Node {
             } => {
                 tracing::debug!(peer_id = %peer_id, cause = ?cause, "connection closed");
                 self.peers.disconnected(&peer_id, connection_id);
+                if !self.swarm.is_connected(&peer_id) {
+                    self.swarm.behaviour().policy.metrics().scores.remove(
+                        &crate::policy::metrics::PeerLabels {
+                            peer_id: peer_id.to_string(),
+                        },
+                    );
+                }
                 self.count_connections();
                 if let Some((reply, _)) = self.confirming.remove(&connection_id) {
                     let _ = reply.send(Err(ApiError::new(
@@ -737,6 +752,26 @@ impl Node {
         self.keep_trusted_connected();
         self.pubsub_sweep();
         self.swarm.behaviour_mut().policy.sweep();
+        self.refresh_scores();
+    }
+
+    /// Feeds p2pd's misbehaviour scores to Gossipsub (its application score) and exports each
+    /// connected peer's Gossipsub score.
+    fn refresh_scores(&mut self) {
+        let b = self.swarm.behaviour_mut();
+        for p in self.peers.ids() {
+            let ours = b.policy.score(p);
+            b.gossipsub.set_application_score(p, ours);
+            if let Some(score) = b.gossipsub.peer_score(p) {
+                b.policy
+                    .metrics()
+                    .scores
+                    .get_or_create(&crate::policy::metrics::PeerLabels {
+                        peer_id: p.to_string(),
+                    })
+                    .set(score);
+            }
+        }
     }
 }
 

@@ -82,6 +82,11 @@ impl PeerBook {
             .map(|c| &c.address)
     }
 
+    /// Connected peers.
+    pub fn ids(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.keys()
+    }
+
     /// The most connections any one peer has.
     pub fn max_per_peer(&self) -> usize {
         self.peers
@@ -130,6 +135,8 @@ impl PeerBook {
                     agent: p.agent.clone(),
                     protocols: p.protocols.clone(),
                     listen_addrs: p.listen_addrs.iter().map(|a| a.to_string()).collect(),
+                    gossip_score: 0.0,
+                    policy_score: 0.0,
                 }
             })
             .collect();

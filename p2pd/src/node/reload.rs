@@ -36,6 +36,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     check("metrics.addr", old.metrics != new.metrics);
     check("log.format", old.log.format != new.log.format);
     check("storage", old.storage != new.storage);
+    check("pubsub", old.pubsub != new.pubsub);
     for spec in crate::config::limits::LIMITS.iter().filter(|s| !s.runtime) {
         if (spec.get)(&old.limits) != (spec.get)(&new.limits) {
             keys.push(format!("limits.{}", spec.name));
