@@ -57,27 +57,41 @@ impl UpgradeInfo for Secure {
     }
 }
 
+type SecureFuture<C> = BoxFuture<'static, Result<Secured<C>, SecureError>>;
+
+fn tls_side<C: Send + 'static>(
+    f: impl std::future::Future<Output = Result<(PeerId, tls::TlsStream<C>), tls::UpgradeError>>
+        + Send
+        + 'static,
+) -> SecureFuture<C> {
+    f.map_ok(|(p, s)| (p, Either::Left(s)))
+        .map_err(SecureError::Tls)
+        .boxed()
+}
+
+fn noise_side<C: Send + 'static>(
+    f: impl std::future::Future<Output = Result<(PeerId, noise::Output<C>), noise::Error>>
+        + Send
+        + 'static,
+) -> SecureFuture<C> {
+    f.map_ok(|(p, s)| (p, Either::Right(s)))
+        .map_err(SecureError::Noise)
+        .boxed()
+}
+
 impl<C> InboundConnectionUpgrade<C> for Secure
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     type Output = Secured<C>;
     type Error = SecureError;
-    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+    type Future = SecureFuture<C>;
 
     fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
         if self.is_tls(info) {
-            self.tls
-                .upgrade_inbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Left(s)))
-                .map_err(SecureError::Tls)
-                .boxed()
+            tls_side(self.tls.upgrade_inbound(socket, info))
         } else {
-            self.noise
-                .upgrade_inbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Right(s)))
-                .map_err(SecureError::Noise)
-                .boxed()
+            noise_side(self.noise.upgrade_inbound(socket, info))
         }
     }
 }
@@ -88,21 +102,13 @@ where
 {
     type Output = Secured<C>;
     type Error = SecureError;
-    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+    type Future = SecureFuture<C>;
 
     fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
         if self.is_tls(info) {
-            self.tls
-                .upgrade_outbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Left(s)))
-                .map_err(SecureError::Tls)
-                .boxed()
+            tls_side(self.tls.upgrade_outbound(socket, info))
         } else {
-            self.noise
-                .upgrade_outbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Right(s)))
-                .map_err(SecureError::Noise)
-                .boxed()
+            noise_side(self.noise.upgrade_outbound(socket, info))
         }
     }
 }

@@ -9,10 +9,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Path of a workspace binary built next to the test executable.
+/// Path of a workspace binary built next to this executable (a test in `deps/`, or a binary).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let mut dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -391,6 +394,35 @@ pub fn tcp_network(n: usize) -> Vec<Node> {
         assert!(ok, "{} did not join: {:?}", node.name, node.peers());
     }
     nodes
+}
+
+/// The IP and port of an /ip4/HOST/tcp/PORT multiaddr.
+pub fn socket_addr(multiaddr: &str) -> std::net::SocketAddr {
+    let parts: Vec<&str> = multiaddr.split('/').collect();
+    format!("{}:{}", parts[2], parts[4])
+        .parse()
+        .expect("ip4/tcp multiaddr")
+}
+
+/// A TCP connection to `dst` from the loopback address `src` (127.0.0.0/8 is all local, so a
+/// test can play several hosts).
+pub fn connect_from(src: [u8; 4], dst: std::net::SocketAddr) -> std::net::TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("socket");
+    let local = std::net::SocketAddrV4::new(src.into(), 0);
+    bind(fd.as_raw_fd(), &SockaddrIn::from(local)).expect("bind source address");
+    let std::net::SocketAddr::V4(dst) = dst else {
+        panic!("IPv4 expected")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).expect("connect");
+    std::net::TcpStream::from(fd)
 }
 
 /// A plain HTTP/1.1 GET (for /metrics and /health/*): the whole response, head and body.

@@ -1,6 +1,8 @@
 //! Peer policy on real nodes: bans, CIDR bans, runtime limits, rate limits and automatic bans.
 
-use p2pd_e2e::{http_get, wait_until, Node, NodeOpts, Reaper, Transport};
+use p2pd_e2e::{
+    connect_from, http_get, socket_addr, wait_until, Node, NodeOpts, Reaper, Transport,
+};
 use std::time::Duration;
 
 fn tcp(bootstrap: Vec<String>) -> NodeOpts {
@@ -43,6 +45,14 @@ fn ban_closes_refuses_and_survives_restart() {
         .peers()
         .contains(&b_id)));
 
+    // `connect` to a connected peer says so, with the connection's real address.
+    let again = b.ctl_json(&[
+        "connect",
+        &format!("/ip4/127.0.0.1/tcp/1/p2p/{}", a.peer_id()),
+    ]);
+    assert_eq!(again["already_connected"], true, "{again}");
+    assert_ne!(again["address"], "/ip4/127.0.0.1/tcp/1", "{again}");
+
     let out = a.ctl(&["ban", &b_id, "--reason", "misbehaving in test"]);
     assert!(
         out.status.success(),
@@ -55,6 +65,14 @@ fn ban_closes_refuses_and_survives_restart() {
     );
     let retry = b.ctl(&["connect", &a_addr]);
     assert_eq!(retry.status.code(), Some(1), "a banned peer reconnected");
+    // And A's own dial to the banned peer fails with the ban and its reason.
+    let dial = a.ctl(&["connect", &b.multiaddr(Transport::Tcp)]);
+    let err = String::from_utf8_lossy(&dial.stderr);
+    assert_eq!(dial.status.code(), Some(1));
+    assert!(
+        err.contains("banned") && err.contains("misbehaving in test"),
+        "{err}"
+    );
     let bans = a.ctl_json(&["bans"]);
     assert_eq!(bans[0]["reason"], "misbehaving in test", "{bans}");
     assert_eq!(bans[0]["created_by"], "uid 0", "{bans}");
@@ -99,23 +117,8 @@ fn ban_closes_refuses_and_survives_restart() {
 /// Opens a TCP connection from `src` to `dst` and starts multistream-select: an accepted
 /// connection answers, a refused one is closed before any handshake byte is sent back.
 fn multistream_answer(src: [u8; 4], dst: std::net::SocketAddr) -> usize {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .expect("socket");
-    let local = std::net::SocketAddrV4::new(src.into(), 0);
-    bind(fd.as_raw_fd(), &SockaddrIn::from(local)).expect("bind source address");
-    let std::net::SocketAddr::V4(dst) = dst else {
-        panic!("IPv4 expected")
-    };
-    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).expect("connect");
-    let mut s = std::net::TcpStream::from(fd);
+    let mut s = connect_from(src, dst);
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let _ = s.write_all(b"\x13/multistream/1.0.0\n");
@@ -125,13 +128,6 @@ fn multistream_answer(src: [u8; 4], dst: std::net::SocketAddr) -> usize {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
         Err(e) => panic!("no answer and no close from {src:?}: {e}"),
     }
-}
-
-fn socket_addr(multiaddr: &str) -> std::net::SocketAddr {
-    let parts: Vec<&str> = multiaddr.split('/').collect();
-    format!("{}:{}", parts[2], parts[4])
-        .parse()
-        .expect("ip4/tcp multiaddr")
 }
 
 #[test]
@@ -359,23 +355,8 @@ fn dial_filter_keeps_the_node_out_of_denied_ranges() {
 /// A TCP connection from `src` (a loopback address) to `dst` that sends `first` and then
 /// nothing: the start of a handshake that never finishes.
 fn stalled_socket(src: [u8; 4], dst: std::net::SocketAddr, first: &[u8]) -> std::net::TcpStream {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::io::Write;
-    use std::os::fd::AsRawFd;
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .expect("socket");
-    let local = std::net::SocketAddrV4::new(src.into(), 0);
-    bind(fd.as_raw_fd(), &SockaddrIn::from(local)).expect("bind source address");
-    let std::net::SocketAddr::V4(dst) = dst else {
-        panic!("IPv4 expected")
-    };
-    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).expect("connect");
-    let mut s = std::net::TcpStream::from(fd);
+    let mut s = connect_from(src, dst);
     let _ = s.write_all(first);
     s.set_nonblocking(true).expect("nonblocking");
     s

@@ -9,7 +9,7 @@
 use super::bans::{Ban, BanList, BanTarget};
 use super::metrics::PolicyMetrics;
 use super::rate::BucketConfig;
-use crate::config::values::IpRange;
+use crate::config::values::{IpRange, Text};
 use ipnet::{IpNet, Ipv6Net};
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
@@ -177,8 +177,8 @@ impl Guard {
         self.limits = limits;
     }
 
-    pub fn set_trusted_addrs(&mut self, addrs: &[IpRange]) {
-        self.trusted_addrs = addrs.iter().map(|r| r.0).collect();
+    pub fn set_trusted_addrs(&mut self, addrs: &[Text<IpRange>]) {
+        self.trusted_addrs = addrs.iter().map(|r| r.0 .0).collect();
     }
 
     fn trusted_ip(&self, ip: &IpAddr) -> bool {

@@ -111,7 +111,7 @@ impl Policy {
         metrics: PolicyMetrics,
     ) -> Self {
         let (normal, trusted, threshold) = buckets(config);
-        let mut guard = Guard::new(
+        let guard = Guard::new(
             bans,
             AddressLimits::from_config(&config.limits),
             metrics,
@@ -124,28 +124,17 @@ impl Policy {
                 runtime_limits: Default::default(),
             },
         );
-        guard.set_trusted_addrs(
-            &config
-                .trust
-                .addresses
-                .iter()
-                .map(|a| a.0)
-                .collect::<Vec<_>>(),
-        );
         let mut policy = Policy {
             guard,
             limits: connection_limits::Behaviour::new(connection_limits(&config.limits)),
             memory: memory_limits(&config.limits),
         };
-        policy.set_dial_deny(config);
-        policy.sync_rules();
         let runtime: Vec<PeerId> = policy.guard.bans.trusted.iter().copied().collect();
         for p in runtime {
             policy.add_trust(p, None, false);
         }
-        for t in &config.trust.peers {
-            policy.add_trust(t.0.peer, t.0.addr.clone(), true);
-        }
+        policy.reconfigure(config);
+        policy.sync_rules();
         policy
     }
 
@@ -380,14 +369,7 @@ impl Policy {
             .reconfigure(normal, trusted, threshold);
         self.state_mut().ban_duration = config.rate_limit.ban_duration.0 .0;
         self.state_mut().runtime_limits.clear();
-        self.guard.set_trusted_addrs(
-            &config
-                .trust
-                .addresses
-                .iter()
-                .map(|a| a.0)
-                .collect::<Vec<_>>(),
-        );
+        self.guard.set_trusted_addrs(&config.trust.addresses);
         self.set_dial_deny(config);
         let wanted: Vec<PeerId> = config.trust.peers.iter().map(|t| t.0.peer).collect();
         let configured: Vec<PeerId> = self

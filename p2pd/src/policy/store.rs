@@ -125,13 +125,15 @@ impl BanStore {
 
 type Stamp = [u8; 32];
 
-/// A digest of a file's bytes, to notice that someone else wrote it (size and time stamps can
+/// A digest of the file's bytes, to notice that someone else wrote it (size and time stamps can
 /// repeat within a clock tick).
-fn stamp(path: &std::path::Path) -> Option<Stamp> {
+fn digest(bytes: &[u8]) -> Stamp {
     use sha2::Digest;
-    std::fs::read(path)
-        .ok()
-        .map(|b| sha2::Sha256::digest(&b).into())
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    std::fs::read(path).ok().map(|b| digest(&b))
 }
 
 /// The writer's memory: what it last wrote, and operator edits not yet applied by a reload.
@@ -149,13 +151,25 @@ impl Writer {
         let p = self.path.clone();
         let known = self.stamp;
         let read = tokio::task::spawn_blocking(move || {
-            let now = stamp(&p);
-            (now != known && now.is_some()).then(|| (BanList::load(&p), now))
+            let bytes = std::fs::read(&p).ok()?;
+            let now = Some(digest(&bytes));
+            (now != known).then(|| (serde_json::from_slice::<BanList>(&bytes), now))
         })
         .await
         .ok()
         .flatten();
-        if let Some((file, now)) = read {
+        let Some((parsed, now)) = read else {
+            return;
+        };
+        let file = match parsed {
+            Ok(file) => file,
+            Err(e) => {
+                // A half-finished edit must not read as "no bans at all".
+                tracing::error!(path = %self.path.display(), error = %e, "bans.json was edited by hand and does not parse; the edit is ignored (fix the file and reload; p2pd rewrites it on its next change)");
+                return;
+            }
+        };
+        {
             let edits = Edits::between(&self.written, &file);
             if !edits.is_empty() {
                 tracing::info!(path = %self.path.display(), "bans.json was edited by hand; the edits apply at the next reload");
@@ -170,10 +184,15 @@ impl Writer {
         self.collect_edits().await;
         let p = self.path.clone();
         let copy = list.clone();
-        match tokio::task::spawn_blocking(move || copy.save(&p).map(|()| stamp(&p))).await {
+        let save = move || -> std::io::Result<Stamp> {
+            let json = serde_json::to_vec_pretty(&copy).map_err(std::io::Error::other)?;
+            crate::persist::replace(&p, &json, 0o600)?;
+            Ok(digest(&json))
+        };
+        match tokio::task::spawn_blocking(save).await {
             Ok(Ok(now)) => {
                 self.written = list;
-                self.stamp = now;
+                self.stamp = Some(now);
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -293,6 +312,11 @@ mod tests {
             );
         }
         assert!(store.edits().await.is_empty());
+        // A hand edit that does not parse is not read as an empty list.
+        std::fs::write(&path, b"{\"bans\": [").unwrap();
+        assert!(store.edits().await.is_empty());
+        store.save(list.clone(), None);
         store.flush().await;
+        assert_eq!(BanList::load(&path), list);
     }
 }
