@@ -217,8 +217,12 @@ pub fn streams(list: &p2pd_proto::control::StreamList, as_json: bool) -> String 
         .collect()
 }
 
-/// A Unix time as "YYYY-MM-DD HH:MM:SS UTC".
+/// A Unix time as "YYYY-MM-DD HH:MM:SS UTC" (any u64: past year 9999 it says so).
 pub fn when(unix: u64) -> String {
+    const LAST_OF_9999: u64 = 253_402_300_799;
+    if unix > LAST_OF_9999 {
+        return format!("after the year 9999 (unix time {unix})");
+    }
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix))
         .to_string()
         .replace('T', " ")
@@ -361,4 +365,13 @@ pub fn limits(list: &p2pd_proto::control::LimitList, as_json: bool) -> String {
         })
         .collect();
     table(&["LIMIT", "VALUE", "USAGE", "USED", "SOURCE"], rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn any_timestamp_renders() {
+        assert_eq!(super::when(0), "1970-01-01 00:00:00 UTC");
+        assert!(super::when(u64::MAX).contains("after the year 9999"));
+    }
 }

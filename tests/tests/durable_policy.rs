@@ -340,3 +340,38 @@ fn limits_set_refuses_what_the_config_refuses_with_the_same_message() {
     let limits = n.ctl_json(&["limits", "set", "max_per_peer", "64"]);
     assert!(limits.to_string().contains("\"runtime\""), "{limits}");
 }
+
+/// Ban durations are bounded (100 years; "permanent" is its own value) and checked before any
+/// arithmetic, so a huge one cannot wrap into an expiry in the past; listing never breaks.
+#[test]
+fn ban_durations_are_bounded_and_every_ban_lists() {
+    let n = Node::start("n", opts());
+    let out = n.ctl(&["ban", "192.0.2.50", "--for", "10000years"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 100 years"), "{err}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let refused = rt.block_on(async {
+        let mut c = p2pctl::Client::connect(&n.socket).await.expect("connect");
+        c.ban("192.0.2.51", u64::MAX, "overflow").await
+    });
+    let e = refused.expect_err("a ban of 2^64-1 seconds was accepted");
+    assert!(e.to_string().contains("at most 100 years"), "{e}");
+
+    assert!(n
+        .ctl(&["ban", "192.0.2.52", "--for", "99years"])
+        .status
+        .success());
+    let listed = n.ctl(&["bans"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("192.0.2.52"));
+    assert_eq!(listed_bans(&n), ["192.0.2.52".to_string()].into());
+}

@@ -27,6 +27,14 @@ impl Unit {
         }
     }
 
+    /// A measured usage, rounded for reading (sizes in MiB with one decimal).
+    pub fn show_usage(self, raw: u64) -> String {
+        match self {
+            Unit::Bytes if raw >= 1 << 20 => format!("{:.1}MiB", raw as f64 / f64::from(1 << 20)),
+            _ => self.show(raw),
+        }
+    }
+
     /// Parses what an operator wrote into the raw value.
     pub fn parse(self, text: &str) -> Result<u64, String> {
         let t = text.trim();

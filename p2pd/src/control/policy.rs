@@ -10,6 +10,9 @@ use p2pd_proto::control::{
 };
 use std::time::Duration;
 
+/// The longest timed ban: 100 years. A permanent ban is its own value (no expiry).
+pub const MAX_BAN_SECS: u64 = 100 * 365 * 86_400;
+
 fn target(s: &str) -> Result<BanTarget, ApiError> {
     s.parse()
         .map_err(|e: String| ApiError::new(ErrorCode::BadRequest, e))
@@ -18,6 +21,15 @@ fn target(s: &str) -> Result<BanTarget, ApiError> {
 pub async fn ban(node: &NodeHandle, caller: &Caller, req: BanRequest) -> Result<Kind, ApiError> {
     caller.audit("ban", &req.target);
     let target = target(&req.target)?;
+    if req.duration_secs > MAX_BAN_SECS {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "a timed ban lasts at most 100 years ({MAX_BAN_SECS} s; {} s asked); leave out --for for a permanent ban",
+                req.duration_secs
+            ),
+        ));
+    }
     let duration = (req.duration_secs > 0).then(|| Duration::from_secs(req.duration_secs));
     let by = format!("uid {}", caller.uid);
     let e = node

@@ -320,7 +320,9 @@ impl Node {
                 control::LimitEntry {
                     name: spec.name.into(),
                     value: spec.show(&self.config.limits),
-                    usage: usage.map(|(u, _)| spec.unit.show(u)).unwrap_or_default(),
+                    usage: usage
+                        .map(|(u, _)| spec.unit.show_usage(u))
+                        .unwrap_or_default(),
                     percent: match usage {
                         Some((u, l)) if l > 0 => u as f64 * 100.0 / l as f64,
                         _ => -1.0,
