@@ -159,3 +159,47 @@ fn corrupt_provider_is_detected_and_nothing_corrupt_is_stored() {
     );
     assert!(std::fs::read(&out_path).expect("fetched") == data);
 }
+
+/// 16 uploads of the same bytes at once all succeed and leave one block (and no temp file).
+#[test]
+fn concurrent_identical_uploads_all_succeed_as_one_block() {
+    let n = Node::start(
+        "n",
+        NodeOpts {
+            transport: Transport::Tcp,
+            ..Default::default()
+        },
+    );
+    let file = n.dir.join("same.bin");
+    let data = noise_file(&file, 3 << 20, 16);
+    let want = hex(&sha2::Sha256::digest(&data));
+    let uploads: Vec<_> = (0..16)
+        .map(|_| {
+            clean_command(&bin("p2pctl"), &n.dir)
+                .arg("--socket")
+                .arg(&n.socket)
+                .args(["--timeout", "60s", "block", "put"])
+                .arg(&file)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn p2pctl")
+        })
+        .collect();
+    for u in uploads {
+        let out = u.wait_with_output().expect("p2pctl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(n.data_dir().join("blocks"))
+        .expect("blocks dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [want.clone(), format!("{want}.json")], "{names:?}");
+}
