@@ -73,7 +73,20 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     if !bans.bans.is_empty() {
         tracing::info!(bans = bans.bans.len(), "loaded the ban list");
     }
-    let ban_store = crate::policy::store::BanStore::start(bans_path, bans.clone());
+    // The node's command channel exists before the node: the ban store reports failed writes on it.
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let handle = NodeHandle::new(tx);
+    let to_node = handle.clone();
+    let ban_store = crate::policy::store::BanStore::start(
+        bans_path,
+        bans.clone(),
+        Box::new(move |revert| {
+            let node = to_node.clone();
+            Box::pin(async move {
+                node.tell(node::Command::RevertBans(revert)).await;
+            })
+        }),
+    );
     let rules = crate::policy::gate::SharedRules::default();
     let policy = crate::policy::Policy::new(
         &cfg,
@@ -101,7 +114,6 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     let metrics_addr = metrics_listener.local_addr()?.to_string();
 
     let health = Arc::new(Health::new(!cfg.network.bootstrap_peers.is_empty()));
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let info = NodeInfo {
         metrics_addr: metrics_addr.clone(),
         mode: mode.as_str(),
@@ -120,7 +132,6 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
         compress_threshold: cfg.storage.compress_threshold.0 .0 as usize,
         signer: Arc::new(crate::blocks::envelope::Signer::new(key.clone())),
     };
-    let handle = NodeHandle::new(tx);
     let reloader = Arc::new(Reloader::new(
         mode,
         overrides,

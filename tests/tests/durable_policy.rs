@@ -375,3 +375,79 @@ fn ban_durations_are_bounded_and_every_ban_lists() {
     assert!(String::from_utf8_lossy(&listed.stdout).contains("192.0.2.52"));
     assert_eq!(listed_bans(&n), ["192.0.2.52".to_string()].into());
 }
+
+/// Unmounts a test's tmpfs when the test ends, passing or failing.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// On a full disk, ban, trust and unban fail with an error that says so, the running node keeps
+/// only what is on disk, and after a restart `p2pctl bans` is exactly what was acknowledged.
+#[test]
+fn a_full_disk_refuses_changes_and_keeps_what_was_acknowledged() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (scripts/test.sh runs as root)");
+        return;
+    }
+    let mut n = Node::start("n", opts());
+    assert!(n.stop().success());
+    let data = n.data_dir();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mount -t tmpfs failed");
+    let _mount = Mount(data.clone());
+    n.spawn(&opts());
+    assert!(n
+        .ctl(&["ban", "192.0.2.1", "--reason", "before"])
+        .status
+        .success());
+
+    // Fill the file system.
+    let mut filler = std::fs::File::create(data.join("filler")).expect("filler");
+    let block = vec![0u8; 64 << 10];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+
+    let peer = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string();
+    for args in [
+        vec!["ban", "192.0.2.2"],
+        vec!["trust", "add", peer.as_str()],
+        vec!["unban", "192.0.2.1"],
+    ] {
+        let out = n.ctl(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} succeeded on a full disk"
+        );
+        assert!(err.contains("could not be written"), "{args:?}: {err}");
+    }
+    // Nothing refused lives on in memory.
+    assert_eq!(listed_bans(&n), ["192.0.2.1".to_string()].into());
+    assert!(!n.ctl_json(&["trust", "ls"]).to_string().contains(&peer));
+
+    // Space again: changes work, and a restart loads exactly what was acknowledged.
+    std::fs::remove_file(data.join("filler")).expect("remove filler");
+    assert!(n.ctl(&["ban", "192.0.2.3"]).status.success());
+    assert!(n.stop().success());
+    n.spawn(&opts());
+    assert_eq!(
+        listed_bans(&n),
+        ["192.0.2.1", "192.0.2.3"].map(String::from).into()
+    );
+    assert!(n.stop().success());
+}

@@ -93,6 +93,8 @@ pub enum Command {
         bans: crate::policy::store::Edits,
         reply: Reply<control::ReloadResponse>,
     },
+    /// Internal: a ban-list write failed; go back to the list on disk.
+    RevertBans(crate::policy::store::Revert),
     /// Internal: the answer to an inbound block request, prepared off the event loop.
     BlockRespond {
         channel: libp2p::request_response::ResponseChannel<p2pd_proto::wire::SignedMessage>,
@@ -125,6 +127,11 @@ impl NodeHandle {
     /// Sends a command that carries no reply; false when the node is gone.
     pub fn try_tell(&self, cmd: Command) -> bool {
         self.tx.try_send(cmd).is_ok()
+    }
+
+    /// Sends a command that carries no reply, waiting for room; false when the node is gone.
+    pub async fn tell(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
     }
 
     /// Sends a command built around a fresh reply channel and waits for the answer.

@@ -437,6 +437,7 @@ impl Node {
                 let _ = reply.send(result);
             }
             Command::BlockRespond { channel, response } => self.block_respond(channel, response),
+            Command::RevertBans(revert) => self.revert_bans(revert),
             Command::ApplyConfig {
                 config,
                 bans,

@@ -140,6 +140,18 @@ impl Node {
         self.purge_from_dht(&target);
     }
 
+    /// A ban-list write failed: memory goes back to what is on disk (the clients were told).
+    pub(super) fn revert_bans(&mut self, revert: crate::policy::store::Revert) {
+        let bans = revert.list.bans.len();
+        let closed = self.policy().revert(revert);
+        tracing::warn!(
+            event = "bans_reverted",
+            bans,
+            closed_connections = closed,
+            "the ban list could not be saved; changes since the last save were refused and undone"
+        );
+    }
+
     /// Bans a peer whose misbehaviour score reached the threshold.
     pub(super) fn auto_ban(&mut self, peer: PeerId, what: &str) {
         let ban = self.policy().automatic_ban(peer, what);

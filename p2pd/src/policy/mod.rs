@@ -59,6 +59,8 @@ pub struct PolicyState {
     pub trusted: BTreeMap<PeerId, TrustedPeer>,
     pub ban_duration: Duration,
     store: BanStore,
+    /// The store's epoch this memory belongs to (see `store::Revert`).
+    epoch: u64,
     rules: SharedRules,
     /// Limits changed with `limits set` since the config was last read.
     pub runtime_limits: std::collections::BTreeSet<String>,
@@ -120,6 +122,7 @@ impl Policy {
                 trusted: BTreeMap::new(),
                 ban_duration: config.rate_limit.ban_duration.0 .0,
                 store,
+                epoch: 0,
                 rules,
                 runtime_limits: Default::default(),
             },
@@ -188,7 +191,8 @@ impl Policy {
 
     /// Writes the list; `ack` runs once it is durable.
     fn persist(&self, ack: Option<Ack>) {
-        self.state().store.save(self.guard.bans.clone(), ack);
+        let s = self.state();
+        s.store.save(self.guard.bans.clone(), s.epoch, ack);
     }
 
     /// Adds (or replaces) a ban, closes what it covers, and acknowledges once it is on disk.
@@ -243,6 +247,20 @@ impl Policy {
 
     /// Applies what an operator edited in bans.json (reload); acknowledges once written.
     pub fn apply_edits(&mut self, edits: Edits, ack: Option<Ack>) -> usize {
+        let closed = self.apply(edits);
+        self.persist(ack);
+        closed
+    }
+
+    /// Goes back to the list on disk after a write failed, so memory holds nothing a restart
+    /// would not load; returns how many connections bans that came back closed.
+    pub fn revert(&mut self, revert: store::Revert) -> usize {
+        let edits = Edits::between(&self.guard.bans, &revert.list);
+        self.state_mut().epoch = revert.epoch;
+        self.apply(edits)
+    }
+
+    fn apply(&mut self, edits: Edits) -> usize {
         let mut closed = 0;
         for t in &edits.unbans {
             self.guard.bans.remove(t);
@@ -261,7 +279,6 @@ impl Policy {
             self.add_trust(p, None, false);
         }
         self.sync_rules();
-        self.persist(ack);
         closed
     }
 

@@ -5,6 +5,11 @@
 //! written together by the next one (group commit), so a burst of bans costs a few writes, not
 //! one each. The writer also remembers what it last wrote: a reload compares the file with that,
 //! so what an operator edited by hand is told apart from changes made since (see [`Edits`]).
+//!
+//! When a write fails (disk full, read-only), the changes it carried are refused and memory must
+//! not keep them: the writer moves to a new *epoch* and hands the node the list that is on disk
+//! ([`Revert`]); writes made before the node took it back (older epochs) are refused too, so
+//! memory never holds what a restart would not load.
 
 use super::bans::{Ban, BanList, BanTarget};
 use libp2p::PeerId;
@@ -15,7 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 pub type Ack = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 enum Job {
-    Write { list: BanList, ack: Option<Ack> },
+    Write {
+        list: BanList,
+        epoch: u64,
+        ack: Option<Ack>,
+    },
     Edits(oneshot::Sender<Edits>),
     Flush(oneshot::Sender<()>),
 }
@@ -83,6 +92,17 @@ impl Edits {
     }
 }
 
+/// What the writer asks of the node after a failed write: go back to `list`, the list on disk,
+/// and tag later writes with `epoch`.
+#[derive(Debug)]
+pub struct Revert {
+    pub list: BanList,
+    pub epoch: u64,
+}
+
+/// Hands a [`Revert`] to the node; resolves once the node has it queued.
+pub type OnFailure = Box<dyn Fn(Revert) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct BanStore {
     tx: mpsc::UnboundedSender<Job>,
@@ -90,16 +110,17 @@ pub struct BanStore {
 
 impl BanStore {
     /// Starts the writer for `path`, which holds `loaded` (what start-up read from it).
-    pub fn start(path: PathBuf, loaded: BanList) -> BanStore {
+    pub fn start(path: PathBuf, loaded: BanList, on_failure: OnFailure) -> BanStore {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(path, loaded, rx));
+        tokio::spawn(writer(path, loaded, rx, on_failure));
         BanStore { tx }
     }
 
-    /// Queues `list` for writing; `ack` runs once it is on disk (or the write failed).
-    pub fn save(&self, list: BanList, ack: Option<Ack>) {
+    /// Queues `list` (made in `epoch`) for writing; `ack` runs once it is on disk, or with the
+    /// reason it is not.
+    pub fn save(&self, list: BanList, epoch: u64, ack: Option<Ack>) {
         if let Err(mpsc::error::SendError(Job::Write { ack: Some(ack), .. })) =
-            self.tx.send(Job::Write { list, ack })
+            self.tx.send(Job::Write { list, epoch, ack })
         {
             ack(Err("the ban list writer has stopped".into()));
         }
@@ -196,9 +217,9 @@ impl Writer {
                 Ok(())
             }
             Ok(Err(e)) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot save the ban list (disk full or read-only?); the change is in effect but not saved");
+                tracing::error!(path = %self.path.display(), error = %e, "cannot save the ban list (disk full or read-only?); the changes it carried are refused and undone");
                 Err(format!(
-                    "the change is in effect but could not be saved to {}: {e} (disk full or read-only?)",
+                    "not done: {} could not be written ({e}); free space or make it writable, then retry",
                     self.path.display()
                 ))
             }
@@ -207,23 +228,37 @@ impl Writer {
     }
 }
 
-async fn writer(path: PathBuf, loaded: BanList, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn writer(
+    path: PathBuf,
+    loaded: BanList,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    on_failure: OnFailure,
+) {
     let mut w = Writer {
         stamp: stamp(&path),
         path,
         written: loaded,
         unapplied: Edits::default(),
     };
+    let mut epoch = 0;
+    let mut last_failure = String::new();
     while let Some(job) = rx.recv().await {
         let mut newest = None;
         let mut acks = Vec::new();
+        let mut stale = Vec::new();
         let mut queries = Vec::new();
         let mut flushes = Vec::new();
         let mut take = |job: Job| match job {
-            Job::Write { list, ack } => {
+            Job::Write {
+                list,
+                epoch: e,
+                ack,
+            } if e == epoch => {
                 newest = Some(list);
                 acks.extend(ack);
             }
+            // Made before the node went back to the list on disk: it carries refused changes.
+            Job::Write { ack, .. } => stale.extend(ack),
             Job::Edits(reply) => queries.push(reply),
             Job::Flush(reply) => flushes.push(reply),
         };
@@ -231,8 +266,21 @@ async fn writer(path: PathBuf, loaded: BanList, mut rx: mpsc::UnboundedReceiver<
         while let Ok(job) = rx.try_recv() {
             take(job);
         }
+        for ack in stale {
+            ack(Err(last_failure.clone()));
+        }
         if let Some(list) = newest {
             let result = w.write(list).await;
+            if let Err(e) = &result {
+                epoch += 1;
+                last_failure = e.clone();
+                // Memory goes back to what is on disk before anyone hears of the failure.
+                on_failure(Revert {
+                    list: w.written.clone(),
+                    epoch,
+                })
+                .await;
+            }
             for ack in acks {
                 ack(result.clone());
             }
@@ -251,7 +299,7 @@ async fn writer(path: PathBuf, loaded: BanList, mut rx: mpsc::UnboundedReceiver<
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
     fn ban(t: &str, reason: &str) -> Ban {
@@ -262,6 +310,10 @@ mod tests {
             expires_unix: None,
             created_by: "uid 0".into(),
         }
+    }
+
+    pub fn ignore_failures() -> OnFailure {
+        Box::new(|_| Box::pin(async {}))
     }
 
     #[test]
@@ -289,7 +341,7 @@ mod tests {
     async fn acknowledged_lists_are_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bans.json");
-        let store = BanStore::start(path.clone(), BanList::default());
+        let store = BanStore::start(path.clone(), BanList::default(), ignore_failures());
         let mut list = BanList::default();
         let mut waits = Vec::new();
         for i in 0..50 {
@@ -297,6 +349,7 @@ mod tests {
             let (tx, rx) = oneshot::channel();
             store.save(
                 list.clone(),
+                0,
                 Some(Box::new(move |r| {
                     let _ = tx.send(r);
                 })),
@@ -315,7 +368,7 @@ mod tests {
         // A hand edit that does not parse is not read as an empty list.
         std::fs::write(&path, b"{\"bans\": [").unwrap();
         assert!(store.edits().await.is_empty());
-        store.save(list.clone(), None);
+        store.save(list.clone(), 0, None);
         store.flush().await;
         assert_eq!(BanList::load(&path), list);
     }

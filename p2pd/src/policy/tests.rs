@@ -22,7 +22,11 @@ impl Harness {
     fn new(config: Config) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(bans::FILE_NAME);
-        let store = BanStore::start(path.clone(), BanList::default());
+        let store = BanStore::start(
+            path.clone(),
+            BanList::default(),
+            store::tests::ignore_failures(),
+        );
         let mut registry = prometheus_client::registry::Registry::default();
         let policy = Policy::new(
             &config,
