@@ -126,6 +126,11 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
             cfg.storage.data_dir.display()
         )
     })?;
+    registry.register(
+        "p2p_blocks_quarantined",
+        "Stored blocks moved aside because their bytes did not match their hash",
+        store.quarantined.clone(),
+    );
     let blocks = crate::blocks::fetch::BlockService {
         store: store.clone(),
         key: key.clone(),

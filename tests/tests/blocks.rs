@@ -113,7 +113,8 @@ fn corrupt_provider_is_detected_and_nothing_corrupt_is_stored() {
     }
     std::fs::write(&on_disk, rotten).expect("corrupt B's copy");
 
-    // Only the corrupt provider is reachable: the fetch fails, clearly, and stores nothing.
+    // Only the corrupt provider is reachable: it refuses to serve its rotten copy (or, were it
+    // to, C would refuse the bytes); the fetch fails, clearly, and stores nothing.
     let a_opts = NodeOpts {
         transport: Transport::Tcp,
         is_bootstrap: true,
@@ -129,7 +130,8 @@ fn corrupt_provider_is_detected_and_nothing_corrupt_is_stored() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("failed verification") && err.contains("nothing was stored"),
+        (err.contains("corrupt on this node") || err.contains("failed verification"))
+            && err.contains("nothing was stored"),
         "{err}"
     );
     assert!(!out_path.exists(), "a partial file was left");
@@ -202,4 +204,89 @@ fn concurrent_identical_uploads_all_succeed_as_one_block() {
         .collect();
     names.sort();
     assert_eq!(names, [want.clone(), format!("{want}.json")], "{names:?}");
+}
+
+/// Blocks moved aside on `n`, per `p2p_blocks_quarantined_total`.
+fn quarantined(n: &Node) -> f64 {
+    let addr = n.status()["metrics_addr"]
+        .as_str()
+        .expect("metrics")
+        .to_string();
+    p2pd_e2e::http_get(&addr, "/metrics")
+        .lines()
+        .find(|l| l.starts_with("p2p_blocks_quarantined_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// A stored block whose bytes no longer match its hash is never handed out: a flipped byte, a
+/// truncated file, metadata with a wrong size or garbage metadata all make `block get` fail
+/// clearly and move the block aside; a peer gets the block from another provider.
+#[test]
+fn corrupt_stored_blocks_are_quarantined_and_never_served() {
+    let nodes = tcp_network(3);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let file = b.dir.join("data.bin");
+    let data = noise_file(&file, 3 << 20, 18);
+    let blocks = b.data_dir().join("blocks");
+    type Damage = fn(&Path, &Path);
+    let damages: [(&str, Damage); 4] = [
+        ("flipped byte", |d, _| {
+            let mut bytes = std::fs::read(d).expect("data");
+            bytes[1 << 20] ^= 0xff;
+            std::fs::write(d, bytes).expect("write");
+        }),
+        ("truncated", |d, _| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(d)
+                .expect("open");
+            f.set_len(3 << 19).expect("truncate");
+        }),
+        ("wrong size in metadata", |_, m| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(m).expect("meta")).expect("json");
+            v["size"] = (1u64 << 20).into();
+            std::fs::write(m, v.to_string()).expect("write");
+        }),
+        ("garbage metadata", |_, m| {
+            std::fs::write(m, b"{not json").expect("write")
+        }),
+    ];
+    for (i, (what, damage)) in damages.iter().enumerate() {
+        let hash = put(b, &file);
+        damage(&blocks.join(&hash), &blocks.join(format!("{hash}.json")));
+        let out_path = b.dir.join("out.bin");
+        let out = b.ctl_within(
+            "10s",
+            &["block", "get", &hash, "-o", &out_path.display().to_string()],
+        );
+        assert!(!out.status.success(), "{what}: block get succeeded");
+        assert!(!out_path.exists(), "{what}: bytes were written");
+        assert!(!blocks.join(&hash).exists(), "{what}: not moved aside");
+        assert_eq!(quarantined(b), (i + 1) as f64, "{what}");
+    }
+    assert!(b.log().contains("moved it aside"));
+
+    // B holds a corrupt copy, C a good one: A still gets the right bytes.
+    let hash = put(b, &file);
+    std::fs::write(blocks.join(&hash), vec![0u8; 3 << 20]).expect("corrupt B's copy");
+    let c_file = c.dir.join("data.bin");
+    std::fs::write(&c_file, &data).expect("write");
+    assert_eq!(put(c, &c_file), hash);
+    let out_path = a.dir.join("fetched.bin");
+    let out = ctl_slow(
+        a,
+        &["block", "get", &hash, "-o", &out_path.display().to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&out_path).expect("fetched") == data,
+        "wrong bytes"
+    );
 }

@@ -133,9 +133,11 @@ pub fn serve(
         let Some(chunk_hash) = meta.chunk_hashes().get(index).copied() else {
             return error(format!("block {} has no chunk {index}", meta.hash));
         };
-        match store.read_chunk(&hash, index) {
+        // Never serve bytes that do not match: a corrupt block is quarantined and the peer told,
+        // so it fails over to another provider.
+        match store.read_verified(&meta, index) {
             Ok(d) => (chunk_hash.to_vec(), d),
-            Err(e) => return error(format!("cannot read chunk {index}: {e}")),
+            Err(e) => return error(format!("cannot serve chunk {index}: {e}")),
         }
     };
     let compressed = data.len() >= compress_threshold;

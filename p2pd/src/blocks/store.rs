@@ -49,6 +49,12 @@ pub enum StoreError {
     HashMismatch { expected: String, actual: String },
     #[error("the block is larger than {MAX_BLOCK_SIZE} bytes")]
     TooLarge,
+    #[error("block {hash} is corrupt on this node ({why}); it was moved aside to {aside}")]
+    Corrupt {
+        hash: String,
+        why: String,
+        aside: String,
+    },
 }
 
 pub fn now_unix() -> u64 {
@@ -61,6 +67,9 @@ pub fn now_unix() -> u64 {
 #[derive(Debug, Clone)]
 pub struct BlockStore {
     dir: PathBuf,
+    /// Blocks moved aside because what is stored does not match its hash
+    /// (`p2p_blocks_quarantined_total`).
+    pub quarantined: prometheus_client::metrics::counter::Counter,
 }
 
 impl BlockStore {
@@ -76,7 +85,10 @@ impl BlockStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(BlockStore { dir })
+        Ok(BlockStore {
+            dir,
+            quarantined: Default::default(),
+        })
     }
 
     fn data_path(&self, hash: &Hash) -> PathBuf {
@@ -87,11 +99,40 @@ impl BlockStore {
         self.dir.join(format!("{}.json", to_hex(hash)))
     }
 
-    /// Metadata of a stored, unexpired block.
+    /// Metadata of a stored, unexpired block. Metadata that does not parse, or that does not
+    /// agree with the data file (size, number of chunks), puts the block in quarantine.
     pub fn stat(&self, hash: &Hash) -> Option<Meta> {
         let bytes = fs::read(self.meta_path(hash)).ok()?;
-        let meta: Meta = serde_json::from_slice(&bytes).ok()?;
-        (!meta.expired(now_unix()) && self.data_path(hash).exists()).then_some(meta)
+        let data_len = fs::metadata(self.data_path(hash)).ok().map(|m| m.len());
+        let meta: Meta = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.quarantine(hash, &format!("unreadable metadata: {e}"));
+                return None;
+            }
+        };
+        let chunks = meta.size.div_ceil(CHUNK_SIZE as u64).max(1);
+        let why = if data_len.is_some_and(|l| l != meta.size) {
+            Some(format!(
+                "metadata says {} bytes, the data file has {:?}",
+                meta.size, data_len
+            ))
+        } else if meta.chunks.len() as u64 != chunks
+            || meta.chunk_hashes().len() != meta.chunks.len()
+        {
+            Some(format!(
+                "metadata lists {} chunk hashes for {} bytes",
+                meta.chunks.len(),
+                meta.size
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.quarantine(hash, &why);
+            return None;
+        }
+        (!meta.expired(now_unix()) && data_len.is_some()).then_some(meta)
     }
 
     /// Reads chunk `index` of a stored block.
@@ -109,6 +150,58 @@ impl BlockStore {
         let mut buf = Vec::with_capacity(CHUNK_SIZE.min((len - start) as usize));
         f.take(CHUNK_SIZE as u64).read_to_end(&mut buf)?;
         Ok(buf)
+    }
+
+    /// Reads chunk `index` and checks it against the block's manifest: a block whose bytes do not
+    /// match is moved aside and never served.
+    pub fn read_verified(&self, meta: &Meta, index: usize) -> Result<Vec<u8>, StoreError> {
+        let hash = parse_hash(&meta.hash).ok_or_else(|| StoreError::Corrupt {
+            hash: meta.hash.clone(),
+            why: "malformed hash in the metadata".into(),
+            aside: String::new(),
+        })?;
+        let expect = meta.chunk_hashes().get(index).copied();
+        let data = match self.read_chunk(&hash, index) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.quarantine(&hash, &format!("chunk {index} is missing: {e}")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if expect != Some(super::sha256(&data)) {
+            return Err(self.quarantine(&hash, &format!("chunk {index} does not match its hash")));
+        }
+        Ok(data)
+    }
+
+    /// Moves a corrupt block aside (`blocks/quarantine/HASH-UNIXTIME`, data and metadata), logs
+    /// it loudly and counts it; returns the error to give the reader.
+    pub fn quarantine(&self, hash: &Hash, why: &str) -> StoreError {
+        let hex = to_hex(hash);
+        let dir = self.dir.join("quarantine");
+        let aside = dir.join(format!("{hex}-{}", now_unix()));
+        let moved = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| {
+                let _ = fs::rename(self.meta_path(hash), aside.with_extension("json"));
+                fs::rename(self.data_path(hash), &aside)
+            });
+        match &moved {
+            Ok(()) => {
+                tracing::error!(event = "block_quarantined", hash = %hex, why, moved_to = %aside.display(), "a stored block does not match its hash; moved it aside")
+            }
+            Err(e) => {
+                tracing::error!(event = "block_quarantined", hash = %hex, why, error = %e, "a stored block does not match its hash and could not be moved aside")
+            }
+        }
+        self.quarantined.inc();
+        StoreError::Corrupt {
+            hash: hex,
+            why: why.into(),
+            aside: aside.display().to_string(),
+        }
     }
 
     /// A writer for a new block.

@@ -31,6 +31,18 @@ fn hash_arg(s: &str) -> Result<blocks::Hash, ApiError> {
     })
 }
 
+/// A store failure as the control protocol's error message.
+fn error_of(e: &blocks::store::StoreError) -> p2pd_proto::control::Error {
+    let code = match e {
+        blocks::store::StoreError::Corrupt { .. } => ErrorCode::Failed,
+        _ => ErrorCode::Internal,
+    };
+    p2pd_proto::control::Error {
+        code: code as i32,
+        message: format!("block store: {e}"),
+    }
+}
+
 fn io_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, format!("block store: {e}"))
 }
@@ -130,12 +142,37 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
             )))
         }
     };
+    // Every chunk is checked against the manifest as it streams, and the whole against the
+    // hash at the end: a mismatch quarantines the block and ends the transfer with an error.
     let store = ctx.store.clone();
     let chunks = meta.chunks.len();
-    let data = futures::stream::iter(0..chunks).map(move |i| {
-        let data = tokio::task::block_in_place(|| store.read_chunk(&hash, i)).unwrap_or_default();
-        Kind::BlockData(BlockData { data })
-    });
-    let last = futures::stream::iter([Kind::BlockStat(stat_of(&meta))]);
-    Outcome::Stream(data.chain(last).boxed())
+    let mut whole = Some(<sha2::Sha256 as sha2::Digest>::new());
+    let stat = stat_of(&meta);
+    let data = futures::stream::iter(0..=chunks)
+        .map(move |i| {
+            use sha2::Digest;
+            let w = whole.as_mut()?;
+            if i == chunks {
+                let got: blocks::Hash = whole.take()?.finalize().into();
+                return Some(if got == hash {
+                    Kind::BlockStat(stat.clone())
+                } else {
+                    let e = store.quarantine(&hash, "the chunks do not add up to the block's hash");
+                    Kind::Error(error_of(&e))
+                });
+            }
+            match tokio::task::block_in_place(|| store.read_verified(&meta, i)) {
+                Ok(data) => {
+                    w.update(&data);
+                    Some(Kind::BlockData(BlockData { data }))
+                }
+                Err(e) => {
+                    whole = None;
+                    Some(Kind::Error(error_of(&e)))
+                }
+            }
+        })
+        .take_while(|k| futures::future::ready(k.is_some()))
+        .filter_map(futures::future::ready);
+    Outcome::Stream(data.boxed())
 }
