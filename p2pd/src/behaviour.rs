@@ -16,6 +16,9 @@ pub fn agent_version() -> String {
 /// Relayed circuits this node serves at once (relay v2 server).
 pub const MAX_RELAY_CIRCUITS: usize = 16;
 
+/// Topics with their own Gossipsub metric labels (the first ones subscribed).
+pub const MAX_METRIC_TOPICS: usize = 32;
+
 /// Largest pub/sub message accepted or published.
 pub const MAX_PUBSUB_MESSAGE: usize = 1 << 20;
 
@@ -69,7 +72,13 @@ impl Behaviour {
         .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
         .with_metrics(
             registry.sub_registry_with_prefix("libp2p_gossipsub"),
-            Default::default(),
+            gossipsub::MetricsConfig {
+                // Topic names are labels: only topics subscribed here get them, and only so
+                // many, whatever peers announce.
+                max_topics: MAX_METRIC_TOPICS,
+                max_never_subscribed_topics: 0,
+                ..Default::default()
+            },
         );
         if config.pubsub.scoring {
             let (params, thresholds) = peer_scoring(config);

@@ -112,10 +112,26 @@ impl PubSub {
     }
 }
 
+/// The longest topic name a local client may use: a topic becomes a map key, a metric label and
+/// part of every message, so its size is bounded.
+pub const MAX_TOPIC_BYTES: usize = 1024;
+
 fn topic_error(topic: &str) -> Option<ApiError> {
-    topic
-        .is_empty()
-        .then(|| ApiError::new(ErrorCode::BadRequest, "the topic must not be empty"))
+    if topic.is_empty() {
+        return Some(ApiError::new(
+            ErrorCode::BadRequest,
+            "the topic must not be empty",
+        ));
+    }
+    (topic.len() > MAX_TOPIC_BYTES).then(|| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "the topic is {} bytes long; at most {MAX_TOPIC_BYTES} are accepted",
+                topic.len()
+            ),
+        )
+    })
 }
 
 impl Node {
