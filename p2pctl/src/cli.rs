@@ -134,6 +134,9 @@ pub enum BlockCmd {
     },
     /// Size, chunks, creation and expiry of a stored block.
     Stat { hash: String },
+    /// Re-read HASH (default: every stored block) against its hash; corrupt blocks are moved
+    /// aside and listed, and the exit code is 1. Blocks are also checked on every read.
+    Verify { hash: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

@@ -358,6 +358,15 @@ impl Client {
         stat.ok_or_else(|| ClientError::Protocol("block transfer ended without its stat".into()))
     }
 
+    /// Re-reads one stored block (or, with `None`, all) against its hash; returns how many are
+    /// intact. Corrupt blocks are moved aside by the daemon and reported as an error.
+    pub async fn block_verify(&mut self, hash: Option<&str>) -> Result<u32, ClientError> {
+        let req = control::BlockVerifyRequest {
+            hash: hash.unwrap_or_default().into(),
+        };
+        expect_kind!(self.request::Kind::BlockVerify(req), BlockVerify).map(|r| r.checked)
+    }
+
     pub async fn block_stat(&mut self, hash: &str) -> Result<BlockStat, ClientError> {
         let req = BlockStatRequest { hash: hash.into() };
         expect_kind!(self.request::Kind::BlockStat(req), BlockStat)

@@ -310,6 +310,14 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
 }
 
 async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, ClientError> {
+    if let BlockCmd::Verify { hash } = cmd {
+        let checked = client.block_verify(hash.as_deref()).await?;
+        return Ok(if cli.json {
+            json_line(serde_json::json!({ "intact": checked }))
+        } else {
+            format!("{checked} blocks intact\n")
+        });
+    }
     let stat = match cmd {
         BlockCmd::Put { file, ttl } => {
             let ttl = ttl.map(|d| d.as_secs()).unwrap_or(0);
@@ -349,6 +357,7 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
             return Ok(String::new());
         }
         BlockCmd::Stat { hash } => client.block_stat(hash).await?,
+        BlockCmd::Verify { .. } => unreachable!("answered above"),
     };
     Ok(if cli.json {
         json_line(render::block_json(&stat))

@@ -269,6 +269,21 @@ fn corrupt_stored_blocks_are_quarantined_and_never_served() {
     }
     assert!(b.log().contains("moved it aside"));
 
+    // `block verify` checks the whole store on demand.
+    let hash = put(b, &file);
+    let intact = b.ctl_json(&["block", "verify"]);
+    assert_eq!(intact["intact"], 1, "{intact}");
+    let mut bytes = std::fs::read(blocks.join(&hash)).expect("data");
+    bytes[5] ^= 1;
+    std::fs::write(blocks.join(&hash), bytes).expect("write");
+    let out = b.ctl(&["block", "verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&hash) && err.contains("moved aside"), "{err}");
+    assert_eq!(quarantined(b), 5.0);
+    let gone = b.ctl(&["block", "verify", &hash]);
+    assert_eq!(gone.status.code(), Some(1));
+
     // B holds a corrupt copy, C a good one: A still gets the right bytes.
     let hash = put(b, &file);
     std::fs::write(blocks.join(&hash), vec![0u8; 3 << 20]).expect("corrupt B's copy");

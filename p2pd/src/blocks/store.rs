@@ -174,6 +174,45 @@ impl BlockStore {
         Ok(data)
     }
 
+    /// Reads a stored block whole, against its manifest and its hash. `Ok(false)`: not stored.
+    pub fn verify(&self, hash: &Hash) -> Result<bool, StoreError> {
+        let had_meta = self.meta_path(hash).exists();
+        let Some(meta) = self.stat(hash) else {
+            // stat quarantines what does not add up; an expired block is simply not stored.
+            return match had_meta && !self.meta_path(hash).exists() {
+                true => Err(StoreError::Corrupt {
+                    hash: to_hex(hash),
+                    why: "metadata and data disagree".into(),
+                    aside: self.dir.join("quarantine").display().to_string(),
+                }),
+                false => Ok(false),
+            };
+        };
+        let mut whole = Sha256::new();
+        for i in 0..meta.chunks.len() {
+            whole.update(self.read_verified(&meta, i)?);
+        }
+        let got: Hash = whole.finalize().into();
+        if got != *hash {
+            return Err(self.quarantine(hash, "the chunks do not add up to the block's hash"));
+        }
+        Ok(true)
+    }
+
+    /// The hashes of every stored block (by their metadata files).
+    pub fn hashes(&self) -> Vec<Hash> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".json").and_then(parse_hash)
+            })
+            .collect()
+    }
+
     /// Moves a corrupt block aside (`blocks/quarantine/HASH-UNIXTIME`, data and metadata), logs
     /// it loudly and counts it; returns the error to give the reader.
     pub fn quarantine(&self, hash: &Hash, why: &str) -> StoreError {

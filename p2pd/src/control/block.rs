@@ -1,5 +1,5 @@
-//! `block put` (client-streamed upload), `block get` (fetch, verify, stream back) and
-//! `block stat`. Data moves between the socket and the store here, never through the node loop.
+//! `block put` (client-streamed upload), `block get` (fetch, verify, stream back), `block stat`
+//! and `block verify`. Data moves between the socket and the store here, never through the node loop.
 
 use super::{Caller, Ctx, Outcome};
 use crate::blocks::{self, fetch, parse_hash, Meta};
@@ -7,7 +7,7 @@ use crate::node::{ApiError, Command, DhtQuery};
 use futures::StreamExt;
 use p2pd_proto::control::{
     client_frame, request, response::Kind, BlockData, BlockGetRequest, BlockPutRequest, BlockStat,
-    BlockStatRequest, ClientFrame, ErrorCode, Request,
+    BlockStatRequest, BlockVerifyRequest, BlockVerifyResponse, ClientFrame, ErrorCode, Request,
 };
 use p2pd_proto::{frame, MAX_FRAME_BYTES};
 use tokio::io::AsyncRead;
@@ -116,6 +116,49 @@ pub async fn stat(ctx: &Ctx, req: BlockStatRequest) -> Result<Kind, ApiError> {
                 format!("block {} is not stored on this node", req.hash),
             )
         })
+}
+
+/// `block verify [HASH]`: re-reads blocks against their hashes, off the event loop; corrupt ones
+/// are moved aside and the answer is FAILED with their list.
+pub async fn verify(ctx: &Ctx, req: BlockVerifyRequest) -> Result<Kind, ApiError> {
+    let one = if req.hash.is_empty() {
+        None
+    } else {
+        Some(hash_arg(&req.hash)?)
+    };
+    let store = ctx.store.clone();
+    let (checked, corrupt) = tokio::task::spawn_blocking(move || {
+        let hashes = match one {
+            Some(h) => vec![h],
+            None => store.hashes(),
+        };
+        let (mut checked, mut corrupt, mut missing) = (0u32, Vec::new(), 0);
+        for h in &hashes {
+            match store.verify(h) {
+                Ok(true) => checked += 1,
+                Ok(false) => missing += 1,
+                Err(e) => corrupt.push(e.to_string()),
+            }
+        }
+        if one.is_some() && missing > 0 {
+            corrupt.push("not stored on this node".into());
+        }
+        (checked, corrupt)
+    })
+    .await
+    .map_err(io_error)?;
+    if corrupt.is_empty() {
+        return Ok(Kind::BlockVerify(BlockVerifyResponse { checked }));
+    }
+    let code = if corrupt == ["not stored on this node"] {
+        ErrorCode::NotFound
+    } else {
+        ErrorCode::Failed
+    };
+    Err(ApiError::new(
+        code,
+        format!("{checked} intact; {}", corrupt.join("; ")),
+    ))
 }
 
 pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {

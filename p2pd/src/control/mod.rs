@@ -368,6 +368,7 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         K::DhtClosest(r) => dht::closest(node, r).await.into(),
         K::BlockGet(r) => block::get(ctx, r).await,
         K::BlockStat(r) => block::stat(ctx, r).await.into(),
+        K::BlockVerify(r) => block::verify(ctx, r).await.into(),
         K::BlockPut(_) | K::StreamOpen(_) => Err(ApiError::new(
             ErrorCode::BadRequest,
             "request out of sequence",
