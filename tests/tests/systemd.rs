@@ -88,7 +88,18 @@ fn watchdog_pings_at_half_the_interval_from_the_event_loop() {
     }
     // A stalled event loop sends no more pings.
     std::fs::write(&stall, b"").expect("stall");
-    let _ = notify.expect("WATCHDOG=1", Duration::from_millis(1200));
+    // The loop stalls at its next one-second tick; the pings sent before that are drained
+    // (a healthy loop never leaves a gap of 1.2 s between pings, so silence means stalled).
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while notify
+        .expect("WATCHDOG=1", Duration::from_millis(1200))
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pings never stopped after the loop was told to stall"
+        );
+    }
     assert!(
         notify
             .expect("WATCHDOG=1", Duration::from_secs(2))
