@@ -42,6 +42,21 @@ fn put(node: &Node, file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `block get HASH -o FILE` on `node`, which must succeed; the bytes it wrote.
+fn fetch(node: &Node, hash: &str) -> Vec<u8> {
+    let out_path = node.dir.join("fetched.bin");
+    let out = ctl_slow(
+        node,
+        &["block", "get", hash, "-o", &out_path.display().to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "block get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&out_path).expect("fetched")
+}
+
 fn disconnect(from: &Node, peer: &Node) {
     let id = peer.peer_id();
     let _ = from.ctl(&["disconnect", &id]);
@@ -60,20 +75,7 @@ fn fifty_mib_block_crosses_the_network_intact() {
     assert_eq!(hash, hex(&sha2::Sha256::digest(&data)));
 
     disconnect(c, a);
-    let out_path = c.dir.join("fetched.bin");
-    let out = ctl_slow(
-        c,
-        &["block", "get", &hash, "-o", &out_path.display().to_string()],
-    );
-    assert!(
-        out.status.success(),
-        "block get: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        std::fs::read(&out_path).expect("fetched") == data,
-        "fetched bytes differ"
-    );
+    assert!(fetch(c, &hash) == data, "fetched bytes differ");
     let stat = c.ctl_json(&["block", "stat", &hash]);
     assert_eq!(stat["size"], 50 << 20);
     assert_eq!(stat["chunks"], 50);
@@ -290,18 +292,5 @@ fn corrupt_stored_blocks_are_quarantined_and_never_served() {
     let c_file = c.dir.join("data.bin");
     std::fs::write(&c_file, &data).expect("write");
     assert_eq!(put(c, &c_file), hash);
-    let out_path = a.dir.join("fetched.bin");
-    let out = ctl_slow(
-        a,
-        &["block", "get", &hash, "-o", &out_path.display().to_string()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        std::fs::read(&out_path).expect("fetched") == data,
-        "wrong bytes"
-    );
+    assert!(fetch(a, &hash) == data, "wrong bytes");
 }
