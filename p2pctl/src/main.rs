@@ -41,8 +41,11 @@ fn main() -> ExitCode {
     rt.shutdown_background();
     match result {
         Ok(Ok(out)) => {
-            print!("{out}");
-            ExitCode::SUCCESS
+            if emit(&out) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DAEMON_ERROR)
+            }
         }
         Ok(Err(e)) => {
             eprintln!("p2pctl: {e}");
@@ -90,6 +93,21 @@ fn ms(d: Duration) -> u64 {
     d.saturating_sub(Duration::from_secs(1))
         .as_millis()
         .min(u128::from(u64::MAX)) as u64
+}
+
+/// Writes the answer to standard output. A reader that went away (`p2pctl status | head -1`,
+/// `| true`) is not an error; any other failure is reported. False on a real failure.
+fn emit(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => true,
+        Err(e) => {
+            eprintln!("p2pctl: cannot write the answer to standard output: {e}");
+            false
+        }
+    }
 }
 
 async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError> {
@@ -174,7 +192,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             let (report, failed) = diag::run(&mut client, cli.json).await?;
             if failed {
                 // The report is the answer; the exit code says a check failed.
-                print!("{report}");
+                emit(&report);
                 return Err(ClientError::Daemon {
                     code: p2pctl::control::ErrorCode::Failed,
                     message: "some checks fail: see the fixes above".into(),

@@ -74,6 +74,8 @@ impl Reloader {
                 "reload refused: invalid configuration (see the log); running with the previous one"
             }
         });
+        // The summary (peers, listen addresses) replaces this message at the node's next tick.
+        self.node.tell(Command::StatusChanged).await;
         result
     }
 }

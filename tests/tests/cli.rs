@@ -82,3 +82,24 @@ fn health_command_follows_readiness() {
         .expect("run");
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `p2pctl --json status | true`: a reader that went away is not a crash.
+#[test]
+fn p2pctl_survives_a_closed_pipe() {
+    let n = Node::start("n", NodeOpts::default());
+    for args in [&["--json", "status"][..], &["limits"][..]] {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = clean_command(&bin("p2pctl"), &n.dir)
+            .arg("--socket")
+            .arg(&n.socket)
+            .args(args)
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run p2pctl");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}

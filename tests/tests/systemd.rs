@@ -201,6 +201,11 @@ fn sighup_reloads_the_file_and_refuses_an_invalid_one() {
         "no READY=1 after the reload"
     );
     assert_eq!(max_inbound(&node), Some("55".into()));
+    // STATUS= goes back to the peers/listen summary after the reload's own message.
+    let (status, _, _) = notify
+        .expect("STATUS=0 peers", Duration::from_secs(5))
+        .expect("the STATUS summary did not come back after the reload");
+    assert!(status.contains("listening on"), "{status}");
 
     // An invalid file is refused: the old value stays and the daemon keeps serving.
     std::fs::write(&file, "[limits]\nmax_inbound = 0\n").expect("write config");

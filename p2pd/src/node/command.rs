@@ -93,6 +93,9 @@ pub enum Command {
         bans: crate::policy::store::Edits,
         reply: Reply<control::ReloadResponse>,
     },
+    /// Internal: the reloader told the service manager about the reload; STATUS= goes back to
+    /// the node's summary at the next tick.
+    StatusChanged,
     /// Internal: a ban-list write failed; go back to the list on disk.
     RevertBans(crate::policy::store::Revert),
     /// Internal: the answer to an inbound block request, prepared off the event loop.

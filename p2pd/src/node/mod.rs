@@ -438,6 +438,7 @@ impl Node {
             }
             Command::BlockRespond { channel, response } => self.block_respond(channel, response),
             Command::RevertBans(revert) => self.revert_bans(revert),
+            Command::StatusChanged => self.service.last_status.clear(),
             Command::ApplyConfig {
                 config,
                 bans,

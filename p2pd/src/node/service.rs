@@ -23,9 +23,10 @@ impl Node {
     fn status_line(&self) -> String {
         let (inbound, outbound) = self.peers.directions();
         let addrs: Vec<String> = self.swarm.listeners().map(|a| a.to_string()).collect();
+        let n = self.peers.len();
         format!(
-            "{} peers ({inbound} in, {outbound} out); listening on {}",
-            self.peers.len(),
+            "{n} {} ({inbound} in, {outbound} out); listening on {}",
+            if n == 1 { "peer" } else { "peers" },
             if addrs.is_empty() {
                 "nothing".into()
             } else {
