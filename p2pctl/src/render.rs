@@ -40,6 +40,19 @@ pub fn status_json(s: &StatusResponse) -> Value {
     })
 }
 
+fn with_peer_id(addrs: &[String], peer_id: &str) -> Vec<String> {
+    addrs
+        .iter()
+        .map(|a| {
+            if a.contains("/p2p/") {
+                a.clone()
+            } else {
+                format!("{a}/p2p/{peer_id}")
+            }
+        })
+        .collect()
+}
+
 pub fn status_text(s: &StatusResponse) -> String {
     let rows = [
         ("peer id", s.peer_id.clone()),
@@ -49,8 +62,15 @@ pub fn status_text(s: &StatusResponse) -> String {
             "uptime",
             humantime::format_duration(Duration::from_secs(s.uptime_seconds)).to_string(),
         ),
-        ("listen", or_dash(&s.listen_addrs)),
-        ("external", or_dash(&s.external_addrs)),
+        // Full addresses, ready to paste as another node's --bootstrap.
+        (
+            "listen",
+            or_dash(&with_peer_id(&s.listen_addrs, &s.peer_id)),
+        ),
+        (
+            "external",
+            or_dash(&with_peer_id(&s.external_addrs, &s.peer_id)),
+        ),
         ("metrics", format!("http://{}/metrics", s.metrics_addr)),
         (
             "connections",
@@ -369,6 +389,16 @@ pub fn limits(list: &p2pd_proto::control::LimitList, as_json: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn status_lists_full_addresses() {
+        let s = p2pd_proto::control::StatusResponse {
+            peer_id: "12D3KooWX".into(),
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            ..Default::default()
+        };
+        assert!(super::status_text(&s).contains("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWX"));
+    }
+
     #[test]
     fn any_timestamp_renders() {
         assert_eq!(super::when(0), "1970-01-01 00:00:00 UTC");

@@ -143,13 +143,17 @@ impl FromStr for ByteSize {
 }
 
 impl fmt::Display for ByteSize {
+    /// The exact form with the smallest number: "256MiB", "1TB" (not "976562500KiB"), "7B";
+    /// binary units win a tie.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, mult) in UNITS.iter().filter(|(u, _)| u.ends_with("iB")) {
-            if self.0 >= *mult && self.0.is_multiple_of(*mult) {
-                return write!(f, "{}{unit}", self.0 / mult);
-            }
+        let best = UNITS
+            .iter()
+            .filter(|(_, mult)| self.0 >= *mult && self.0.is_multiple_of(*mult))
+            .min_by_key(|(unit, mult)| (self.0 / mult, !unit.ends_with("iB")));
+        match best {
+            Some((unit, mult)) => write!(f, "{}{unit}", self.0 / mult),
+            None => write!(f, "{}B", self.0),
         }
-        write!(f, "{}B", self.0)
     }
 }
 
@@ -201,7 +205,7 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_round_trip() {
-        for s in ["256MiB", "1GiB", "512KiB", "7B"] {
+        for s in ["256MiB", "1GiB", "512KiB", "7B", "1TB", "3MB"] {
             assert_eq!(s.parse::<ByteSize>().unwrap().to_string(), s);
         }
         assert_eq!("1000".parse::<ByteSize>().unwrap().0, 1000);
