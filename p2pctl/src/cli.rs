@@ -56,6 +56,7 @@ pub enum Cmd {
     Stream(StreamCmd),
     /// Ban a peer id, an IP address or a CIDR: its connections close and it is refused.
     Ban {
+        /// A peer id (12D3KooW...), an IP address (192.0.2.7) or a CIDR (10.0.0.0/8).
         target: String,
         /// Lift the ban after this long (e.g. 1h, 30m); without it the ban is permanent.
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -65,7 +66,10 @@ pub enum Cmd {
         reason: Option<String>,
     },
     /// Lift a ban.
-    Unban { target: String },
+    Unban {
+        /// The peer id, IP or CIDR as `p2pctl bans` lists it.
+        target: String,
+    },
     /// Current bans: target, reason, created, expires, who created it.
     Bans,
     /// Trusted peers: bypass connection limits, larger rate limits, kept connected.
