@@ -6,7 +6,7 @@ use super::{ApiError, Node, Reply, TrustAction};
 use crate::config::limits::{self, LIMITS};
 use crate::policy::bans::{Ban, BanTarget};
 use crate::policy::rate::Admit;
-use crate::policy::store::Ack;
+use crate::policy::store::{ack_channel, Ack};
 use crate::policy::{now_unix, Untrust};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
@@ -238,25 +238,14 @@ impl Node {
             TrustAction::Add(r) => {
                 tracing::info!(event = "trust_add", peer_id = %r.peer, "peer trusted");
                 // The change is made first, so the answer lists it; it is sent once durable.
-                let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-                self.policy().trust(
-                    r.peer,
-                    r.addr.clone(),
-                    Box::new(move |w| {
-                        let _ = tx.send(w);
-                    }),
-                );
+                let (ack, rx) = ack_channel();
+                self.policy().trust(r.peer, r.addr.clone(), ack);
                 self.learn_trusted_addrs();
                 self.answer_when_written(rx, self.trust_list(), reply);
             }
             TrustAction::Remove(p) => {
-                let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-                let result = self.policy().untrust(
-                    &p,
-                    Box::new(move |w| {
-                        let _ = tx.send(w);
-                    }),
-                );
+                let (ack, rx) = ack_channel();
+                let result = self.policy().untrust(&p, ack);
                 match result {
                     Ok(()) => {
                         tracing::info!(event = "trust_rm", peer_id = %p, "peer no longer trusted");

@@ -159,9 +159,11 @@ impl BanList {
             .unwrap_or_default()
     }
 
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+    /// Writes the list by atomic replace; returns the bytes written.
+    pub fn save(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::persist::replace(path, &json, 0o600)
+        crate::persist::replace(path, &json, 0o600)?;
+        Ok(json)
     }
 }
 

@@ -28,8 +28,6 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 use store::{Ack, BanStore, Edits};
 
-pub use guard::{ip_key, Refused};
-
 pub fn now_unix() -> u64 {
     crate::blocks::store::now_unix()
 }
@@ -223,10 +221,6 @@ impl Policy {
     /// True when a ban on exactly `target` is listed (active or about to expire).
     pub fn has_ban(&self, target: &BanTarget) -> bool {
         self.guard.bans.bans.iter().any(|b| b.target == *target)
-    }
-
-    pub fn peer_ban(&self, peer: &PeerId) -> Option<&Ban> {
-        self.guard.bans.peer_ban(peer, now_unix())
     }
 
     /// Bans in effect.

@@ -19,6 +19,17 @@ use tokio::sync::{mpsc, oneshot};
 /// Called with the outcome of the write that carried a change.
 pub type Ack = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// An [`Ack`] whose outcome arrives on the returned receiver.
+pub fn ack_channel() -> (Ack, oneshot::Receiver<Result<(), String>>) {
+    let (tx, rx) = oneshot::channel();
+    (
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+        rx,
+    )
+}
+
 enum Job {
     Write {
         list: BanList,
@@ -205,11 +216,7 @@ impl Writer {
         self.collect_edits().await;
         let p = self.path.clone();
         let copy = list.clone();
-        let save = move || -> std::io::Result<Stamp> {
-            let json = serde_json::to_vec_pretty(&copy).map_err(std::io::Error::other)?;
-            crate::persist::replace(&p, &json, 0o600)?;
-            Ok(digest(&json))
-        };
+        let save = move || copy.save(&p).map(|written| digest(&written));
         match tokio::task::spawn_blocking(save).await {
             Ok(Ok(now)) => {
                 self.written = list;
@@ -346,14 +353,8 @@ pub mod tests {
         let mut waits = Vec::new();
         for i in 0..50 {
             list.add(ban(&format!("192.0.2.{i}"), "x"));
-            let (tx, rx) = oneshot::channel();
-            store.save(
-                list.clone(),
-                0,
-                Some(Box::new(move |r| {
-                    let _ = tx.send(r);
-                })),
-            );
+            let (ack, rx) = ack_channel();
+            store.save(list.clone(), 0, Some(ack));
             waits.push((i, rx));
         }
         for (i, rx) in waits {

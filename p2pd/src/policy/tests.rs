@@ -115,16 +115,6 @@ impl Harness {
     }
 }
 
-fn ack() -> (Ack, tokio::sync::oneshot::Receiver<Result<(), String>>) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    (
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-        rx,
-    )
-}
-
 fn ban(target: &str) -> Ban {
     Ban {
         target: target.parse().unwrap(),
@@ -203,7 +193,7 @@ async fn bans_refuse_close_persist_and_lift() {
     let id = h.pending("198.51.100.7").unwrap();
     h.establish(id, "198.51.100.7", peer).unwrap();
 
-    let (a, written) = ack();
+    let (a, written) = store::ack_channel();
     assert_eq!(
         h.policy.ban(ban("198.51.100.0/24"), Some(a)),
         1,
@@ -226,7 +216,7 @@ async fn bans_refuse_close_persist_and_lift() {
     let e = h.establish(id, "203.0.113.1", p).unwrap_err();
     assert!(e.contains("banned"), "{e}");
 
-    let (a, written) = ack();
+    let (a, written) = store::ack_channel();
     assert!(h
         .policy
         .unban(&"198.51.100.0/24".parse().unwrap(), a)
@@ -246,7 +236,7 @@ async fn trust_bypasses_per_address_limits_and_is_persisted() {
     h.establish(first, "192.0.2.5", PeerId::random()).unwrap();
 
     let trusted = PeerId::random();
-    let (a, written) = ack();
+    let (a, written) = store::ack_channel();
     h.policy.trust(trusted, None, a);
     written.await.unwrap().unwrap();
     assert!(BanList::load(&h.path).trusted.contains(&trusted));
@@ -262,12 +252,12 @@ async fn trust_bypasses_per_address_limits_and_is_persisted() {
         .unwrap_err();
     assert!(e.contains("max_inbound_per_ip"), "{e}");
 
-    let (a, _) = ack();
+    let (a, _) = store::ack_channel();
     assert_eq!(
         h.policy.untrust(&PeerId::random(), a),
         Err(Untrust::NotTrusted)
     );
-    let (a, written) = ack();
+    let (a, written) = store::ack_channel();
     h.policy.untrust(&trusted, a).unwrap();
     written.await.unwrap().unwrap();
     assert!(!h.policy.is_trusted(&trusted));
@@ -277,7 +267,7 @@ async fn trust_bypasses_per_address_limits_and_is_persisted() {
 #[tokio::test]
 async fn operator_edits_merge_without_losing_newer_changes() {
     let mut h = Harness::new(Config::default());
-    let (a, w) = ack();
+    let (a, w) = store::ack_channel();
     h.policy.ban(ban("192.0.2.1"), Some(a));
     w.await.unwrap().unwrap();
     // The operator removes that ban and adds one by hand...
