@@ -15,7 +15,7 @@ use std::time::Duration;
 get access: root, or membership of the group p2pd)."
 )]
 pub struct Cli {
-    /// Control socket of the daemon [default: /run/p2pd/control.sock, or $XDG_RUNTIME_DIR/p2pd/control.sock in user mode]
+    /// Control socket of the daemon [default: your own user-mode node's $XDG_RUNTIME_DIR/p2pd/control.sock if it runs, else /run/p2pd/control.sock]
     #[arg(long, global = true, env = "P2PCTL_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Machine-readable output with stable field names.
@@ -57,6 +57,7 @@ pub enum Cmd {
     /// Ban a peer id, an IP address or a CIDR: its connections close and it is refused.
     Ban {
         /// A peer id (12D3KooW...), an IP address (192.0.2.7) or a CIDR (10.0.0.0/8).
+        #[arg(value_parser = ban_target)]
         target: String,
         /// Lift the ban after this long (e.g. 1h, 30m); without it the ban is permanent.
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -68,6 +69,7 @@ pub enum Cmd {
     /// Lift a ban.
     Unban {
         /// The peer id, IP or CIDR as `p2pctl bans` lists it.
+        #[arg(value_parser = ban_target)]
         target: String,
     },
     /// Current bans: target, reason, created, expires, who created it.
@@ -101,7 +103,12 @@ pub enum TrustCmd {
 #[derive(Debug, Subcommand)]
 pub enum LimitsCmd {
     /// Change a limit now (until the next reload or restart).
-    Set { name: String, value: String },
+    Set {
+        /// The limit's name as `p2pctl limits` lists it (e.g. max_inbound).
+        name: String,
+        /// The new value, in the limit's unit (a count, a duration like 30s, a size like 256MiB).
+        value: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,15 +165,62 @@ pub enum PubsubCmd {
 #[derive(Debug, Subcommand)]
 pub enum DhtCmd {
     /// Find the addresses of a peer.
-    FindPeer { peer_id: String },
+    FindPeer {
+        /// The peer id to look up (12D3KooW...).
+        peer_id: String,
+    },
     /// Get the value stored under KEY (printed raw; --json for details).
-    Get { key: String },
+    Get {
+        /// The record's key (any text; the DHT stores it as bytes).
+        key: String,
+    },
     /// Store VALUE (or standard input with "-") under KEY.
-    Put { key: String, value: String },
+    Put {
+        /// The record's key (any text; the DHT stores it as bytes).
+        key: String,
+        /// The value, or "-" to read it from standard input.
+        value: String,
+    },
     /// Announce this node as a provider of KEY.
-    Provide { key: String },
+    Provide {
+        /// The record's key (any text; the DHT stores it as bytes).
+        key: String,
+    },
     /// Peers that provide KEY.
-    Providers { key: String },
+    Providers {
+        /// The record's key (any text; the DHT stores it as bytes).
+        key: String,
+    },
     /// The peers closest to KEY.
-    Closest { key: String },
+    Closest {
+        /// The record's key (any text; the DHT stores it as bytes).
+        key: String,
+    },
+}
+
+/// A ban target as the daemon accepts it: an IP address, a CIDR, or something shaped like a
+/// peer id (base58, 40 to 100 characters); anything else is a usage error (exit 2) before the
+/// daemon is asked.
+fn ban_target(s: &str) -> Result<String, String> {
+    use std::net::IpAddr;
+    let ok = if let Some((ip, len)) = s.split_once('/') {
+        match (ip.parse::<IpAddr>(), len.parse::<u8>()) {
+            (Ok(IpAddr::V4(_)), Ok(l)) => l <= 32,
+            (Ok(IpAddr::V6(_)), Ok(l)) => l <= 128,
+            _ => false,
+        }
+    } else {
+        s.parse::<IpAddr>().is_ok()
+            || ((40..=100).contains(&s.len())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() && !matches!(c, '0' | 'O' | 'I' | 'l')))
+    };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "expected a peer id (12D3KooW...), an IP address (192.0.2.7) or a CIDR (10.0.0.0/8)"
+                .into(),
+        )
+    }
 }

@@ -27,9 +27,18 @@ pub mod cli;
 
 pub use p2pd_proto::control;
 
-/// The socket p2pd uses by default on this machine (system or user mode).
+/// The socket p2pctl talks to when none is given: your own user-mode node if it runs, else the
+/// packaged (system) node — its control socket, or, for a member of the read-only group who
+/// may not use that, its read-only socket.
 pub fn default_socket() -> PathBuf {
-    paths::default_socket(paths::Mode::detect())
+    use nix::unistd::{access, AccessFlags};
+    let control = paths::client_socket();
+    let query = paths::query_socket_for(&control);
+    let denied = |p: &Path| matches!(access(p, AccessFlags::W_OK), Err(nix::errno::Errno::EACCES));
+    if denied(&control) && query.exists() && !denied(&query) {
+        return query;
+    }
+    control
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +59,7 @@ pub enum ClientError {
 fn unreachable(path: &Path, e: &std::io::Error) -> ClientError {
     let p = path.display();
     let hint = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => "permission denied. The socket is open to root and the group p2pd only: add your user to it (sudo usermod -aG p2pd $USER, then log in again), or run p2pctl with sudo".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied. The control socket is open to root and the group p2pd only: add your user to it (sudo usermod -aG p2pd $USER, then log in again), or run p2pctl with sudo; for queries only, the group p2pd-ro (query.sock)".to_string(),
         std::io::ErrorKind::NotFound => "no such socket. Is p2pd running (systemctl status p2pd, or start one with `p2pd`)? If it uses another socket, pass --socket PATH or set P2PCTL_SOCKET".to_string(),
         std::io::ErrorKind::ConnectionRefused => "connection refused: the socket exists but no p2pd is serving it (stale after a crash?). Start p2pd, or pass --socket PATH".to_string(),
         _ => format!("{e}"),

@@ -262,7 +262,7 @@ async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String
                     json_line(render::message_json(&m))
                 } else {
                     format!(
-                        "{} {} {}\n",
+                        "from {} seq {}: {}\n",
                         m.from,
                         m.seq_no,
                         String::from_utf8_lossy(&m.data)
@@ -297,9 +297,15 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
                     "from": r.from,
                 }))
             } else {
+                // Raw bytes, as stored; text gets the newline a shell prompt needs.
                 use std::io::Write;
                 std::io::stdout().write_all(&r.value)?;
-                String::new()
+                let text = std::str::from_utf8(&r.value).is_ok();
+                if text && !r.value.ends_with(b"\n") {
+                    "\n".into()
+                } else {
+                    String::new()
+                }
             }
         }
         DhtCmd::Put { key, value } => {

@@ -29,6 +29,8 @@ pub fn status_json(s: &StatusResponse) -> Value {
         "uptime_seconds": s.uptime_seconds,
         "listen_addrs": s.listen_addrs,
         "external_addrs": s.external_addrs,
+        // Listen and external addresses with /p2p/PEER_ID: ready for another node's --bootstrap.
+        "p2p_addrs": with_peer_id(&[s.listen_addrs.clone(), s.external_addrs.clone()].concat(), &s.peer_id),
         "metrics_addr": s.metrics_addr,
         "connections_inbound": s.connections_inbound,
         "connections_outbound": s.connections_outbound,

@@ -52,7 +52,10 @@ impl Behaviour {
 
         let mut kad_cfg = kad::Config::new(kad::PROTOCOL_NAME);
         kad_cfg.set_query_timeout(Duration::from_secs(30));
-        kad_cfg.set_periodic_bootstrap_interval(Some(config.network.bootstrap_interval.0 .0));
+        // The node re-bootstraps every network.bootstrap_interval itself, and only when it knows
+        // a peer: libp2p's own timer warns "Failed to trigger bootstrap: No known peers." on
+        // every standalone node (diag already reports an empty routing table, with the fix).
+        kad_cfg.set_periodic_bootstrap_interval(None);
         let kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
 

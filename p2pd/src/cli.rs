@@ -11,8 +11,11 @@ use std::path::PathBuf;
     about = "A hardened, systemd-native peer-to-peer daemon",
     long_about = "p2pd runs a libp2p node (TCP and QUIC, Noise and TLS 1.3, Kademlia, Gossipsub, relay, \
 hole punching, AutoNAT) and serves a control socket for p2pctl and local applications.\n\n\
-Without root and without a config file it starts in user mode: data in ~/.local/state/p2pd, \
-the control socket in $XDG_RUNTIME_DIR/p2pd, listening on 127.0.0.1 with OS-chosen ports."
+Started by the system service manager (p2pd.service) or running as the p2pd user it is a \
+system node: /etc/p2pd/p2pd.toml, /var/lib/p2pd, /run/p2pd/control.sock, ports 4001 and 9100. \
+Anyone else (any uid, package installed or not) gets a user-mode node: data in \
+~/.local/state/p2pd, the control socket in $XDG_RUNTIME_DIR/p2pd, listening on 127.0.0.1 with \
+OS-chosen ports; --mode chooses explicitly."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (the default).
     Run(RunArgs),
-    /// Validate the configuration and print the effective config as TOML; exit 0 if valid, 1 if not.
+    /// Validate the configuration and print the effective config as TOML; exit 0 if valid, 78 if not.
     CheckConfig(RunArgs),
     /// Exit 0 if /health/ready says ready, 1 otherwise (for container HEALTHCHECKs).
     Health {
@@ -42,6 +45,24 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    System,
+    User,
+}
+
+impl ModeArg {
+    /// The mode asked for, or the detected one.
+    pub fn or_detect(arg: Option<ModeArg>) -> p2pd_proto::paths::Mode {
+        use p2pd_proto::paths::Mode;
+        match arg {
+            Some(ModeArg::System) => Mode::System,
+            Some(ModeArg::User) => Mode::User,
+            None => Mode::detect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,6 +93,9 @@ pub struct RunArgs {
     /// Address of /metrics and /health/* (port 0 picks a free port).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// System or user mode (default: system when started by systemd or run as the p2pd user).
+    #[arg(long, value_enum, global = true)]
+    pub mode: Option<ModeArg>,
     /// Log format: journald when stderr is the journal, text on a terminal, or json.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,

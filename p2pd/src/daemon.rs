@@ -15,8 +15,11 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Loads the effective config for this process.
+/// Exit status for a configuration that cannot work (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
 pub fn load_config(args: &crate::cli::RunArgs) -> Result<(Config, Mode), config::ConfigError> {
-    let mode = Mode::detect();
+    let mode = crate::cli::ModeArg::or_detect(args.mode);
     let (cfg, _file) = config::load(mode, &args.overrides(), std::env::vars())?;
     Ok((cfg, mode))
 }
@@ -103,14 +106,30 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     let metrics = libp2p::metrics::Metrics::new(&mut registry);
     let p2p = crate::metrics::P2pMetrics::register(&mut registry);
 
-    let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.addr.0)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot bind the metrics address {} (metrics.addr); is the port in use?",
-                cfg.metrics.addr.0
-            )
-        })?;
+    let metrics_listener = match tokio::net::TcpListener::bind(cfg.metrics.addr.0).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let port = cfg.metrics.addr.0.port();
+            let who = crate::ports::holder(crate::ports::Proto::Tcp, port)
+                .unwrap_or_else(|| "held by another process".into());
+            anyhow::bail!(
+                "cannot bind the metrics address {} (metrics.addr): port {port} is in use, {who}. \
+                 Give p2pd another port: [metrics] addr = \"127.0.0.1:{}\" in the config file, or \
+                 P2P_METRICS_PORT={} (or stop the other service)",
+                cfg.metrics.addr.0,
+                port.wrapping_add(1).max(1),
+                port.wrapping_add(1).max(1),
+            );
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot bind the metrics address {} (metrics.addr)",
+                    cfg.metrics.addr.0
+                )
+            })
+        }
+    };
     let metrics_addr = metrics_listener.local_addr()?.to_string();
 
     let health = Arc::new(Health::new(!cfg.network.bootstrap_peers.is_empty()));
@@ -160,17 +179,25 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     );
     node.listen()?;
 
-    let (listener, activated) = match control::from_service_manager()? {
-        Some(l) => (l, true),
-        None => (
-            control::bind(&cfg.control.socket, &cfg.control.group)?,
-            false,
-        ),
+    let c = &cfg.control;
+    let (listener, query, activated) = match control::from_service_manager()? {
+        Some(a) => (a.control, a.query, true),
+        None => {
+            let control = control::bind(&c.socket, &c.group)?;
+            let query = if c.query_socket.as_os_str().is_empty() {
+                None
+            } else {
+                Some(control::bind(&c.query_socket, &c.query_group)?)
+            };
+            (control, query, false)
+        }
     };
-    tracing::info!(socket = %cfg.control.socket.display(), metrics = %metrics_addr, %peer_id, "control socket and metrics ready");
-    tokio::spawn(
-        ControlServer::new(listener, handle, peer_id, store, streams, reloader.clone()).run(),
-    );
+    tracing::info!(socket = %c.socket.display(), metrics = %metrics_addr, %peer_id, "control socket and metrics ready");
+    let server = ControlServer::new(handle, peer_id, store, streams, reloader.clone());
+    if let Some(query) = query {
+        tokio::spawn(server.serve(query, control::Access::ReadOnly));
+    }
+    tokio::spawn(server.serve(listener, control::Access::Full));
     health.set_control_up();
     tokio::spawn(HttpServer::new(metrics_listener, Arc::new(registry), health.clone()).run());
 
@@ -182,6 +209,7 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     if !activated {
         // A socket passed by p2pd.socket belongs to systemd, which keeps it for the next start.
         let _ = std::fs::remove_file(&cfg.control.socket);
+        let _ = std::fs::remove_file(&cfg.control.query_socket);
     }
     tracing::info!("p2pd stopped");
     Ok(())

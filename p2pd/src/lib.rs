@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod persist;
 pub mod policy;
+pub mod ports;
 pub mod reload;
 pub mod replay;
 pub mod rlimit;

@@ -18,10 +18,17 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// A bad configuration: exit status 78 (EX_CONFIG), which the unit's RestartPreventExitStatus=
+/// names, so systemd does not restart a daemon that cannot start until the operator edits.
+fn config_error(e: p2pd::config::ConfigError) -> ExitCode {
+    eprintln!("p2pd: {e}");
+    ExitCode::from(p2pd::daemon::EXIT_CONFIG)
+}
+
 fn run(args: &p2pd::cli::RunArgs) -> ExitCode {
     let (cfg, mode) = match p2pd::daemon::load_config(args) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return config_error(e),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,7 +55,7 @@ fn check_config(args: &p2pd::cli::RunArgs) -> ExitCode {
             }
             Err(e) => fail(format!("cannot print the config: {e}")),
         },
-        Err(e) => fail(e),
+        Err(e) => config_error(e),
     }
 }
 

@@ -71,3 +71,37 @@ fn subscriptions_that_come_and_go_leave_nothing_behind() {
     let body = http_get(&metrics, "/metrics");
     assert!(body.len() < 256 << 10, "/metrics is {} bytes", body.len());
 }
+
+/// Whatever a client sends, the log gets a bounded copy: a 100 kB multiaddr, ban reason and log
+/// filter are cut short in every output format, and say so.
+#[test]
+fn logged_client_values_are_bounded() {
+    for format in ["json", "text"] {
+        let n = Node::start(
+            &format!("log-{format}"),
+            NodeOpts {
+                transport: Transport::Tcp,
+                args: vec!["--log-format".into(), format.into()],
+                ..Default::default()
+            },
+        );
+        let long = "a".repeat(100_000);
+        // Each is audited (or refused with an error that quotes it) before any check.
+        let _ = n.ctl(&["connect", &format!("/dns4/{long}/tcp/1")]);
+        // Not a valid filter (a valid one would silence the rest of the test).
+        let _ = n.ctl(&["log-level", &format!("info,[{long}")]);
+        let _ = n.ctl(&["ban", "192.0.2.44", "--reason", &long[..1000]]);
+        assert!(
+            wait_until(Duration::from_secs(5), || n.log().contains("192.0.2.44")),
+            "the ban was not logged"
+        );
+        let log = n.log();
+        let longest = log.lines().map(str::len).max().unwrap_or(0);
+        assert!(longest < 8192, "{format}: a log line of {longest} bytes");
+        assert!(
+            log.contains("…["),
+            "{format}: no value was marked as cut: {}",
+            &log[log.len().saturating_sub(2000)..]
+        );
+    }
+}

@@ -103,3 +103,35 @@ fn p2pctl_survives_a_closed_pipe() {
         assert!(err.is_empty(), "{args:?}: {err}");
     }
 }
+
+/// A ban target that is no peer id, IP or CIDR is a usage error (exit 2), found before the
+/// daemon is asked; valid ones reach the daemon.
+#[test]
+fn malformed_ban_target_is_a_usage_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctl = |args: &[&str]| {
+        clean_command(&bin("p2pctl"), tmp.path())
+            .arg("--socket")
+            .arg(tmp.path().join("absent.sock"))
+            .args(args)
+            .output()
+            .expect("run p2pctl")
+    };
+    for bad in ["not-a-peer", "300.1.1.1", "10.0.0.0/33", "::1/129"] {
+        for cmd in ["ban", "unban"] {
+            let out = ctl(&[cmd, bad]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {bad}: {err}");
+            assert!(err.contains("peer id"), "{err}");
+        }
+    }
+    // Well-formed targets get as far as the (absent) daemon: exit 3.
+    for good in [
+        "192.0.2.7",
+        "10.0.0.0/8",
+        "2001:db8::/32",
+        "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+    ] {
+        assert_eq!(ctl(&["ban", good]).status.code(), Some(3), "{good}");
+    }
+}

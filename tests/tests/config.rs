@@ -41,7 +41,7 @@ fn start_with(file: Option<&str>, env: &[(&str, &str)]) -> (Output, tempfile::Te
 
 fn assert_refused(out: &Output, key: &str, source: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(out.status.code(), Some(78), "stderr: {err}");
     assert!(
         !err.contains("panicked") && !err.contains("backtrace"),
         "{err}"
@@ -93,6 +93,32 @@ fn out_of_range_limit_in_file() {
     let (out, _t) = start_with(Some("# limits\n[limits]\nmax_per_peer = 1000\n"), &[]);
     assert_refused(&out, "limits.max_per_peer", "p2pd.toml line 3");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 to 64"));
+}
+
+/// A value of the wrong type names the accepted range, not a Rust type ("expected u32").
+#[test]
+fn negative_limit_names_the_accepted_range() {
+    let (out, _t) = start_with(Some("[limits]\nmax_inbound = -5\n"), &[]);
+    assert_refused(&out, "limits.max_inbound", "p2pd.toml line 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("accepted: 1 to 1000000"), "{err}");
+    assert!(!err.contains("u32"), "{err}");
+    let (out, _t) = start_with(None, &[("P2P_RATE_LIMIT__CAPACITY", "-1")]);
+    assert_refused(&out, "rate_limit.capacity", "P2P_RATE_LIMIT__CAPACITY");
+}
+
+/// check-config exits with the same status as a refused start (78, EX_CONFIG).
+#[test]
+fn check_config_exits_78_on_a_bad_config() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("p2pd.toml");
+    std::fs::write(&path, "[limits]\nmax_inbound = 0\n").expect("write");
+    let out = clean_command(&bin("p2pd"), tmp.path())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78));
 }
 
 #[test]
@@ -189,5 +215,49 @@ fn default_conffile_documents_every_key() {
                 "{section}.{key} is not documented in packaging/p2pd.toml"
             );
         }
+    }
+}
+
+/// A port already in use fails the start with who holds it and how to give p2pd another one
+/// (exit 1: not a config error, the other service may go away).
+#[test]
+fn port_in_use_names_the_holder_and_the_fix() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let me = format!("pid {}", std::process::id());
+    for (flag, value, fix) in [
+        (
+            "--metrics-addr",
+            format!("127.0.0.1:{port}"),
+            "P2P_METRICS_PORT",
+        ),
+        (
+            "--listen",
+            format!("/ip4/127.0.0.1/tcp/{port}"),
+            "P2P_LISTEN_ADDRS",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut cmd = clean_command(&bin("p2pd"), tmp.path());
+        cmd.arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .arg("--control-socket")
+            .arg(tmp.path().join("control.sock"));
+        if flag == "--listen" {
+            cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+        }
+        let out = cmd
+            .args([flag, &value])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+            .wait_with_output()
+            .expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("in use"), "{err}");
+        assert!(err.contains(&me), "the holder is this test process: {err}");
+        assert!(err.contains(fix), "{err}");
     }
 }

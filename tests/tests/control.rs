@@ -200,3 +200,65 @@ fn unprivileged_user_outside_the_group_is_refused() {
     // Root still gets in.
     assert!(node.ctl(&["status"]).status.success());
 }
+
+/// The read-only socket beside the control socket answers queries and refuses every change,
+/// with a message that names the socket to use instead; nothing it refuses takes effect.
+#[test]
+fn read_only_socket_answers_queries_and_refuses_changes() {
+    let node = Node::start("readonly", NodeOpts::default());
+    let query = p2pd_proto::paths::query_socket_for(&node.socket);
+    let mode = std::fs::metadata(&query)
+        .expect("the read-only socket exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660, "read-only socket mode");
+    let ro = |args: &[&str]| {
+        clean_command(&bin("p2pctl"), &node.dir)
+            .arg("--socket")
+            .arg(&query)
+            .args(args)
+            .output()
+            .expect("run p2pctl")
+    };
+    for q in [
+        &["status"][..],
+        &["peers"],
+        &["limits"],
+        &["bans"],
+        &["trust", "ls"],
+        &["pubsub", "topics"],
+    ] {
+        let out = ro(q);
+        assert!(
+            out.status.success(),
+            "{q:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for change in [
+        &["ban", "192.0.2.7"][..],
+        &["limits", "set", "max_inbound", "5"],
+        &["reload"],
+        &["log-level", "debug"],
+        &["pubsub", "pub", "t", "x"],
+        &[
+            "trust",
+            "add",
+            "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+        ],
+    ] {
+        let out = ro(change);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{change:?}: {err}");
+        assert!(err.contains("read-only"), "{change:?}: {err}");
+    }
+    let bans = node.ctl_json(&["bans"]).to_string();
+    assert!(!bans.contains("192.0.2.7"), "{bans}");
+    let limits = node.ctl_json(&["limits"]);
+    let max_inbound = limits
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["name"] == "max_inbound"))
+        .map(|l| l["value"].clone());
+    assert_eq!(max_inbound, Some("1024".into()), "{limits}");
+}

@@ -99,8 +99,9 @@ fn dht_put_get_and_find_peer_across_nodes() {
     );
     let got = c.ctl_json(&["dht", "get", "greeting"]);
     assert_eq!(got["value"], "hello dht", "{got}");
+    // Text ends with the newline a shell prompt needs.
     let raw = c.ctl(&["dht", "get", "greeting"]);
-    assert_eq!(raw.stdout, b"hello dht");
+    assert_eq!(raw.stdout, b"hello dht\n");
 
     let missing = c.ctl(&["dht", "get", "no-such-key"]);
     assert_eq!(missing.status.code(), Some(1));

@@ -331,14 +331,24 @@ fn limits_set_refuses_what_the_config_refuses_with_the_same_message() {
         let cerr = String::from_utf8_lossy(&check.stderr);
         assert_eq!(
             check.status.code(),
-            Some(1),
+            Some(78),
             "{var}={value} accepted in the config"
         );
         assert!(cerr.contains(message), "{var}={value}: {cerr}");
     }
-    // A value both accept is applied at once.
+    // Untouched limits say so; a value both accept is applied at once.
+    let source = |list: &serde_json::Value, name: &str| {
+        list.as_array()
+            .and_then(|a| a.iter().find(|l| l["name"] == name))
+            .map(|l| l["source"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let before = n.ctl_json(&["limits"]);
+    assert_eq!(source(&before, "max_per_peer"), "default", "{before}");
     let limits = n.ctl_json(&["limits", "set", "max_per_peer", "64"]);
     assert!(limits.to_string().contains("\"runtime\""), "{limits}");
+    let after = n.ctl_json(&["limits"]);
+    assert_eq!(source(&after, "max_per_peer"), "runtime", "{after}");
 }
 
 /// Ban durations are bounded (100 years; "permanent" is its own value) and checked before any

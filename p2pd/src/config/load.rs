@@ -122,7 +122,7 @@ pub fn load(
             env_value(sample, &raw).map_err(|m| invalid(&key, &src, m))?
         };
         let one = nest(&key, value);
-        check_layer(&one).map_err(|m| invalid(&key, &src, m))?;
+        check_layer(&one).map_err(|m| invalid(&key, &src, name_range(&key, &m)))?;
         provenance.insert(key.clone(), src);
         merge(&mut env_table, one);
     }
@@ -146,6 +146,10 @@ pub fn load(
         if mode == Mode::User && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
             config.control.socket = config.storage.data_dir.join(paths::SOCKET_NAME);
         }
+    }
+    if !provenance.contains_key("control.query_socket") {
+        // The read-only socket goes where the control socket goes.
+        config.control.query_socket = paths::query_socket_for(&config.control.socket);
     }
     if let Some((key, message)) = config.check().into_iter().next() {
         let from = provenance
@@ -198,7 +202,7 @@ fn parse_file(path: &Path, text: &str) -> Result<Table, ConfigError> {
             path: path.to_path_buf(),
             line,
         };
-        let message = e.message().trim().replace('\n', " ");
+        let message = name_range(&key, e.message());
         ConfigError::Invalid {
             key: if key.is_empty() {
                 "(syntax)".into()
@@ -212,6 +216,22 @@ fn parse_file(path: &Path, text: &str) -> Result<Table, ConfigError> {
     let table: Table = toml::from_str(text).map_err(|e| at(&e))?;
     toml::from_str::<Config>(text).map_err(|e| at(&e))?;
     Ok(table)
+}
+
+/// A type error in words an operator can act on: serde's "invalid value: integer `-5`, expected
+/// u32" becomes "integer `-5` is not accepted; accepted: 1 to 1000000" for keys with a range.
+fn name_range(key: &str, message: &str) -> String {
+    let message = message.trim().replace('\n', " ");
+    let Some(range) = super::accepted(key) else {
+        return message;
+    };
+    let Some((what, _expected)) = message.rsplit_once(", expected ") else {
+        return message;
+    };
+    let what = what
+        .trim_start_matches("invalid value: ")
+        .trim_start_matches("invalid type: ");
+    format!("{what} is not accepted; accepted: {range}")
 }
 
 /// Validates one layer alone against the schema (types, unknown keys, value syntax).

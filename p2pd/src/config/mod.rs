@@ -110,6 +110,10 @@ pub struct Control {
     pub socket: PathBuf,
     /// Group that may use the control socket.
     pub group: String,
+    /// The read-only socket (queries only); empty: none.
+    pub query_socket: PathBuf,
+    /// Group that may use the read-only socket.
+    pub query_group: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +230,8 @@ impl Config {
             control: Control {
                 socket: paths::default_socket(mode),
                 group: "p2pd".into(),
+                query_socket: paths::query_socket_for(&paths::default_socket(mode)),
+                query_group: paths::QUERY_GROUP.into(),
             },
             metrics: Metrics {
                 addr: Text(metrics),
@@ -256,73 +262,14 @@ impl Config {
             .into_iter()
             .map(|(name, message)| (format!("limits.{name}"), message))
             .collect();
-        let mut range = |key: &'static str, v: u64, lo: u64, hi: u64| {
-            if v < lo || v > hi {
+        for r in RANGES {
+            let v = (r.get)(self);
+            if v < r.lo || v > r.hi {
                 bad.push((
-                    key.to_string(),
-                    format!("{v} is out of range; accepted: {lo} to {hi}"),
+                    r.key.to_string(),
+                    format!("{v} is out of range; accepted: {} to {}", r.lo, r.hi),
                 ));
             }
-        };
-        let r = &self.rate_limit;
-        range("rate_limit.capacity", r.capacity.into(), 1, 1_000_000);
-        range(
-            "rate_limit.refill_per_sec",
-            r.refill_per_sec.into(),
-            1,
-            1_000_000,
-        );
-        range(
-            "rate_limit.trusted_capacity",
-            r.trusted_capacity.into(),
-            1,
-            1_000_000,
-        );
-        range(
-            "rate_limit.trusted_refill_per_sec",
-            r.trusted_refill_per_sec.into(),
-            1,
-            1_000_000,
-        );
-        range(
-            "rate_limit.ban_duration",
-            self.rate_limit.ban_duration.0 .0.as_secs(),
-            1,
-            30 * 86_400,
-        );
-        range(
-            "storage.compress_threshold",
-            self.storage.compress_threshold.0 .0,
-            0,
-            1 << 20,
-        );
-        range(
-            "shutdown.timeout",
-            self.shutdown.timeout.0 .0.as_secs(),
-            0,
-            3600,
-        );
-        range(
-            "network.bootstrap_interval",
-            self.network.bootstrap_interval.0 .0.as_secs(),
-            10,
-            86_400,
-        );
-        range(
-            "pubsub.ip_colocation_threshold",
-            self.pubsub.ip_colocation_threshold.into(),
-            1,
-            100_000,
-        );
-
-        if !(-1_000_000..=-1).contains(&self.rate_limit.ban_threshold) {
-            bad.push((
-                "rate_limit.ban_threshold".into(),
-                format!(
-                    "{} is out of range; accepted: -1000000 to -1",
-                    self.rate_limit.ban_threshold
-                ),
-            ));
         }
         let p = &self.pubsub;
         if !(p.graylist_threshold <= p.publish_threshold
@@ -412,3 +359,93 @@ default_from_config!(
     Storage.storage,
     PubSub.pubsub
 );
+/// A numeric key outside `[limits]` and the range it accepts (durations in seconds, sizes in
+/// bytes): checked by [`Config::check`] and named in type errors.
+pub struct Range {
+    pub key: &'static str,
+    pub lo: i64,
+    pub hi: i64,
+    get: fn(&Config) -> i64,
+}
+
+fn as_secs(d: &Text<HumanDuration>) -> i64 {
+    i64::try_from(d.0 .0.as_secs()).unwrap_or(i64::MAX)
+}
+
+pub const RANGES: &[Range] = &[
+    Range {
+        key: "rate_limit.capacity",
+        lo: 1,
+        hi: 1_000_000,
+        get: |c| c.rate_limit.capacity.into(),
+    },
+    Range {
+        key: "rate_limit.refill_per_sec",
+        lo: 1,
+        hi: 1_000_000,
+        get: |c| c.rate_limit.refill_per_sec.into(),
+    },
+    Range {
+        key: "rate_limit.trusted_capacity",
+        lo: 1,
+        hi: 1_000_000,
+        get: |c| c.rate_limit.trusted_capacity.into(),
+    },
+    Range {
+        key: "rate_limit.trusted_refill_per_sec",
+        lo: 1,
+        hi: 1_000_000,
+        get: |c| c.rate_limit.trusted_refill_per_sec.into(),
+    },
+    Range {
+        key: "rate_limit.ban_duration",
+        lo: 1,
+        hi: 30 * 86_400,
+        get: |c| as_secs(&c.rate_limit.ban_duration),
+    },
+    Range {
+        key: "rate_limit.ban_threshold",
+        lo: -1_000_000,
+        hi: -1,
+        get: |c| c.rate_limit.ban_threshold,
+    },
+    Range {
+        key: "storage.compress_threshold",
+        lo: 0,
+        hi: 1 << 20,
+        get: |c| i64::try_from(c.storage.compress_threshold.0 .0).unwrap_or(i64::MAX),
+    },
+    Range {
+        key: "shutdown.timeout",
+        lo: 0,
+        hi: 3600,
+        get: |c| as_secs(&c.shutdown.timeout),
+    },
+    Range {
+        key: "network.bootstrap_interval",
+        lo: 10,
+        hi: 86_400,
+        get: |c| as_secs(&c.network.bootstrap_interval),
+    },
+    Range {
+        key: "pubsub.ip_colocation_threshold",
+        lo: 1,
+        hi: 100_000,
+        get: |c| c.pubsub.ip_colocation_threshold.into(),
+    },
+];
+
+/// The accepted range of a numeric key, e.g. "1 to 1000000", for error messages.
+pub fn accepted(key: &str) -> Option<String> {
+    if let Some(spec) = key.strip_prefix("limits.").and_then(limits::spec) {
+        return Some(format!(
+            "{} to {}",
+            spec.unit.show(spec.min),
+            spec.unit.show(spec.max)
+        ));
+    }
+    RANGES
+        .iter()
+        .find(|r| r.key == key)
+        .map(|r| format!("{} to {}", r.lo, r.hi))
+}

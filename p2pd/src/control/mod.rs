@@ -37,11 +37,22 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent control connections; more are refused with UNAVAILABLE.
 const MAX_CLIENTS: usize = 256;
 
-/// Who is on the other end of a control connection (from SO_PEERCRED).
+/// What a socket lets its callers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The control socket: everything.
+    Full,
+    /// The read-only socket: queries that change nothing.
+    ReadOnly,
+}
+
+/// Who is on the other end of a control connection (from SO_PEERCRED), and through which socket.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub uid: u32,
+    pub gid: u32,
     pub pid: i32,
+    pub access: Access,
 }
 
 impl Caller {
@@ -50,9 +61,10 @@ impl Caller {
         tracing::info!(
             event = "control_request",
             caller_uid = self.uid,
+            caller_gid = self.gid,
             caller_pid = self.pid,
             request,
-            target,
+            subject = target,
             "control request"
         );
     }
@@ -69,14 +81,12 @@ pub struct Ctx {
 }
 
 pub struct ControlServer {
-    listener: UnixListener,
     ctx: Arc<Ctx>,
     slots: Arc<Semaphore>,
 }
 
 impl ControlServer {
     pub fn new(
-        listener: UnixListener,
         node: NodeHandle,
         peer_id: libp2p::PeerId,
         store: crate::blocks::BlockStore,
@@ -84,7 +94,6 @@ impl ControlServer {
         reloader: Arc<crate::reload::Reloader>,
     ) -> Self {
         ControlServer {
-            listener,
             ctx: Arc::new(Ctx {
                 node,
                 peer_id,
@@ -92,55 +101,70 @@ impl ControlServer {
                 streams,
                 reloader,
             }),
+            // Shared by both sockets: the read-only one cannot starve the control socket of
+            // more than this.
             slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
         }
     }
 
-    pub async fn run(self) {
-        loop {
-            let stream = match self.listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "control socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let ctx = self.ctx.clone();
-            match self.slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(async move {
-                        serve(stream, ctx).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tokio::spawn(async move {
-                        let mut stream = stream;
-                        let _ = send_error(
-                            &mut stream,
-                            0,
-                            ErrorCode::Unavailable,
-                            "too many control clients; try again",
-                        )
-                        .await;
-                    });
+    /// Serves one socket; a server may serve several (the control and the read-only socket).
+    pub fn serve(
+        &self,
+        listener: UnixListener,
+        access: Access,
+    ) -> impl std::future::Future<Output = ()> {
+        let ctx = self.ctx.clone();
+        let slots = self.slots.clone();
+        async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let ctx = ctx.clone();
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            serve(stream, ctx, access).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tokio::spawn(async move {
+                            let mut stream = stream;
+                            let _ = send_error(
+                                &mut stream,
+                                0,
+                                ErrorCode::Unavailable,
+                                "too many control clients; try again",
+                            )
+                            .await;
+                        });
+                    }
                 }
             }
         }
     }
 }
 
-fn caller_of(stream: &UnixStream) -> Caller {
+fn caller_of(stream: &UnixStream, access: Access) -> Caller {
     match stream.peer_cred() {
         Ok(c) => Caller {
             uid: c.uid(),
+            gid: c.gid(),
             pid: c.pid().unwrap_or(-1),
+            access,
         },
         Err(_) => Caller {
             uid: u32::MAX,
+            gid: u32::MAX,
             pid: -1,
+            access,
         },
     }
 }
@@ -215,8 +239,8 @@ where
 }
 
 /// Serves one client until it closes or breaks the protocol.
-async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>) {
-    let caller = caller_of(&stream);
+async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>, access: Access) {
+    let caller = caller_of(&stream, access);
     // An opened libp2p stream takes over the connection once the framed part is done.
     if let Some((id, req)) = serve_frames(&mut stream, &ctx, caller).await {
         stream::open(&ctx, &caller, id, req, stream).await;
@@ -340,6 +364,22 @@ async fn reject_frame<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Requests the read-only socket answers: they read state and send nothing to the network.
+fn read_only(kind: &request::Kind) -> bool {
+    use request::Kind as K;
+    matches!(
+        kind,
+        K::Status(_)
+            | K::Peers(_)
+            | K::PubsubTopics(_)
+            | K::PubsubPeers(_)
+            | K::BlockStat(_)
+            | K::StreamList(_)
+            | K::Bans(_)
+            | K::Limits(_)
+    ) || matches!(kind, K::Trust(t) if t.action() == p2pd_proto::control::trust_request::Action::List)
+}
+
 /// The dispatch table: one module per request kind.
 async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
     use request::Kind as K;
@@ -351,6 +391,15 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         ))
         .into();
     };
+    if caller.access == Access::ReadOnly && !read_only(&kind) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "this is the read-only socket: it answers queries (status, peers, limits, bans, \
+             trust ls, pubsub topics, stream ls, block stat) but changes nothing. Use the control socket \
+             (/run/p2pd/control.sock) as root or a member of the group p2pd",
+        ))
+        .into();
+    }
     match kind {
         K::Status(r) => status::handle(node, r).await.into(),
         K::Peers(r) => peers::handle(node, r).await.into(),

@@ -5,14 +5,21 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use tokio::net::UnixListener;
 
-/// The control socket handed over by the service manager (`p2pd.socket`): the first passed
-/// descriptor (fd 3) when `$LISTEN_FDS` is at least 1 and `$LISTEN_PID` is unset or ours.
-pub fn from_service_manager() -> anyhow::Result<Option<UnixListener>> {
-    let fds: u32 = match std::env::var("LISTEN_FDS")
+/// The sockets handed over by the service manager (`p2pd.socket`, `p2pd-query.socket`).
+pub struct Activated {
+    pub control: UnixListener,
+    pub query: Option<UnixListener>,
+}
+
+/// The sockets passed by the service manager, when `$LISTEN_FDS` is at least 1 and
+/// `$LISTEN_PID` is unset or ours: the one named `query` in `$LISTEN_FDNAMES`
+/// (`FileDescriptorName=query`) is the read-only socket, the first other one the control socket.
+pub fn from_service_manager() -> anyhow::Result<Option<Activated>> {
+    let fds: i32 = match std::env::var("LISTEN_FDS")
         .ok()
         .and_then(|v| v.trim().parse().ok())
     {
-        Some(n) if n >= 1 => n,
+        Some(n) if (1..=16).contains(&n) => n,
         _ => return Ok(None),
     };
     if let Ok(pid) = std::env::var("LISTEN_PID") {
@@ -20,31 +27,49 @@ pub fn from_service_manager() -> anyhow::Result<Option<UnixListener>> {
             return Ok(None);
         }
     }
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|v| v.split(':').map(String::from).collect())
+        .unwrap_or_default();
     const SD_LISTEN_FDS_START: i32 = 3;
-    // SAFETY: systemd passes fds 3..3+LISTEN_FDS to this process and nothing else owns fd 3;
-    // it is taken exactly once, here.
-    #[allow(unsafe_code)]
-    let std_listener = unsafe {
-        <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(
-            SD_LISTEN_FDS_START,
-        )
+    let (mut control, mut query) = (None, None);
+    for i in 0..fds {
+        let fd = SD_LISTEN_FDS_START + i;
+        // SAFETY: systemd passes fds 3..3+LISTEN_FDS to this process and nothing else owns
+        // them; each is taken exactly once, here.
+        #[allow(unsafe_code)]
+        let l = unsafe {
+            <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        };
+        l.local_addr().with_context(|| {
+            format!("LISTEN_FDS is set but fd {fd} is not a Unix socket; check p2pd.socket (ListenStream=)")
+        })?;
+        l.set_nonblocking(true)
+            .with_context(|| format!("fd {fd} from the service manager"))?;
+        let l = UnixListener::from_std(l)
+            .with_context(|| format!("fd {fd} from the service manager"))?;
+        let slot = if names.get(i as usize).map(String::as_str) == Some("query") {
+            &mut query
+        } else {
+            &mut control
+        };
+        if slot.is_none() {
+            *slot = Some(l);
+        }
+    }
+    let Some(control) = control else {
+        bail!("the service manager passed only the read-only socket; check p2pd.socket");
     };
-    std_listener.local_addr().context(
-        "LISTEN_FDS is set but fd 3 is not a Unix socket; check p2pd.socket (ListenStream=)",
-    )?;
-    std_listener
-        .set_nonblocking(true)
-        .context("fd 3 from the service manager")?;
-    let listener = UnixListener::from_std(std_listener).context("fd 3 from the service manager")?;
     tracing::info!(
         fds,
-        "using the control socket passed by the service manager"
+        read_only = query.is_some(),
+        "using the sockets passed by the service manager"
     );
-    Ok(Some(listener))
+    Ok(Some(Activated { control, query }))
 }
 
-/// Binds `path` with mode 0660 and group `group` (when that group exists). A stale socket left
-/// by a crash is replaced; a live one (another daemon answering) is an error.
+/// Binds `path` with mode 0660 and group `group` (when that group exists and the daemon may
+/// give it away). A stale socket left by a crash is replaced; a live one (another daemon
+/// answering) is an error.
 pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {

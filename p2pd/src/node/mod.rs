@@ -164,14 +164,10 @@ impl Node {
         } = services;
         let loopback_only = config.network.listen.iter().all(|a| addr::is_loopback(a));
         let n = &config.network;
-        let kad_mode = match n.dht_mode {
-            _ if n.bootstrap => Some(kad::Mode::Server),
-            DhtMode::Server => Some(kad::Mode::Server),
-            DhtMode::Client => Some(kad::Mode::Client),
-            DhtMode::Auto if !n.external.is_empty() || loopback_only => Some(kad::Mode::Server),
-            DhtMode::Auto => None,
-        };
-        swarm.behaviour_mut().kad.set_mode(kad_mode);
+        swarm
+            .behaviour_mut()
+            .kad
+            .set_mode(kad_mode(n, loopback_only));
         for a in &n.external {
             swarm.add_external_address(a.0.clone());
         }
@@ -209,12 +205,10 @@ impl Node {
     /// Binds every configured listen address; a failure names the address.
     pub fn listen(&mut self) -> anyhow::Result<()> {
         for a in self.config.network.listen.clone() {
-            let id = self.swarm.listen_on(a.0.clone()).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {} (network.listen): {e}; is another process using the port?",
-                    a.0
-                )
-            })?;
+            let id = self
+                .swarm
+                .listen_on(a.0.clone())
+                .map_err(|e| listen_error(&a.0, &e))?;
             self.listeners.insert(id);
             self.service.unbound.insert(id);
         }
@@ -290,6 +284,8 @@ impl Node {
         let mut save_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + SAVE_INTERVAL, SAVE_INTERVAL);
         let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let every = self.config.network.bootstrap_interval.0 .0;
+        let mut rebootstrap = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut watchdog = crate::sd::watchdog_interval().map(|every| {
             let mut i = tokio::time::interval(every);
             // After a late turn, keep the spacing instead of bursting to catch up.
@@ -311,6 +307,7 @@ impl Node {
                     tokio::task::spawn_blocking(move || store.expire());
                 }
                 _ = beat.tick() => self.on_tick(),
+                _ = rebootstrap.tick() => self.bootstrap(),
                 _ = service::watchdog_tick(&mut watchdog) => self.service.notifier.watchdog(),
                 _ = &mut shutdown => break,
             }
@@ -536,12 +533,14 @@ impl Node {
                 address,
             } => {
                 tracing::info!(address = %address.clone().with_p2p(self.local_peer_id()).unwrap_or(address), "listening");
+                self.on_listen_addrs_changed();
                 self.service.unbound.remove(&listener_id);
                 if self.service.unbound.is_empty() {
                     self.health.set_listeners_bound();
                     self.maybe_ready();
                 }
             }
+            SwarmEvent::ExpiredListenAddr { .. } => self.on_listen_addrs_changed(),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -713,6 +712,27 @@ impl Node {
         }
     }
 
+    /// A host whose only interface is loopback (a container with a private network, a test
+    /// rig) is a loopback-only network even when the node listens on 0.0.0.0: what counts is
+    /// the addresses actually bound. Its peers' loopback addresses are routable and the DHT
+    /// serves (in `auto` mode), as on a node configured for 127.0.0.1.
+    fn on_listen_addrs_changed(&mut self) {
+        let bound: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        let loopback_only = self
+            .config
+            .network
+            .listen
+            .iter()
+            .all(|a| addr::is_loopback(a))
+            || (!bound.is_empty() && bound.iter().all(addr::is_loopback));
+        if loopback_only != self.loopback_only {
+            self.loopback_only = loopback_only;
+            let mode = kad_mode(&self.config.network, loopback_only);
+            tracing::info!(loopback_only, dht_mode = ?mode, "listen addresses changed the DHT mode");
+            self.swarm.behaviour_mut().kad.set_mode(mode);
+        }
+    }
+
     fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
         tracing::debug!(event = "identified", peer_id = %peer, protocol = %info.protocol_version, agent = %info.agent_version, "peer identified");
         self.peers.identified(&peer, &info);
@@ -729,6 +749,51 @@ impl Node {
                 self.swarm.behaviour_mut().kad.add_address(&peer, a);
             }
         }
+    }
+}
+
+/// Why a listen address cannot be bound, and what to do: for a port in use, who holds it and
+/// how to give p2pd another one.
+fn listen_error(addr: &Multiaddr, e: &dyn std::error::Error) -> anyhow::Error {
+    use libp2p::multiaddr::Protocol;
+    let port = addr.iter().find_map(|p| match p {
+        Protocol::Tcp(port) => Some((crate::ports::Proto::Tcp, port)),
+        Protocol::Udp(port) => Some((crate::ports::Proto::Udp, port)),
+        _ => None,
+    });
+    let text = error_chain(e);
+    match port {
+        Some((proto, port)) if crate::ports::in_use(&text) => {
+            let who = crate::ports::holder(proto, port)
+                .unwrap_or_else(|| "held by another process".into());
+            let other: Multiaddr = addr
+                .iter()
+                .map(|p| match p {
+                    Protocol::Tcp(n) => Protocol::Tcp(n.wrapping_add(1)),
+                    Protocol::Udp(n) => Protocol::Udp(n.wrapping_add(1)),
+                    p => p,
+                })
+                .collect();
+            anyhow::anyhow!(
+                "cannot listen on {addr} (network.listen): port {port} is in use, {who}. Give p2pd \
+                 other addresses: [network] listen = [\"{other}\", ...] in the config file, or \
+                 P2P_LISTEN_ADDRS (or stop the other service)"
+            )
+        }
+        _ => anyhow::anyhow!("cannot listen on {addr} (network.listen): {text}"),
+    }
+}
+
+/// The Kademlia mode for a config: server on bootstrap nodes, when told, with external
+/// addresses or on a loopback-only network; otherwise libp2p decides from confirmed external
+/// addresses (AutoNAT).
+fn kad_mode(n: &crate::config::Network, loopback_only: bool) -> Option<kad::Mode> {
+    match n.dht_mode {
+        _ if n.bootstrap => Some(kad::Mode::Server),
+        DhtMode::Server => Some(kad::Mode::Server),
+        DhtMode::Client => Some(kad::Mode::Client),
+        DhtMode::Auto if !n.external.is_empty() || loopback_only => Some(kad::Mode::Server),
+        DhtMode::Auto => None,
     }
 }
 

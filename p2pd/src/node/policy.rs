@@ -132,10 +132,10 @@ impl Node {
             created_by: by.clone(),
         };
         let e = entry(&ban);
-        tracing::warn!(event = "ban", target = %target, kind = target.kind(), reason = %e.reason, by = %by, expires_unix = e.expires_unix, "banned");
+        tracing::warn!(event = "ban", ban_target = %target, kind = target.kind(), reason = %e.reason, by = %by, expires_unix = e.expires_unix, "banned");
         let closed = self.policy().ban(ban, Some(ack_with(reply, e)));
         if closed > 0 {
-            tracing::info!(target = %target, closed_connections = closed, "closed the connections the ban covers");
+            tracing::info!(ban_target = %target, closed_connections = closed, "closed the connections the ban covers");
         }
         self.purge_from_dht(&target);
     }
@@ -155,7 +155,7 @@ impl Node {
     /// Bans a peer whose misbehaviour score reached the threshold.
     pub(super) fn auto_ban(&mut self, peer: PeerId, what: &str) {
         let ban = self.policy().automatic_ban(peer, what);
-        tracing::warn!(event = "ban", target = %ban.target, kind = "peer", reason = %ban.reason, by = "p2pd", expires_unix = ban.expires_unix.unwrap_or(0), "banned");
+        tracing::warn!(event = "ban", ban_target = %ban.target, kind = "peer", reason = %ban.reason, by = "p2pd", expires_unix = ban.expires_unix.unwrap_or(0), "banned");
         self.purge_from_dht(&ban.target);
     }
 
@@ -191,7 +191,7 @@ impl Node {
             return;
         }
         self.policy().unban(&target, ack_with(reply, ()));
-        tracing::info!(event = "unban", target = %target, by = %by, "unbanned");
+        tracing::info!(event = "unban", ban_target = %target, by = %by, "unbanned");
     }
 
     pub(super) fn bans(&self) -> control::BanList {
@@ -209,7 +209,7 @@ impl Node {
     /// Removes expired bans (called every second).
     pub(super) fn expire_bans(&mut self) {
         for b in self.policy().expire() {
-            tracing::info!(event = "ban_expired", target = %b.target, "ban expired");
+            tracing::info!(event = "ban_expired", ban_target = %b.target, "ban expired");
         }
     }
 
@@ -314,6 +314,8 @@ impl Node {
 
     pub(super) fn limits(&mut self) -> control::LimitList {
         let runtime = self.policy().runtime_limits().clone();
+        // Limits do not depend on the mode.
+        let defaults = crate::config::Config::defaults(p2pd_proto::paths::Mode::System).limits;
         let limits = LIMITS
             .iter()
             .map(|spec| {
@@ -328,14 +330,20 @@ impl Node {
                         Some((u, l)) if l > 0 => u as f64 * 100.0 / l as f64,
                         _ => -1.0,
                     },
-                    source: if runtime.contains(spec.name) {
-                        "runtime"
-                    } else if spec.runtime {
-                        "config"
-                    } else {
-                        "config (restart to change)"
-                    }
-                    .into(),
+                    source: {
+                        let set = if (spec.get)(&defaults) == (spec.get)(&self.config.limits) {
+                            "default"
+                        } else {
+                            "config"
+                        };
+                        if runtime.contains(spec.name) {
+                            "runtime".into()
+                        } else if spec.runtime {
+                            set.to_string()
+                        } else {
+                            format!("{set} (restart to change)")
+                        }
+                    },
                 }
             })
             .collect();
