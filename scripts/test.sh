@@ -45,5 +45,10 @@ scripts/check-units.sh
 scripts/check-docs.sh
 cargo test --workspace --locked
 
+# The benchmark suite in its smoke mode, on the debug build just made: proves every figure can
+# be measured (the figures themselves mean nothing here; scripts/bench.sh is the real run).
+target/debug/bench --quick > target/bench-quick.txt 2>&1 || { cat target/bench-quick.txt; exit 1; }
+tail -n 25 target/bench-quick.txt
+
 # Packages: .deb and .rpm built and checked, and the system test in a booted systemd.
 scripts/check-packages.sh
