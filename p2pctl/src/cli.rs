@@ -157,7 +157,15 @@ pub enum PubsubCmd {
     /// Peers known to be subscribed to TOPIC.
     Peers { topic: String },
     /// Publish DATA (or standard input with "-") to TOPIC, signed by this node.
-    Pub { topic: String, data: String },
+    Pub {
+        topic: String,
+        /// The message, or "-" for standard input.
+        data: String,
+        /// Publish each line of DATA (or of standard input) as its own message, pipelined (for
+        /// bulk publishing: many times the rate of one `pubsub pub` per message).
+        #[arg(long)]
+        lines: bool,
+    },
     /// Print messages on TOPIC until interrupted: sender, sequence number, data.
     Sub { topic: String },
 }

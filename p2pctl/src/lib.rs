@@ -207,6 +207,66 @@ impl Client {
         expect_kind!(self.request::Kind::PubsubPublish(req), PubsubPublish)
     }
 
+    /// Publishes every message of `messages` to `topic`, pipelined: up to `window` requests are
+    /// sent before their answers are read, and the daemon hands the publishes it finds waiting
+    /// to its event loop together. A publish the daemon refuses as UNAVAILABLE (its send queues
+    /// to the subscribers are full) is sent again after a pause, so nothing is dropped; order is
+    /// kept only within what was accepted. Returns how many were published; stops at any other
+    /// error.
+    pub async fn pubsub_publish_many(
+        &mut self,
+        topic: &str,
+        messages: impl IntoIterator<Item = Vec<u8>>,
+        window: usize,
+    ) -> Result<usize, ClientError> {
+        use std::collections::{HashMap, VecDeque};
+        let window = window.max(1);
+        let mut messages = messages.into_iter();
+        let mut retry: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut outstanding: HashMap<u64, Vec<u8>> = HashMap::new();
+        let mut published = 0usize;
+        loop {
+            while outstanding.len() < window {
+                let Some(data) = retry.pop_front().or_else(|| messages.next()) else {
+                    break;
+                };
+                let id = self.next_id;
+                self.next_id += 1;
+                let frame = ClientFrame {
+                    frame: Some(client_frame::Frame::Request(Request {
+                        id,
+                        kind: Some(request::Kind::PubsubPublish(PubsubPublishRequest {
+                            topic: topic.into(),
+                            data: data.clone(),
+                        })),
+                    })),
+                };
+                tokio::io::AsyncWriteExt::write_all(&mut self.stream, &frame::encode_frame(&frame))
+                    .await?;
+                outstanding.insert(id, data);
+            }
+            if outstanding.is_empty() {
+                return Ok(published);
+            }
+            let server_frame::Frame::Response(r) = read(&mut self.stream).await? else {
+                continue;
+            };
+            let Some(data) = outstanding.remove(&r.id) else {
+                return Err(into_error(r.kind));
+            };
+            match r.kind {
+                Some(response::Kind::PubsubPublish(_)) => published += 1,
+                Some(response::Kind::Error(e)) if e.code == ErrorCode::Unavailable as i32 => {
+                    retry.push_back(data);
+                    if retry.len() == 1 {
+                        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    }
+                }
+                other => return Err(into_error(other)),
+            }
+        }
+    }
+
     /// Subscribes to `topic`; the connection then carries only this subscription.
     pub async fn pubsub_subscribe(mut self, topic: &str) -> Result<Subscription, ClientError> {
         let req = PubsubSubscribeRequest {

@@ -244,7 +244,24 @@ async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String
     Ok(match cmd {
         PubsubCmd::Topics => peer_lines(&client.pubsub_topics().await?, cli.json),
         PubsubCmd::Peers { topic } => peer_lines(&client.pubsub_peers(topic).await?, cli.json),
-        PubsubCmd::Pub { topic, data } => {
+        PubsubCmd::Pub {
+            topic,
+            data,
+            lines: true,
+        } => {
+            let all = arg_bytes(data)?;
+            let messages = all
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec);
+            let n = client.pubsub_publish_many(topic, messages, 256).await?;
+            if cli.json {
+                json_line(serde_json::json!({"topic": topic, "published": n}))
+            } else {
+                format!("published {n} messages to {topic}\n")
+            }
+        }
+        PubsubCmd::Pub { topic, data, .. } => {
             let r = client.pubsub_publish(topic, arg_bytes(data)?).await?;
             if cli.json {
                 json_line(serde_json::json!({"topic": topic, "message_id": r.message_id}))
@@ -398,14 +415,24 @@ async fn stream(cli: &Cli, mut client: Client, cmd: &StreamCmd) -> Result<String
             let conn = client
                 .stream_open(peer_id, protocol, ms(cli.timeout))
                 .await?;
-            let (mut rd, mut wr) = conn.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut wr).await;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+            // Plain threads and std::io::copy: the kernel moves the bytes (splice/sendfile
+            // when standard input or output is a pipe or a file) instead of 8 KiB reads through
+            // tokio's blocking pool.
+            let conn = conn.into_std()?;
+            conn.set_nonblocking(false)?;
+            let mut wr = conn.try_clone()?;
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut wr);
+                let _ = wr.shutdown(std::net::Shutdown::Write);
             });
-            let mut out = tokio::io::stdout();
-            tokio::io::copy(&mut rd, &mut out).await?;
-            tokio::io::AsyncWriteExt::flush(&mut out).await?;
+            let mut rd = conn;
+            tokio::task::spawn_blocking(move || {
+                let mut out = std::io::stdout().lock();
+                std::io::copy(&mut rd, &mut out)?;
+                std::io::Write::flush(&mut out)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
             String::new()
         }
         StreamCmd::Serve {

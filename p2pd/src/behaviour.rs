@@ -144,6 +144,10 @@ pub fn peer_scoring(
         app_specific_weight: -(p.graylist_threshold as f64) / (2.0 * ban),
         ip_colocation_factor_threshold: p.ip_colocation_threshold.into(),
         ip_colocation_factor_whitelist: whitelist,
+        // A full send queue to a peer is as often a burst of our own publishes as a slow peer:
+        // it must not lower an honest peer's score (a pipelined burst would graylist it). The
+        // queue stays bounded either way, and publishers get UNAVAILABLE to back off.
+        slow_peer_weight: 0.0,
         ..Default::default()
     };
     let thresholds = gossipsub::PeerScoreThresholds {

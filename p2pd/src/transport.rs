@@ -121,6 +121,7 @@ pub fn gated(
     rules: SharedRules,
 ) -> Result<Gate<Boxed<(PeerId, StreamMuxerBox)>>, BoxError> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .map(|socket, _| Coalesce::new(socket))
         .upgrade(Version::V1Lazy)
         .authenticate(Secure::new(key)?)
         .multiplex(muxer(streams))
@@ -141,4 +142,104 @@ pub fn muxer(streams: u32) -> libp2p::yamux::Config {
     let mut c = libp2p::yamux::Config::default();
     c.set_max_num_streams(streams as usize);
     c
+}
+
+/// Capacity of [`Coalesce`]'s buffer: a few TLS records or one Noise frame.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// Gathers what the security layer writes until it flushes, so each flush is one `write(2)`.
+/// yamux writes a frame's 12-byte header and its body separately, and TLS turns each write into
+/// its own record: on a TCP socket with TCP_NODELAY every header went out as its own segment.
+/// yamux and both handshakes flush after every frame or message, so nothing waits in here.
+pub struct Coalesce<S> {
+    inner: S,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written to `inner`.
+    sent: usize,
+}
+
+impl<S> Coalesce<S> {
+    pub fn new(inner: S) -> Self {
+        Coalesce {
+            inner,
+            buf: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Coalesce<S> {
+    /// Writes out everything buffered.
+    fn poll_drain(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while self.sent < self.buf.len() {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.buf.clear();
+        self.sent = 0;
+        // Give back a buffer a burst made large.
+        if self.buf.capacity() > 2 * COALESCE_BYTES {
+            self.buf.shrink_to(COALESCE_BYTES);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        if self.buf.len() + data.len() > COALESCE_BYTES {
+            if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if !self.buf.is_empty() {
+                return Poll::Pending;
+            }
+            if data.len() >= COALESCE_BYTES {
+                return std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+            }
+        }
+        self.buf.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        futures::ready!(self.poll_drain(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        futures::ready!(self.poll_drain(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
+    }
 }

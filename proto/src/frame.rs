@@ -62,6 +62,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(buf))
 }
 
+/// True when `buf` starts with a whole frame (length prefix and body), so reading it from a
+/// buffered reader holding `buf` completes without waiting for the socket.
+pub fn starts_with_frame(buf: &[u8]) -> bool {
+    let mut len: u64 = 0;
+    for (i, b) in buf.iter().enumerate().take(10) {
+        len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (buf.len() - i - 1) as u64 >= len;
+        }
+    }
+    false
+}
+
 /// Reads and decodes one message. `Ok(None)` is a clean end of stream.
 pub async fn read_message<M: Message + Default, R: AsyncRead + Unpin>(
     r: &mut R,
@@ -110,6 +123,19 @@ fn encode_len(mut n: u64, buf: &mut [u8; 10]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_a_whole_frame_from_a_partial_one() {
+        let f = encode_frame(&crate::control::Hello {
+            protocol_version: 1,
+            agent: "x".repeat(200),
+            peer_id: String::new(),
+        });
+        assert!(starts_with_frame(&f));
+        assert!(!starts_with_frame(&f[..f.len() - 1]));
+        assert!(!starts_with_frame(&f[..1]));
+        assert!(!starts_with_frame(&[]));
+    }
     use crate::control::{ClientFrame, Hello};
 
     #[tokio::test]

@@ -283,3 +283,45 @@ fn replay_is_refused_after_the_receiver_restarts() {
         "{body}"
     );
 }
+
+/// `pubsub pub --lines` publishes each line as a message, pipelined; every one arrives once,
+/// and a plain request on the same kind of connection still works after a batch.
+#[test]
+fn pipelined_publishes_all_arrive() {
+    let [a, b, _c] = network();
+    let topic = "bulk";
+    let sub = Subscriber::start(&b, topic);
+    let b_id = b.peer_id();
+    assert!(wait_until(Duration::from_secs(10), || a
+        .ctl_json(&["pubsub", "peers", topic])
+        .to_string()
+        .contains(&b_id)));
+    let lines: String = (0..2000).map(|i| format!("line-{i}\n")).collect();
+    let mut child = clean_command(&bin("p2pctl"), &a.dir)
+        .arg("--socket")
+        .arg(&a.socket)
+        .args(["--json", "pubsub", "pub", "--lines", topic, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("p2pctl");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), lines.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["published"], 2000, "{v}");
+    assert!(
+        wait_until(Duration::from_secs(20), || sub
+            .lines
+            .lock()
+            .map(|l| l.len() >= 2000)
+            .unwrap_or(false)),
+        "only {} arrived",
+        sub.lines.lock().map(|l| l.len()).unwrap_or(0)
+    );
+    for i in [0, 999, 1999] {
+        assert_eq!(sub.count(&format!("line-{i}")), 1);
+    }
+    assert!(a.ctl(&["status"]).status.success());
+}

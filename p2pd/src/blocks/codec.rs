@@ -140,14 +140,16 @@ pub fn serve(
             Err(e) => return error(format!("cannot serve chunk {index}: {e}")),
         }
     };
-    let compressed = data.len() >= compress_threshold;
-    let data = if compressed {
+    // Compressed only when that makes it smaller: random or already-compressed data goes as
+    // it is, and the requester skips decompressing it.
+    let (data, compressed) = if data.len() >= compress_threshold {
         match snap::raw::Encoder::new().compress_vec(&data) {
-            Ok(c) => c,
+            Ok(c) if c.len() < data.len() => (c, true),
+            Ok(_) => (data, false),
             Err(e) => return error(format!("compression failed: {e}")),
         }
     } else {
-        data
+        (data, false)
     };
     let mut block = Block {
         hash: block_hash,

@@ -97,12 +97,30 @@ pub fn open(
     from: &PeerId,
     guard: &mut ReplayGuard<PeerId>,
 ) -> Result<Vec<u8>, Refusal> {
-    let pk = public_key(&msg, from).map_err(Refusal::BadSignature)?;
+    verify(&msg, from)?;
+    fresh(&msg, from, guard)?;
+    Ok(msg.payload)
+}
+
+/// The signature check alone: the expensive half (a hash over the whole payload), which needs
+/// no state and may run off the event loop.
+pub fn verify(msg: &SignedMessage, from: &PeerId) -> Result<(), Refusal> {
+    let pk = public_key(msg, from).map_err(Refusal::BadSignature)?;
     if !pk.verify(&signed_bytes(msg.seq_no, &msg.payload), &msg.signature) {
         return Err(Refusal::BadSignature("signature does not verify".into()));
     }
+    Ok(())
+}
+
+/// The replay check alone. Checking it before the signature is sound because `from` is the
+/// transport-authenticated sender: only that peer can spend its own sequence numbers.
+pub fn fresh(
+    msg: &SignedMessage,
+    from: &PeerId,
+    guard: &mut ReplayGuard<PeerId>,
+) -> Result<(), Refusal> {
     match guard.check(from, msg.seq_no) {
-        Verdict::Fresh => Ok(msg.payload),
+        Verdict::Fresh => Ok(()),
         v => Err(Refusal::Replay(v)),
     }
 }

@@ -67,12 +67,16 @@ async fn request(
     Ok((claimed, data, block.ttl))
 }
 
-async fn from_provider(
+/// Chunk requests in flight per provider: enough to keep a loopback or LAN link busy while
+/// each answer is read, signed and checked off the event loop.
+const PIPELINE: usize = 8;
+
+/// The manifest of `hash` from `peer`, checked for plausibility.
+async fn manifest(
     node: &NodeHandle,
-    store: &BlockStore,
     hash: &Hash,
     peer: PeerId,
-) -> Result<Meta, String> {
+) -> Result<(BlockManifest, u64), String> {
     let (claimed, manifest, ttl) = request(node, peer, hash, -1).await?;
     if claimed != hash {
         return Err("the manifest names another block".into());
@@ -90,18 +94,101 @@ async fn from_provider(
             m.chunk_hashes.len()
         ));
     }
+    Ok((m, ttl))
+}
+
+/// One chunk from `peer`, verified against the manifest (hashing off the async workers).
+async fn chunk(
+    node: &NodeHandle,
+    hash: &Hash,
+    peer: PeerId,
+    index: usize,
+    want: &[u8],
+) -> Result<Vec<u8>, String> {
+    let (claimed, data, _) = request(node, peer, hash, index as i64).await?;
+    let ok = claimed == want && tokio::task::block_in_place(|| sha256(&data)).as_slice() == want;
+    if !ok {
+        return Err(format!(
+            "chunk {index} failed verification (corrupt or forged data)"
+        ));
+    }
+    Ok(data)
+}
+
+/// Fetches the block from `providers` at once: the manifest from the first that gives a
+/// plausible one, then the chunks spread over all of them, [`PIPELINE`] requests in flight per
+/// provider, written in order as they verify. A provider that fails or serves anything wrong
+/// is dropped and its chunks go to the others; nothing unverified is ever stored.
+async fn from_providers(
+    node: &NodeHandle,
+    store: &BlockStore,
+    hash: &Hash,
+    mut providers: Vec<PeerId>,
+    reasons: &mut Vec<String>,
+) -> Result<(Meta, Vec<PeerId>), String> {
+    use futures::stream::{FuturesOrdered, StreamExt};
+    let (m, ttl) = loop {
+        let Some(&peer) = providers.first() else {
+            return Err("no provider gave a usable manifest".into());
+        };
+        match manifest(node, hash, peer).await {
+            Ok(found) => break found,
+            Err(e) => {
+                tracing::warn!(hash = %to_hex(hash), provider = %peer, error = %e, "block provider failed; trying the next");
+                reasons.push(format!("{peer}: {e}"));
+                providers.remove(0);
+            }
+        }
+    };
     let mut writer =
         tokio::task::block_in_place(|| store.writer(ttl)).map_err(|e| e.to_string())?;
-    for (i, want) in m.chunk_hashes.iter().enumerate() {
-        let (claimed, data, _) = request(node, peer, hash, i as i64).await?;
-        if claimed != *want || sha256(&data).as_slice() != want.as_slice() {
-            return Err(format!(
-                "chunk {i} failed verification (corrupt or forged data)"
-            ));
+    let wants = &m.chunk_hashes;
+    let mut inflight = FuturesOrdered::new();
+    let mut next = 0;
+    let mut written = 0;
+    while written < wants.len() {
+        if providers.is_empty() {
+            return Err("every provider failed".into());
         }
+        while next < wants.len() && inflight.len() < PIPELINE * providers.len().max(1) {
+            let peer = providers[next % providers.len()];
+            let i = next;
+            inflight
+                .push_back(async move { (i, peer, chunk(node, hash, peer, i, &wants[i]).await) });
+            next += 1;
+        }
+        let Some((i, peer, got)) = inflight.next().await else {
+            break;
+        };
+        let data = match got {
+            Ok(d) => d,
+            Err(e) => {
+                // Drop the provider and take this chunk from the others, one after another.
+                tracing::warn!(hash = %to_hex(hash), provider = %peer, chunk = i, error = %e, "block provider failed; its chunks go to the others");
+                reasons.push(format!("{peer}: {e}"));
+                providers.retain(|p| *p != peer);
+                let mut found = None;
+                for &other in &providers {
+                    match chunk(node, hash, other, i, &wants[i]).await {
+                        Ok(d) => {
+                            found = Some(d);
+                            break;
+                        }
+                        Err(e) => reasons.push(format!("{other}: {e}")),
+                    }
+                }
+                match found {
+                    Some(d) => d,
+                    None => return Err(format!("no provider served chunk {i}")),
+                }
+            }
+        };
         tokio::task::block_in_place(|| writer.write(&data)).map_err(|e| e.to_string())?;
+        written += 1;
     }
-    tokio::task::block_in_place(|| writer.finish(Some(hash))).map_err(|e| e.to_string())
+    let meta =
+        tokio::task::block_in_place(|| writer.finish(Some(hash))).map_err(|e| e.to_string())?;
+    Ok((meta, providers))
 }
 
 /// Returns the stored block, fetching it from the network first if needed.
@@ -128,14 +215,15 @@ pub async fn fetch(
         Err(e) => return Err(e),
     };
     let mut reasons = Vec::new();
-    for peer in providers
+    let providers: Vec<PeerId> = providers
         .iter()
         .filter_map(|p| p.parse::<PeerId>().ok())
         .filter(|p| *p != me)
-    {
-        match from_provider(node, store, hash, peer).await {
-            Ok(meta) => {
-                tracing::info!(hash = %to_hex(hash), provider = %peer, size = meta.size, "fetched and verified a block");
+        .collect();
+    if !providers.is_empty() {
+        match from_providers(node, store, hash, providers, &mut reasons).await {
+            Ok((meta, served)) => {
+                tracing::info!(hash = %to_hex(hash), providers = served.len(), size = meta.size, "fetched and verified a block");
                 let _ = node
                     .ask(|reply| Command::Dht {
                         query: DhtQuery::Provide(key.clone()),
@@ -144,10 +232,7 @@ pub async fn fetch(
                     .await;
                 return Ok(meta);
             }
-            Err(e) => {
-                tracing::warn!(hash = %to_hex(hash), provider = %peer, error = %e, "block provider failed; trying the next");
-                reasons.push(format!("{peer}: {e}"));
-            }
+            Err(e) => reasons.push(e),
         }
     }
     if reasons.is_empty() {

@@ -187,18 +187,31 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, frame: server_frame::Frame) -> s
     frame::write_message(w, &ServerFrame { frame: Some(frame) }).await
 }
 
+fn response_frame(id: u64, more: bool, kind: response::Kind) -> ServerFrame {
+    ServerFrame {
+        frame: Some(server_frame::Frame::Response(Response {
+            id,
+            more,
+            kind: Some(kind),
+        })),
+    }
+}
+
+fn error_frame(id: u64, code: ErrorCode, message: &str) -> ServerFrame {
+    let err = p2pd_proto::control::Error {
+        code: code as i32,
+        message: message.into(),
+    };
+    response_frame(id, false, response::Kind::Error(err))
+}
+
 async fn send_response<W: AsyncWrite + Unpin>(
     w: &mut W,
     id: u64,
     more: bool,
     kind: response::Kind,
 ) -> std::io::Result<()> {
-    let response = Response {
-        id,
-        more,
-        kind: Some(kind),
-    };
-    send(w, server_frame::Frame::Response(response)).await
+    frame::write_message(w, &response_frame(id, more, kind)).await
 }
 
 async fn send_error<W: AsyncWrite + Unpin>(
@@ -207,11 +220,7 @@ async fn send_error<W: AsyncWrite + Unpin>(
     code: ErrorCode,
     message: &str,
 ) -> std::io::Result<()> {
-    let err = p2pd_proto::control::Error {
-        code: code as i32,
-        message: message.into(),
-    };
-    send_response(w, id, false, response::Kind::Error(err)).await
+    frame::write_message(w, &error_frame(id, code, message)).await
 }
 
 /// Streams `items` as responses with `more = true` until the stream ends (then a final Ack) or
@@ -254,7 +263,11 @@ async fn serve_frames(
     ctx: &Ctx,
     caller: Caller,
 ) -> Option<(u64, p2pd_proto::control::StreamOpenRequest)> {
-    let (mut rd, mut wr) = stream.split();
+    let (rd, mut wr) = stream.split();
+    // Buffered: a frame's length prefix is read without a syscall per byte, and frames a client
+    // pipelines are seen together. Clients wait for StreamOpened before they send stream bytes,
+    // so nothing is left in here when the connection becomes a raw pipe.
+    let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
     let read_hello = frame::read_message::<ClientFrame, _>(&mut rd, MAX_FRAME_BYTES);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello).await {
         Ok(Ok(Some(ClientFrame {
@@ -315,6 +328,17 @@ async fn serve_frames(
                 id,
                 block::put(ctx, &caller, &mut rd, id, first).await.into(),
             ),
+            Some(client_frame::Frame::Request(req))
+                if matches!(req.kind, Some(request::Kind::PubsubPublish(_))) =>
+            {
+                if publish_batch(ctx, &caller, &mut rd, stream, req)
+                    .await
+                    .is_err()
+                {
+                    return None;
+                }
+                continue;
+            }
             Some(client_frame::Frame::Request(req)) => (req.id, dispatch(ctx, &caller, req).await),
             Some(client_frame::Frame::Hello(_)) => (
                 0,
@@ -346,6 +370,59 @@ async fn serve_frames(
             return None;
         }
     }
+}
+
+/// Most publishes of one connection in flight at once.
+const MAX_BATCH: usize = 1024;
+
+/// Publishes pipelined by a client: `first` and every further publish whose frame is already
+/// buffered go to the node together (one wake of the event loop for the lot), and their answers
+/// go back in one write, in order. The first frame that is not a whole buffered publish ends the
+/// batch and is read as usual afterwards.
+async fn publish_batch<R, W>(
+    ctx: &Ctx,
+    caller: &Caller,
+    rd: &mut tokio::io::BufReader<R>,
+    wr: &mut W,
+    first: Request,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH && frame::starts_with_frame(rd.buffer()) {
+        // Peek: only publishes join the batch.
+        let Ok(Some(f)) =
+            frame::read_message::<ClientFrame, _>(&mut &rd.buffer()[..], MAX_FRAME_BYTES).await
+        else {
+            break;
+        };
+        match f.frame {
+            Some(client_frame::Frame::Request(req))
+                if matches!(req.kind, Some(request::Kind::PubsubPublish(_))) =>
+            {
+                // The peeked frame is whole in the buffer: consume exactly its bytes.
+                let _ = frame::read_frame(rd, MAX_FRAME_BYTES).await;
+                batch.push(req);
+            }
+            _ => break,
+        }
+    }
+    let ids: Vec<u64> = batch.iter().map(|r| r.id).collect();
+    let outcomes =
+        futures::future::join_all(batch.into_iter().map(|req| dispatch(ctx, caller, req))).await;
+    let mut out = Vec::new();
+    for (id, outcome) in ids.into_iter().zip(outcomes) {
+        let frame = match outcome {
+            Outcome::Reply(Ok(kind)) => response_frame(id, false, kind),
+            Outcome::Reply(Err(e)) => error_frame(id, e.code, &e.message),
+            Outcome::Stream(_) => error_frame(id, ErrorCode::Internal, "unexpected stream"),
+        };
+        out.extend_from_slice(&frame::encode_frame(&frame));
+    }
+    tokio::io::AsyncWriteExt::write_all(wr, &out).await?;
+    tokio::io::AsyncWriteExt::flush(wr).await
 }
 
 /// Answers a frame that could not be read. Returns Err when the connection should close anyway.

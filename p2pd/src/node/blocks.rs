@@ -33,12 +33,12 @@ impl Node {
         self.block_requests.insert(id, (peer, reply));
     }
 
+    /// Sends an answer sealed off the event loop ([`Node::seal_response`] for small ones).
     pub(super) fn block_respond(
         &mut self,
         channel: ResponseChannel<SignedMessage>,
-        response: BlockResponse,
+        sealed: SignedMessage,
     ) {
-        let sealed = self.blocks.signer.seal(response.encode_to_vec());
         self.p2p.message("out", "block", sealed.payload.len());
         if self
             .swarm
@@ -49,6 +49,45 @@ impl Node {
         {
             tracing::debug!("block requester went away before the answer");
         }
+    }
+
+    fn seal(&self, response: BlockResponse) -> SignedMessage {
+        self.blocks.signer.seal(response.encode_to_vec())
+    }
+
+    /// An answer to our block request: the replay check here, the signature check (a hash over
+    /// up to a 1 MiB chunk) and decoding off the loop; a forged answer costs the peer score.
+    fn open_answer(&mut self, from: PeerId, msg: SignedMessage, reply: Reply<BlockResponse>) {
+        let refused = move |e: envelope::Refusal| {
+            ApiError::new(
+                ErrorCode::Failed,
+                format!("answer from {from} refused: {e}"),
+            )
+        };
+        if let Err(e) = envelope::fresh(&msg, &from, &mut self.envelopes) {
+            self.swarm.behaviour().policy.ignored("replay");
+            let _ = reply.send(Err(refused(e)));
+            return;
+        }
+        let handle = self.handle.clone();
+        tokio::task::spawn_blocking(move || {
+            let opened = match envelope::verify(&msg, &from) {
+                Ok(()) => BlockResponse::decode(msg.payload.as_slice()).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Failed,
+                        format!("answer from {from} refused: undecodable message: {e}"),
+                    )
+                }),
+                Err(e) => {
+                    handle.try_tell(Command::PunishInvalid {
+                        peer: from,
+                        reason: "bad_signature",
+                    });
+                    Err(refused(e))
+                }
+            };
+            let _ = reply.send(opened);
+        });
     }
 
     /// Opens an envelope from `peer`; a forged or replayed one costs the peer score.
@@ -85,14 +124,16 @@ impl Node {
                 } => {
                     self.p2p.message("in", "block", request.payload.len());
                     if !self.rate_allows(&peer) {
-                        self.block_respond(channel, refusal("rate limited; slow down".into()));
+                        let sealed = self.seal(refusal("rate limited; slow down".into()));
+                        self.block_respond(channel, sealed);
                         return;
                     }
                     let request: BlockRequest = match self.open_envelope(peer, request) {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::debug!(peer_id = %peer, error = %e, "refused a block request");
-                            self.block_respond(channel, refusal(e));
+                            let sealed = self.seal(refusal(e));
+                            self.block_respond(channel, sealed);
                             return;
                         }
                     };
@@ -107,6 +148,8 @@ impl Node {
                             service.compress_threshold,
                             &request,
                         );
+                        // Signing hashes the whole (1 MiB) answer: here, not on the loop.
+                        let response = service.signer.seal(response.encode_to_vec());
                         handle.try_tell(Command::BlockRespond { channel, response });
                     });
                 }
@@ -116,15 +159,7 @@ impl Node {
                 } => {
                     self.p2p.message("in", "block", response.payload.len());
                     if let Some((from, reply)) = self.block_requests.remove(&request_id) {
-                        let opened =
-                            self.open_envelope::<BlockResponse>(from, response)
-                                .map_err(|e| {
-                                    ApiError::new(
-                                        ErrorCode::Failed,
-                                        format!("answer from {from} refused: {e}"),
-                                    )
-                                });
-                        let _ = reply.send(opened);
+                        self.open_answer(from, response, reply);
                     }
                 }
             },

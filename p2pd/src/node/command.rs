@@ -98,10 +98,15 @@ pub enum Command {
     StatusChanged,
     /// Internal: a ban-list write failed; go back to the list on disk.
     RevertBans(crate::policy::store::Revert),
-    /// Internal: the answer to an inbound block request, prepared off the event loop.
+    /// Internal: the answer to an inbound block request, prepared and sealed off the event loop.
     BlockRespond {
         channel: libp2p::request_response::ResponseChannel<p2pd_proto::wire::SignedMessage>,
-        response: p2pd_proto::wire::BlockResponse,
+        response: p2pd_proto::wire::SignedMessage,
+    },
+    /// Internal: a peer sent something provably invalid (found off the event loop).
+    PunishInvalid {
+        peer: libp2p::PeerId,
+        reason: &'static str,
     },
 }
 

@@ -434,6 +434,7 @@ impl Node {
                 let _ = reply.send(result);
             }
             Command::BlockRespond { channel, response } => self.block_respond(channel, response),
+            Command::PunishInvalid { peer, reason } => self.punish_invalid(peer, reason),
             Command::RevertBans(revert) => self.revert_bans(revert),
             Command::StatusChanged => self.service.last_status.clear(),
             Command::ApplyConfig {

@@ -215,6 +215,14 @@ impl Node {
             }
             // Delivered locally only: number it the way Gossipsub does (nanoseconds since the epoch).
             Err(None) => format!("{}{}", me.to_base58(), local_seq_no()),
+            Err(Some(gossipsub::PublishError::AllQueuesFull(n))) => {
+                // Back-pressure for pipelining clients: nothing was sent, try again shortly.
+                let _ = reply.send(Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("cannot publish to {topic} now: the send queues to all {n} subscribed peers are full; slow down and retry"),
+                )));
+                return;
+            }
             Err(Some(e)) => {
                 let hint = match e {
                     gossipsub::PublishError::NoPeersSubscribedToTopic => {

@@ -2,8 +2,9 @@
 //! median (min–max) of interleaved runs beside a baseline measured in the same run on the same
 //! data, and their ratio. It prints; it never asserts a timing.
 //!
-//! Usage: bench [--quick] [RUNS]   (`scripts/bench.sh` builds and runs it; RUNS defaults to 3,
-//! --quick is one run with small sizes, to prove the suite works)
+//! Usage: bench [--quick] [RUNS] [--only GROUP,...]   (`scripts/bench.sh` builds and runs it;
+//! RUNS defaults to 3, --quick is one run with small sizes, to prove the suite works; groups:
+//! stream, block, pubsub, connect, rss, control)
 
 use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, NotifySocket, Transport};
 use std::io::{Read, Write};
@@ -58,7 +59,11 @@ struct Row {
 fn median_range(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    let med = if s.is_empty() { f64::NAN } else { s[s.len() / 2] };
+    let med = if s.is_empty() {
+        f64::NAN
+    } else {
+        s[s.len() / 2]
+    };
     (
         med,
         s.first().copied().unwrap_or(f64::NAN),
@@ -225,9 +230,17 @@ fn stream(transport: Transport, file: &Path, dir: &Path) -> (f64, f64) {
     let sink = sink(dir);
     let proto = "/bench/stream/1";
     let serve = a.ctl(&["stream", "serve", proto, &sink.path.display().to_string()]);
-    assert!(serve.status.success(), "{}", String::from_utf8_lossy(&serve.stderr));
+    assert!(
+        serve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
     let connect = b.ctl(&["connect", &a.multiaddr(transport)]);
-    assert!(connect.status.success(), "{}", String::from_utf8_lossy(&connect.stderr));
+    assert!(
+        connect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&connect.stderr)
+    );
     let size = file.metadata().expect("size").len();
     let (cpu_a, cpu_b, cpu_c) = (cpu_s(a.pid()), cpu_s(b.pid()), children_cpu_s());
     let start = Instant::now();
@@ -240,11 +253,17 @@ fn stream(transport: Transport, file: &Path, dir: &Path) -> (f64, f64) {
         .status()
         .expect("p2pctl stream open");
     assert!(st.success(), "stream open failed");
-    let got = sink.done.recv_timeout(Duration::from_secs(600)).expect("sink");
+    let got = sink
+        .done
+        .recv_timeout(Duration::from_secs(600))
+        .expect("sink");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(got, size, "the sink got {got} of {size} bytes");
     let cpu = (cpu_s(a.pid()) - cpu_a) + (cpu_s(b.pid()) - cpu_b) + (children_cpu_s() - cpu_c);
-    (size as f64 / MIB / secs, cpu / (size as f64 / (1024.0 * MIB)))
+    (
+        size as f64 / MIB / secs,
+        cpu / (size as f64 / (1024.0 * MIB)),
+    )
 }
 
 /// Block exchange: `block put` of the file on A, `block get` on B. Returns MiB/s of each.
@@ -255,13 +274,20 @@ fn blocks(file: &Path) -> (f64, f64) {
     let start = Instant::now();
     let put = a.ctl_within("600s", &["block", "put", &file.display().to_string()]);
     let put_rate = size / MIB / start.elapsed().as_secs_f64();
-    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
     let hash = String::from_utf8_lossy(&put.stdout)
         .split_whitespace()
         .next()
         .expect("hash")
         .to_string();
-    assert!(b.ctl(&["connect", &a.multiaddr(Transport::Tcp)]).status.success());
+    assert!(b
+        .ctl(&["connect", &a.multiaddr(Transport::Tcp)])
+        .status
+        .success());
     let start = Instant::now();
     let st = clean_command(&bin("p2pctl"), &b.dir)
         .arg("--socket")
@@ -297,12 +323,15 @@ fn wait_mesh(publisher: &Node, topic: &str, peer: &str) {
     );
 }
 
-/// Pub/sub: a burst of `n` 100-byte messages from A, received on the last node of `line`
-/// (published through one control connection, each waiting for its answer). Messages/s.
+/// Pub/sub: a burst of `n` 100-byte messages from A, received on B, published through one
+/// control connection with 256 requests in flight. Messages/s end to end, nothing lost.
 fn pubsub_burst(n: usize) -> f64 {
     let a = Node::start("bench-pa", opts(Transport::Tcp));
     let b = Node::start("bench-pb", opts(Transport::Tcp));
-    assert!(b.ctl(&["connect", &a.multiaddr(Transport::Tcp)]).status.success());
+    assert!(b
+        .ctl(&["connect", &a.multiaddr(Transport::Tcp)])
+        .status
+        .success());
     let topic = "bench-burst";
     let rt = rt();
     rt.block_on(async {
@@ -311,12 +340,18 @@ fn pubsub_burst(n: usize) -> f64 {
         wait_mesh(&a, topic, &b.peer_id());
         let mut publisher = p2pctl::Client::connect(&a.socket).await.expect("connect");
         let start = Instant::now();
+        // Pipelined, as `p2pctl pubsub pub --lines` does: 256 publishes in flight.
         let send = async {
-            for i in 0..n {
+            let messages = (0..n).map(|i| {
                 let mut data = format!("{i}").into_bytes();
                 data.resize(100, b'.');
-                publisher.pubsub_publish(topic, data).await.expect("publish");
-            }
+                data
+            });
+            let sent = publisher
+                .pubsub_publish_many(topic, messages, 256)
+                .await
+                .expect("publish");
+            assert_eq!(sent, n);
         };
         let recv = async {
             let mut got = 0;
@@ -341,12 +376,18 @@ fn pubsub_paced(n: usize, hops: usize) -> (f64, f64) {
         .map(|i| Node::start(&format!("bench-l{i}"), opts(Transport::Tcp)))
         .collect();
     for w in nodes.windows(2) {
-        assert!(w[1].ctl(&["connect", &w[0].multiaddr(Transport::Tcp)]).status.success());
+        assert!(w[1]
+            .ctl(&["connect", &w[0].multiaddr(Transport::Tcp)])
+            .status
+            .success());
     }
     let (first, last) = (&nodes[0], &nodes[hops]);
     if hops > 1 {
         let first_id = first.peer_id();
-        assert!(last.ctl(&["ban", &first_id, "--reason", "bench: keep the line"]).status.success());
+        assert!(last
+            .ctl(&["ban", &first_id, "--reason", "bench: keep the line"])
+            .status
+            .success());
     }
     let topic = "bench-paced";
     rt().block_on(async {
@@ -360,14 +401,19 @@ fn pubsub_paced(n: usize, hops: usize) -> (f64, f64) {
         if hops > 1 {
             wait_mesh(&nodes[hops - 1], topic, &last.peer_id());
         }
-        let mut publisher = p2pctl::Client::connect(&first.socket).await.expect("connect");
+        let mut publisher = p2pctl::Client::connect(&first.socket)
+            .await
+            .expect("connect");
         let send = async {
             let mut tick = tokio::time::interval(Duration::from_millis(2));
             for _ in 0..n {
                 tick.tick().await;
                 let mut data = now_ns().to_string().into_bytes();
                 data.resize(100, b' ');
-                publisher.pubsub_publish(topic, data).await.expect("publish");
+                publisher
+                    .pubsub_publish(topic, data)
+                    .await
+                    .expect("publish");
             }
         };
         let recv = async {
@@ -375,10 +421,8 @@ fn pubsub_paced(n: usize, hops: usize) -> (f64, f64) {
             while lat.len() < n {
                 match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
                     Ok(Some(Ok(m))) => {
-                        let sent: u64 = String::from_utf8_lossy(&m.data)
-                            .trim()
-                            .parse()
-                            .unwrap_or(0);
+                        let sent: u64 =
+                            String::from_utf8_lossy(&m.data).trim().parse().unwrap_or(0);
                         lat.push(now_ns().saturating_sub(sent) as f64 / 1e6);
                     }
                     _ => break,
@@ -423,7 +467,9 @@ fn connection_setup(transport: Transport) -> (f64, f64) {
     rt().block_on(async {
         let mut c = p2pctl::Client::connect(&b.socket).await.expect("connect");
         let t = Instant::now();
-        c.connect_peer(&target, 10_000).await.expect("first connect");
+        c.connect_peer(&target, 10_000)
+            .await
+            .expect("first connect");
         let first = t.elapsed().as_secs_f64() * 1e3;
         c.disconnect_peer(&a_id).await.expect("disconnect");
         let gone = async {
@@ -445,17 +491,22 @@ fn connection_setup(transport: Transport) -> (f64, f64) {
 
 /// RSS of an idle node (KiB), and KiB per connected peer with `n` peers.
 fn rss_per_peer(n: usize) -> (f64, f64) {
-    let hub = Node::start("bench-hub", opts(Transport::Tcp));
+    let mut o = opts(Transport::Tcp);
+    o.env
+        .push(("P2P_MAX_CONNECTIONS".into(), (2 * n).max(400).to_string()));
+    let hub = Node::start("bench-hub", o);
     let idle = hub.rss_kib() as f64;
     let mut flood = std::process::Command::new(bin("conn_flood"))
-        .args([&hub.multiaddr(Transport::Tcp), &n.to_string(), &n.to_string()])
+        .args([
+            &hub.multiaddr(Transport::Tcp),
+            &n.to_string(),
+            &n.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("conn_flood");
-    let connected = || {
-        hub.status()["connected_peers"].as_u64().unwrap_or(0) as usize
-    };
+    let connected = || hub.status()["connected_peers"].as_u64().unwrap_or(0) as usize;
     let all = wait_until(Duration::from_secs(120), || connected() >= n);
     let peers = connected();
     // Let identify and the first exchanges finish before reading the resident size.
@@ -488,7 +539,12 @@ fn time_to_ready(dir: &Path) -> f64 {
         .arg(d.path().join("data"))
         .arg("--control-socket")
         .arg(d.path().join("c.sock"))
-        .args(["--metrics-addr", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -516,7 +572,9 @@ fn exec_ms(program: &Path, args: &[&str]) -> f64 {
 /// Control round trips on one open connection (per second).
 fn control_round_trips(node: &Node, n: usize) -> f64 {
     rt().block_on(async {
-        let mut c = p2pctl::Client::connect(&node.socket).await.expect("connect");
+        let mut c = p2pctl::Client::connect(&node.socket)
+            .await
+            .expect("connect");
         let start = Instant::now();
         for _ in 0..n {
             c.status().await.expect("status");
@@ -532,6 +590,13 @@ fn main() {
         .iter()
         .find_map(|a| a.parse().ok())
         .unwrap_or(if quick { 1 } else { 3 });
+    let only: Vec<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|g| g.split(',').map(String::from).collect())
+        .unwrap_or_default();
+    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     let sizes = Sizes::new(quick);
     let dir = tempfile::tempdir().expect("tempdir");
     let stream_file = data_file(dir.path(), sizes.stream);
@@ -551,12 +616,24 @@ fn main() {
     };
     let s_mib = sizes.stream >> 20;
     let b_mib = sizes.block >> 20;
-    let tcp_rate = row(format!("stream {s_mib} MiB over TCP"), "MiB/s", "raw TCP copy");
+    let tcp_rate = row(
+        format!("stream {s_mib} MiB over TCP"),
+        "MiB/s",
+        "raw TCP copy",
+    );
     let tcp_cpu = row("  CPU, both daemons + client".into(), "CPU-s/GiB", "");
-    let quic_rate = row(format!("stream {s_mib} MiB over QUIC"), "MiB/s", "raw TCP copy");
+    let quic_rate = row(
+        format!("stream {s_mib} MiB over QUIC"),
+        "MiB/s",
+        "raw TCP copy",
+    );
     let quic_cpu = row("  CPU, both daemons + client".into(), "CPU-s/GiB", "");
     let put = row(format!("block put {b_mib} MiB"), "MiB/s", "raw TCP copy");
-    let get = row(format!("block get {b_mib} MiB (other node)"), "MiB/s", "raw TCP copy");
+    let get = row(
+        format!("block get {b_mib} MiB (other node)"),
+        "MiB/s",
+        "raw TCP copy",
+    );
     let burst = row(
         format!("pubsub burst, {} x 100 B, 2 nodes", sizes.burst),
         "msg/s",
@@ -566,75 +643,113 @@ fn main() {
     let p99_2 = row("pubsub paced p99, 2 nodes".into(), "ms", "Unix one-way");
     let p50_3 = row("pubsub paced p50, line of 3".into(), "ms", "Unix one-way");
     let p99_3 = row("pubsub paced p99, line of 3".into(), "ms", "Unix one-way");
-    let first_tcp = row("first connection, fresh process, TCP".into(), "ms", "warm connection");
-    let first_quic = row("first connection, fresh process, QUIC".into(), "ms", "warm connection");
+    let first_tcp = row(
+        "first connection, fresh process, TCP".into(),
+        "ms",
+        "warm connection",
+    );
+    let first_quic = row(
+        "first connection, fresh process, QUIC".into(),
+        "ms",
+        "warm connection",
+    );
     let idle = row("idle RSS".into(), "KiB", "");
     let per_peer: Vec<(usize, usize)> = sizes
         .peers
         .iter()
-        .map(|&n| (n, row(format!("RSS per connected peer, {n} peers"), "KiB", "")))
+        .map(|&n| {
+            (
+                n,
+                row(format!("RSS per connected peer, {n} peers"), "KiB", ""),
+            )
+        })
         .collect();
     let ready = row("exec to READY=1".into(), "ms", "/bin/true exec");
-    let ctl_rt = row("control round trips, open connection".into(), "req/s", "Unix round trips/s");
-    let ctl_exec = row("p2pctl status, whole process".into(), "ms", "/bin/true exec");
+    let ctl_rt = row(
+        "control round trips, open connection".into(),
+        "req/s",
+        "Unix round trips/s",
+    );
+    let ctl_exec = row(
+        "p2pctl status, whole process".into(),
+        "ms",
+        "/bin/true exec",
+    );
 
     for run in 1..=runs {
         eprintln!("bench: run {run} of {runs}");
-        let raw = raw_tcp(&stream_file);
-        let (r, c) = stream(Transport::Tcp, &stream_file, dir.path());
-        rows[tcp_rate].values.push(r);
-        rows[tcp_rate].base.push(raw);
-        rows[tcp_cpu].values.push(c);
-        let (r, c) = stream(Transport::Quic, &stream_file, dir.path());
-        rows[quic_rate].values.push(r);
-        rows[quic_rate].base.push(raw_tcp(&stream_file));
-        rows[quic_cpu].values.push(c);
-
-        let raw = raw_tcp(&block_file);
-        let (p, g) = blocks(&block_file);
-        rows[put].values.push(p);
-        rows[put].base.push(raw);
-        rows[get].values.push(g);
-        rows[get].base.push(raw);
-
-        let (uds_rate, uds_one_way) = unix_round_trips(sizes.burst);
-        rows[burst].values.push(pubsub_burst(sizes.burst));
-        rows[burst].base.push(uds_rate);
-        let (a, b) = pubsub_paced(sizes.paced, 1);
-        rows[p50_2].values.push(a);
-        rows[p99_2].values.push(b);
-        let (a, b) = pubsub_paced(sizes.paced, 2);
-        rows[p50_3].values.push(a);
-        rows[p99_3].values.push(b);
-        for i in [p50_2, p99_2, p50_3, p99_3] {
-            rows[i].base.push(uds_one_way);
+        if want("stream") {
+            let raw = raw_tcp(&stream_file);
+            let (r, c) = stream(Transport::Tcp, &stream_file, dir.path());
+            rows[tcp_rate].values.push(r);
+            rows[tcp_rate].base.push(raw);
+            rows[tcp_cpu].values.push(c);
+            let (r, c) = stream(Transport::Quic, &stream_file, dir.path());
+            rows[quic_rate].values.push(r);
+            rows[quic_rate].base.push(raw_tcp(&stream_file));
+            rows[quic_cpu].values.push(c);
         }
 
-        let (first, warm) = connection_setup(Transport::Tcp);
-        rows[first_tcp].values.push(first);
-        rows[first_tcp].base.push(warm);
-        let (first, warm) = connection_setup(Transport::Quic);
-        rows[first_quic].values.push(first);
-        rows[first_quic].base.push(warm);
+        if want("block") {
+            let raw = raw_tcp(&block_file);
+            let (p, g) = blocks(&block_file);
+            rows[put].values.push(p);
+            rows[put].base.push(raw);
+            rows[get].values.push(g);
+            rows[get].base.push(raw);
+        }
 
-        for &(n, i) in &per_peer {
-            let (idle_kib, kib) = rss_per_peer(n);
-            rows[i].values.push(kib);
-            if n == sizes.peers[0] {
-                rows[idle].values.push(idle_kib);
+        if want("pubsub") {
+            let (uds_rate, uds_one_way) = unix_round_trips(sizes.burst);
+            rows[burst].values.push(pubsub_burst(sizes.burst));
+            rows[burst].base.push(uds_rate);
+            let (a, b) = pubsub_paced(sizes.paced, 1);
+            rows[p50_2].values.push(a);
+            rows[p99_2].values.push(b);
+            let (a, b) = pubsub_paced(sizes.paced, 2);
+            rows[p50_3].values.push(a);
+            rows[p99_3].values.push(b);
+            for i in [p50_2, p99_2, p50_3, p99_3] {
+                rows[i].base.push(uds_one_way);
             }
         }
 
-        rows[ready].values.push(time_to_ready(dir.path()));
-        rows[ready].base.push(exec_ms(&true_bin, &[]));
-        let node = Node::start("bench-ctl", opts(Transport::Tcp));
-        rows[ctl_rt].values.push(control_round_trips(&node, sizes.round_trips));
-        rows[ctl_rt].base.push(unix_round_trips(sizes.round_trips).0);
-        let sock = node.socket.display().to_string();
-        rows[ctl_exec]
-            .values
-            .push(exec_ms(&bin("p2pctl"), &["--socket", &sock, "status"]));
-        rows[ctl_exec].base.push(exec_ms(&true_bin, &[]));
+        if want("connect") {
+            let (first, warm) = connection_setup(Transport::Tcp);
+            rows[first_tcp].values.push(first);
+            rows[first_tcp].base.push(warm);
+            let (first, warm) = connection_setup(Transport::Quic);
+            rows[first_quic].values.push(first);
+            rows[first_quic].base.push(warm);
+        }
+
+        if want("rss") {
+            for &(n, i) in &per_peer {
+                let (idle_kib, kib) = rss_per_peer(n);
+                rows[i].values.push(kib);
+                if n == sizes.peers[0] {
+                    rows[idle].values.push(idle_kib);
+                }
+            }
+        }
+
+        if want("control") {
+            rows[ready].values.push(time_to_ready(dir.path()));
+            rows[ready].base.push(exec_ms(&true_bin, &[]));
+            let node = Node::start("bench-ctl", opts(Transport::Tcp));
+            rows[ctl_rt]
+                .values
+                .push(control_round_trips(&node, sizes.round_trips));
+            rows[ctl_rt]
+                .base
+                .push(unix_round_trips(sizes.round_trips).0);
+            let sock = node.socket.display().to_string();
+            rows[ctl_exec]
+                .values
+                .push(exec_ms(&bin("p2pctl"), &["--socket", &sock, "status"]));
+            rows[ctl_exec].base.push(exec_ms(&true_bin, &[]));
+        }
     }
+    rows.retain(|r| !r.values.is_empty());
     print_table(&rows, runs);
 }
