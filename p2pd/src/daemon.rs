@@ -24,16 +24,17 @@ pub fn load_config(args: &crate::cli::RunArgs) -> Result<(Config, Mode), config:
     Ok((cfg, mode))
 }
 
-/// Seeds the TLS/QUIC crypto library's random generator on a spare thread while the node starts.
-/// AWS-LC gathers CPU-jitter entropy on first use (measured: ~70% of the CPU of a fresh process's
-/// first handshake, ~80 ms); done here, the first connection costs what any other does.
-fn warm_up_crypto() {
+/// Seeds the TLS/QUIC crypto library's random generator on a spare thread while the node starts;
+/// the control socket opens once it is done. AWS-LC gathers CPU-jitter entropy on first use
+/// (measured: ~70% of the CPU of a fresh process's first handshake, ~80 ms): paid here, before
+/// anyone can ask for a connection, the first connection costs what any other does.
+fn warm_up_crypto() -> std::thread::JoinHandle<()> {
     std::thread::spawn(|| {
         let mut seed = [0u8; 32];
         let _ = rustls::crypto::aws_lc_rs::default_provider()
             .secure_random
             .fill(&mut seed);
-    });
+    })
 }
 
 /// Creates the data dir (0700) and takes an exclusive lock on it, so two daemons never share one.
@@ -70,7 +71,7 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     logging::init(cfg.log.format, &cfg.log.filter);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = mode.as_str(), data_dir = %cfg.storage.data_dir.display(), "starting p2pd");
     let notifier = Arc::new(crate::sd::Notifier::from_env());
-    warm_up_crypto();
+    let crypto_seeded = warm_up_crypto();
     let open_files_limit = rlimit::raise_nofile();
     rlimit::check(
         open_files_limit,
@@ -192,6 +193,8 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     );
     node.listen()?;
 
+    // Connections can be asked for once the control socket answers: be ready to make them fast.
+    let _ = tokio::task::spawn_blocking(move || crypto_seeded.join()).await;
     let c = &cfg.control;
     let (listener, query, activated) = match control::from_service_manager()? {
         Some(a) => (a.control, a.query, true),
