@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -508,4 +508,26 @@ impl Default for NotifySocket {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A baseline for the benchmarks: `n` request/answer round trips (128 bytes out, 16 back) over a
+/// bare Unix socket pair. Returns (round trips per second, one-way milliseconds).
+pub fn unix_round_trips(n: usize) -> (f64, f64) {
+    let (mut client, mut server) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 128];
+        for _ in 0..n {
+            server.read_exact(&mut buf).expect("read");
+            server.write_all(&buf[..16]).expect("write");
+        }
+    });
+    let start = Instant::now();
+    let (req, mut answer) = ([7u8; 128], [0u8; 16]);
+    for _ in 0..n {
+        client.write_all(&req).expect("write");
+        client.read_exact(&mut answer).expect("read");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    echo.join().expect("echo");
+    (n as f64 / secs, secs * 1e3 / n as f64 / 2.0)
 }

@@ -6,7 +6,9 @@
 //! RUNS defaults to 3, --quick is one run with small sizes, to prove the suite works; groups:
 //! stream, block, pubsub, connect, rss, control)
 
-use p2pd_e2e::{bin, clean_command, wait_until, Node, NodeOpts, NotifySocket, Transport};
+use p2pd_e2e::{
+    bin, clean_command, unix_round_trips, wait_until, Node, NodeOpts, NotifySocket, Transport,
+};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -435,27 +437,6 @@ fn pubsub_paced(n: usize, hops: usize) -> (f64, f64) {
         lat.sort_by(f64::total_cmp);
         (lat[n / 2], lat[(n * 99 / 100).min(n - 1)])
     })
-}
-
-/// Request/answer round trips over a bare Unix socket pair: (per second, one-way ms).
-fn unix_round_trips(n: usize) -> (f64, f64) {
-    let (mut client, mut server) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-    let echo = std::thread::spawn(move || {
-        let mut buf = [0u8; 128];
-        for _ in 0..n {
-            server.read_exact(&mut buf).expect("read");
-            server.write_all(&buf[..16]).expect("write");
-        }
-    });
-    let start = Instant::now();
-    let (req, mut answer) = ([7u8; 128], [0u8; 16]);
-    for _ in 0..n {
-        client.write_all(&req).expect("write");
-        client.read_exact(&mut answer).expect("read");
-    }
-    let secs = start.elapsed().as_secs_f64();
-    echo.join().expect("echo");
-    (n as f64 / secs, secs * 1e3 / n as f64 / 2.0)
 }
 
 /// Connection setup from B to A in ms: the first of a fresh B process, then a warm one.

@@ -9,7 +9,6 @@
 //! Usage: policy_bench [RUNS] (default 3). `scripts/bench-policy.sh` builds and runs it.
 
 use p2pd_e2e::{bin, connect_from, socket_addr, wait_until, Node, NodeOpts, Subscriber, Transport};
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 const MESSAGES: usize = 10_000;
@@ -52,27 +51,6 @@ fn pubsub_burst() -> f64 {
     MESSAGES as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Request/answer round trips per second over a bare Unix socket pair.
-fn unix_round_trips() -> f64 {
-    let (mut client, mut server) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-    let echo = std::thread::spawn(move || {
-        let mut buf = [0u8; 128];
-        for _ in 0..MESSAGES {
-            server.read_exact(&mut buf).expect("read");
-            server.write_all(&buf[..16]).expect("write");
-        }
-    });
-    let started = Instant::now();
-    let (req, mut answer) = ([7u8; 128], [0u8; 16]);
-    for _ in 0..MESSAGES {
-        client.write_all(&req).expect("write");
-        client.read_exact(&mut answer).expect("read");
-    }
-    let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
-    echo.join().expect("echo");
-    rate
-}
-
 /// Milliseconds for `p2pctl connect` from 127.0.0.3, with or without the flood.
 fn connect_ms(flood: bool) -> f64 {
     let v = Node::start("victim", tcp("127.0.0.1", vec![], false));
@@ -108,7 +86,7 @@ fn main() {
         .unwrap_or(3);
     let (mut burst, mut unix, mut flooded, mut calm) = (vec![], vec![], vec![], vec![]);
     for _ in 0..runs.max(1) {
-        unix.push(unix_round_trips());
+        unix.push(p2pd_e2e::unix_round_trips(MESSAGES).0);
         burst.push(pubsub_burst());
         calm.push(connect_ms(false));
         flooded.push(connect_ms(true));
