@@ -278,7 +278,10 @@ impl Client {
         // The daemon confirms before any message: from here on nothing published is missed.
         let first = self.next_response(id).await?;
         match first.kind {
-            Some(response::Kind::Ack(_)) => Ok(Subscription { client: self, id }),
+            Some(response::Kind::Ack(_)) => Ok(Subscription {
+                reader: tokio::io::BufReader::with_capacity(64 * 1024, self.stream),
+                id,
+            }),
             other => Err(into_error(other)),
         }
     }
@@ -565,16 +568,20 @@ impl Client {
 
 /// A live pub/sub subscription. Dropping it unsubscribes.
 pub struct Subscription {
-    client: Client,
+    /// Buffered: the daemon sends whatever messages are waiting in one write.
+    reader: tokio::io::BufReader<UnixStream>,
     id: u64,
 }
 
 impl Subscription {
     /// The next message, or `None` when the daemon ended the subscription.
     pub async fn next(&mut self) -> Option<Result<PubsubMessage, ClientError>> {
-        let r = match self.client.next_response(self.id).await {
-            Ok(r) => r,
-            Err(e) => return Some(Err(e)),
+        let r = loop {
+            match read(&mut self.reader).await {
+                Ok(server_frame::Frame::Response(r)) if r.id == self.id || r.id == 0 => break r,
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
         };
         match r.kind {
             Some(response::Kind::PubsubMessage(m)) => Some(Ok(m)),
@@ -584,7 +591,9 @@ impl Subscription {
     }
 }
 
-async fn read(stream: &mut UnixStream) -> Result<server_frame::Frame, ClientError> {
+async fn read<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+) -> Result<server_frame::Frame, ClientError> {
     match frame::read_message::<ServerFrame, _>(stream, MAX_FRAME_BYTES).await {
         Ok(Some(ServerFrame { frame: Some(f) })) => Ok(f),
         Ok(Some(ServerFrame { frame: None })) => {

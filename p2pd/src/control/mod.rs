@@ -235,11 +235,33 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    use futures::FutureExt;
     let mut probe = [0u8; 1];
+    let mut out = Vec::new();
     loop {
         tokio::select! {
             item = items.next() => match item {
-                Some(kind) => send_response(wr, id, true, kind).await?,
+                Some(kind) => {
+                    // Whatever else is already waiting goes out in the same write.
+                    out.clear();
+                    out.extend_from_slice(&frame::encode_frame(&response_frame(id, true, kind)));
+                    let mut ended = false;
+                    for _ in 1..256 {
+                        match items.next().now_or_never() {
+                            Some(Some(kind)) => out.extend_from_slice(&frame::encode_frame(&response_frame(id, true, kind))),
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    tokio::io::AsyncWriteExt::write_all(wr, &out).await?;
+                    tokio::io::AsyncWriteExt::flush(wr).await?;
+                    if ended {
+                        return send_response(wr, id, false, response::Kind::Ack(p2pd_proto::control::Ack {})).await;
+                    }
+                }
                 None => return send_response(wr, id, false, response::Kind::Ack(p2pd_proto::control::Ack {})).await,
             },
             _ = rd.read(&mut probe) => return Ok(()),
