@@ -39,6 +39,9 @@ impl Journal {
     pub fn connect() -> std::io::Result<Journal> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(SOCKET)?;
+        // Events are logged from the event loop: a journald that stops reading may cost a line,
+        // never more than this wait.
+        socket.set_write_timeout(Some(std::time::Duration::from_millis(100)))?;
         Ok(Journal { socket })
     }
 
