@@ -124,15 +124,13 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             let port = cfg.metrics.addr.0.port();
-            let who = crate::ports::holder(crate::ports::Proto::Tcp, port)
-                .unwrap_or_else(|| "held by another process".into());
+            let who = crate::ports::holder(crate::ports::Proto::Tcp, port);
+            let other = port.wrapping_add(1).max(1);
             anyhow::bail!(
                 "cannot bind the metrics address {} (metrics.addr): port {port} is in use, {who}. \
-                 Give p2pd another port: [metrics] addr = \"127.0.0.1:{}\" in the config file, or \
-                 P2P_METRICS_PORT={} (or stop the other service)",
+                 Give p2pd another port: [metrics] addr = \"127.0.0.1:{other}\" in the config \
+                 file, or P2P_METRICS_PORT={other} (or stop the other service)",
                 cfg.metrics.addr.0,
-                port.wrapping_add(1).max(1),
-                port.wrapping_add(1).max(1),
             );
         }
         Err(e) => {

@@ -64,9 +64,9 @@ fn owner(proc_root: &Path, wanted: &[u64]) -> Option<String> {
     None
 }
 
-/// Who holds the port, in words: "node_exporter (pid 812)", or the service that uses it by
-/// default.
-pub fn holder(proto: Proto, port: u16) -> Option<String> {
+/// Who holds the port, in words: "held by node_exporter (pid 812)", or the service that uses
+/// it by default, or "held by another process".
+pub fn holder(proto: Proto, port: u16) -> String {
     let files: &[&str] = match proto {
         Proto::Tcp => &["/proc/net/tcp", "/proc/net/tcp6"],
         Proto::Udp => &["/proc/net/udp", "/proc/net/udp6"],
@@ -84,18 +84,36 @@ pub fn holder(proto: Proto, port: u16) -> Option<String> {
         .iter()
         .find(|(p, _)| *p == port)
         .map(|(_, s)| format!("{port} is the default port of {s}"));
-    match (process, known) {
-        (Some(p), Some(k)) => Some(format!("held by {p}; {k}")),
-        (Some(p), None) => Some(format!("held by {p}")),
-        (None, Some(k)) => Some(format!("held by another process; {k}")),
-        (None, None) => None,
+    let who = process.unwrap_or_else(|| "another process".into());
+    match known {
+        Some(k) => format!("held by {who}; {k}"),
+        None => format!("held by {who}"),
     }
 }
 
-/// True for "address in use" anywhere in an error chain's text.
-pub fn in_use(e: &dyn std::fmt::Display) -> bool {
-    let t = e.to_string().to_lowercase();
-    t.contains("address already in use") || t.contains("addrinuse")
+/// True when an error, or anything in its chain of sources, is "address in use". The
+/// transports wrap the socket's error in other I/O errors, whose `source()` skips the wrapped
+/// error itself (their `get_ref()` is followed), and in `Either`s, which hide it from the chain
+/// altogether: for those the error's debug form, which names the kind, decides.
+pub fn in_use(e: &(dyn std::error::Error + 'static)) -> bool {
+    typed_in_use(e) || format!("{e:?}").contains("AddrInUse")
+}
+
+fn typed_in_use(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::AddrInUse {
+                return true;
+            }
+            if let Some(inner) = io.get_ref() {
+                cur = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
+            }
+        }
+        cur = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -115,10 +133,29 @@ mod tests {
     }
 
     #[test]
+    fn finds_address_in_use_inside_wrapped_errors() {
+        let inner = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let wrapped = std::io::Error::other(inner);
+        assert!(in_use(&wrapped));
+        assert!(!in_use(&std::io::Error::other("something else")));
+        // A wrapper that, like `Either`, shows the error but hides it from `source()`.
+        #[derive(Debug)]
+        struct Hides(std::io::Error);
+        impl std::fmt::Display for Hides {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl std::error::Error for Hides {}
+        let hidden = std::io::Error::other(Hides(std::io::ErrorKind::AddrInUse.into()));
+        assert!(in_use(&hidden));
+    }
+
+    #[test]
     fn names_the_process_holding_a_port() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
-        let who = holder(Proto::Tcp, port).expect("found");
+        let who = holder(Proto::Tcp, port);
         assert!(
             who.contains(&format!("pid {}", std::process::id())),
             "{who}"

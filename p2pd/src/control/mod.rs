@@ -205,6 +205,16 @@ fn error_frame(id: u64, code: ErrorCode, message: &str) -> ServerFrame {
     response_frame(id, false, response::Kind::Error(err))
 }
 
+/// Several frames in one write (and one flush).
+async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[ServerFrame],
+) -> std::io::Result<()> {
+    let out: Vec<u8> = frames.iter().flat_map(frame::encode_frame).collect();
+    tokio::io::AsyncWriteExt::write_all(w, &out).await?;
+    tokio::io::AsyncWriteExt::flush(w).await
+}
+
 async fn send_response<W: AsyncWrite + Unpin>(
     w: &mut W,
     id: u64,
@@ -237,32 +247,35 @@ where
 {
     use futures::FutureExt;
     let mut probe = [0u8; 1];
-    let mut out = Vec::new();
     loop {
         tokio::select! {
-            item = items.next() => match item {
-                Some(kind) => {
-                    // Whatever else is already waiting goes out in the same write.
-                    out.clear();
-                    out.extend_from_slice(&frame::encode_frame(&response_frame(id, true, kind)));
-                    let mut ended = false;
-                    for _ in 1..256 {
-                        match items.next().now_or_never() {
-                            Some(Some(kind)) => out.extend_from_slice(&frame::encode_frame(&response_frame(id, true, kind))),
-                            Some(None) => {
-                                ended = true;
-                                break;
-                            }
-                            None => break,
+            item = items.next() => {
+                // Whatever else is already waiting goes out in the same write.
+                let (mut frames, mut ended, mut next) = (Vec::new(), false, item);
+                loop {
+                    match next {
+                        Some(kind) => frames.push(response_frame(id, true, kind)),
+                        None => {
+                            ended = true;
+                            break;
                         }
                     }
-                    tokio::io::AsyncWriteExt::write_all(wr, &out).await?;
-                    tokio::io::AsyncWriteExt::flush(wr).await?;
-                    if ended {
-                        return send_response(wr, id, false, response::Kind::Ack(p2pd_proto::control::Ack {})).await;
+                    if frames.len() == 256 {
+                        break;
+                    }
+                    match items.next().now_or_never() {
+                        Some(n) => next = n,
+                        None => break,
                     }
                 }
-                None => return send_response(wr, id, false, response::Kind::Ack(p2pd_proto::control::Ack {})).await,
+                // The stream ended (now, or within what was waiting): the final Ack.
+                if ended {
+                    frames.push(response_frame(id, false, response::Kind::Ack(p2pd_proto::control::Ack {})));
+                }
+                write_frames(wr, &frames).await?;
+                if ended {
+                    return Ok(());
+                }
             },
             _ = rd.read(&mut probe) => return Ok(()),
         }
@@ -434,17 +447,16 @@ where
     let ids: Vec<u64> = batch.iter().map(|r| r.id).collect();
     let outcomes =
         futures::future::join_all(batch.into_iter().map(|req| dispatch(ctx, caller, req))).await;
-    let mut out = Vec::new();
-    for (id, outcome) in ids.into_iter().zip(outcomes) {
-        let frame = match outcome {
+    let frames: Vec<ServerFrame> = ids
+        .into_iter()
+        .zip(outcomes)
+        .map(|(id, outcome)| match outcome {
             Outcome::Reply(Ok(kind)) => response_frame(id, false, kind),
             Outcome::Reply(Err(e)) => error_frame(id, e.code, &e.message),
             Outcome::Stream(_) => error_frame(id, ErrorCode::Internal, "unexpected stream"),
-        };
-        out.extend_from_slice(&frame::encode_frame(&frame));
-    }
-    tokio::io::AsyncWriteExt::write_all(wr, &out).await?;
-    tokio::io::AsyncWriteExt::flush(wr).await
+        })
+        .collect();
+    write_frames(wr, &frames).await
 }
 
 /// Answers a frame that could not be read. Returns Err when the connection should close anyway.

@@ -755,18 +755,16 @@ impl Node {
 
 /// Why a listen address cannot be bound, and what to do: for a port in use, who holds it and
 /// how to give p2pd another one.
-fn listen_error(addr: &Multiaddr, e: &dyn std::error::Error) -> anyhow::Error {
+fn listen_error(addr: &Multiaddr, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
     use libp2p::multiaddr::Protocol;
     let port = addr.iter().find_map(|p| match p {
         Protocol::Tcp(port) => Some((crate::ports::Proto::Tcp, port)),
         Protocol::Udp(port) => Some((crate::ports::Proto::Udp, port)),
         _ => None,
     });
-    let text = error_chain(e);
     match port {
-        Some((proto, port)) if crate::ports::in_use(&text) => {
-            let who = crate::ports::holder(proto, port)
-                .unwrap_or_else(|| "held by another process".into());
+        Some((proto, port)) if crate::ports::in_use(e) => {
+            let who = crate::ports::holder(proto, port);
             let other: Multiaddr = addr
                 .iter()
                 .map(|p| match p {
@@ -781,7 +779,10 @@ fn listen_error(addr: &Multiaddr, e: &dyn std::error::Error) -> anyhow::Error {
                  P2P_LISTEN_ADDRS (or stop the other service)"
             )
         }
-        _ => anyhow::anyhow!("cannot listen on {addr} (network.listen): {text}"),
+        _ => anyhow::anyhow!(
+            "cannot listen on {addr} (network.listen): {}",
+            error_chain(e)
+        ),
     }
 }
 
