@@ -25,4 +25,5 @@ pub mod replay;
 pub mod rlimit;
 pub mod sd;
 pub mod streams;
+pub mod tls;
 pub mod transport;

@@ -3,6 +3,10 @@ use p2pd::cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // rustls (inside libp2p's QUIC) writes every TLS session secret to the file this names:
+    // whatever the environment says, no secret of this daemon's sessions is ever written out.
+    // Here, before any thread exists, removing it is sound.
+    std::env::remove_var("SSLKEYLOGFILE");
     let cli = Cli::parse();
     match cli.command {
         None => run(&cli.run),

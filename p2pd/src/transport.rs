@@ -3,6 +3,7 @@
 //! `SwarmBuilder::with_tcp`, which offers no place for either.
 
 use crate::policy::gate::{Gate, SharedRules};
+use crate::tls;
 use futures::future::{BoxFuture, Either};
 use futures::{AsyncRead, AsyncWrite, FutureExt, TryFutureExt};
 use libp2p::core::muxing::StreamMuxerBox;
@@ -10,7 +11,7 @@ use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::core::{upgrade::Version, Transport};
 use libp2p::identity::Keypair;
-use libp2p::{noise, quic, tcp, tls, PeerId};
+use libp2p::{noise, quic, tcp, PeerId};
 use std::time::Duration;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,7 +26,7 @@ pub struct Secure {
 #[derive(Debug, thiserror::Error)]
 pub enum SecureError {
     #[error("TLS handshake: {0}")]
-    Tls(#[source] tls::UpgradeError),
+    Tls(#[source] tls::TlsError),
     #[error("Noise handshake: {0}")]
     Noise(#[source] noise::Error),
 }
@@ -60,7 +61,7 @@ impl UpgradeInfo for Secure {
 type SecureFuture<C> = BoxFuture<'static, Result<Secured<C>, SecureError>>;
 
 fn tls_side<C: Send + 'static>(
-    f: impl std::future::Future<Output = Result<(PeerId, tls::TlsStream<C>), tls::UpgradeError>>
+    f: impl std::future::Future<Output = Result<(PeerId, tls::TlsStream<C>), tls::TlsError>>
         + Send
         + 'static,
 ) -> SecureFuture<C> {

@@ -98,3 +98,34 @@ fn restarted_node_keeps_identity_and_reconnects() {
         nodes[1].peers()
     );
 }
+
+/// rustls writes session secrets to the file `SSLKEYLOGFILE` names (libp2p's TLS configuration
+/// asks it to): a p2pd started with it set, by mistake or by an attacker who controls the
+/// environment, still writes no secret of its TCP or QUIC sessions anywhere.
+#[test]
+fn no_tls_secret_is_written_whatever_the_environment_says() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let keylog = keys.path().join("keys.log");
+    let opts = |transport| NodeOpts {
+        transport,
+        env: vec![("SSLKEYLOGFILE".into(), keylog.display().to_string())],
+        ..Default::default()
+    };
+    for transport in [Transport::Tcp, Transport::Quic] {
+        let a = Node::start("keylog-a", opts(transport));
+        let b = Node::start("keylog-b", opts(transport));
+        assert!(b
+            .ctl(&["connect", &a.multiaddr(transport)])
+            .status
+            .success());
+        let ok = wait_until(Duration::from_secs(10), || {
+            a.peers().contains(&b.peer_id()) && b.peers().contains(&a.peer_id())
+        });
+        assert!(ok, "{transport:?}: no connection\n{}\n{}", a.log(), b.log());
+        assert!(
+            !keylog.exists(),
+            "{transport:?}: TLS secrets were written to {}",
+            keylog.display()
+        );
+    }
+}
