@@ -88,13 +88,19 @@ pub async fn read_message<M: Message + Default, R: AsyncRead + Unpin>(
 
 /// Encodes `msg` as one frame (length prefix + body).
 pub fn encode_frame<M: Message>(msg: &M) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame_into(msg, &mut out);
+    out
+}
+
+/// Appends `msg` as one frame (length prefix + body) to `out`.
+pub fn encode_frame_into<M: Message>(msg: &M, out: &mut Vec<u8>) {
     let body_len = msg.encoded_len();
-    let mut out = Vec::with_capacity(body_len + 10);
+    out.reserve(body_len + 10);
     let mut lenbuf = [0u8; 10];
     out.extend_from_slice(encode_len(body_len as u64, &mut lenbuf));
     // Encoding into a Vec cannot fail: it grows as needed.
-    let _ = msg.encode(&mut out);
-    out
+    let _ = msg.encode(out);
 }
 
 /// Writes one message as a frame and flushes.

@@ -130,7 +130,7 @@ pub fn serve(
         (hash.to_vec(), manifest.encode_to_vec())
     } else {
         let index = req.chunk as usize;
-        let Some(chunk_hash) = meta.chunk_hashes().get(index).copied() else {
+        let Some(chunk_hash) = meta.chunk_hash(index) else {
             return error(format!("block {} has no chunk {index}", meta.hash));
         };
         // Never serve bytes that do not match: a corrupt block is quarantined and the peer told,

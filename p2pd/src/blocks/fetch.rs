@@ -54,6 +54,7 @@ async fn request(
     let req = BlockRequest {
         hash: hash.to_vec(),
         chunk,
+        envelope: super::envelope::ACCEPTS,
     };
     let resp = node
         .ask(|reply| Command::BlockRequest {
@@ -106,7 +107,14 @@ async fn chunk(
     want: &[u8],
 ) -> Result<Vec<u8>, String> {
     let (claimed, data, _) = request(node, peer, hash, index as i64).await?;
-    let ok = claimed == want && tokio::task::block_in_place(|| sha256(&data)).as_slice() == want;
+    // Hashed on the blocking pool, so chunks in flight are checked side by side.
+    let (data, got) = tokio::task::spawn_blocking(move || {
+        let got = sha256(&data);
+        (data, got)
+    })
+    .await
+    .map_err(|e| format!("chunk check failed: {e}"))?;
+    let ok = claimed == want && got.as_slice() == want;
     if !ok {
         return Err(format!(
             "chunk {index} failed verification (corrupt or forged data)"
@@ -140,8 +148,12 @@ async fn from_providers(
             }
         }
     };
-    let mut writer =
-        tokio::task::block_in_place(|| store.writer(ttl)).map_err(|e| e.to_string())?;
+    let writer = tokio::task::block_in_place(|| store.writer(ttl)).map_err(|e| e.to_string())?;
+    // The store is written by a thread of its own, so writing (and hashing the whole) overlaps
+    // receiving and checking the chunks that follow.
+    let (to_disk, from_fetch) = tokio::sync::mpsc::channel::<(Vec<u8>, Hash)>(PIPELINE);
+    let whole = *hash;
+    let disk = tokio::task::spawn_blocking(move || write_chunks(writer, from_fetch, &whole));
     let wants = &m.chunk_hashes;
     let mut inflight = FuturesOrdered::new();
     let mut next = 0;
@@ -183,12 +195,38 @@ async fn from_providers(
                 }
             }
         };
-        tokio::task::block_in_place(|| writer.write(&data)).map_err(|e| e.to_string())?;
+        // Verified against the manifest just now: the writer takes that hash as it is.
+        let want: Hash = wants[i].as_slice().try_into().map_err(|_| "bad chunk hash")?;
+        if to_disk.send((data, want)).await.is_err() {
+            break; // The writer failed: its error is below.
+        }
         written += 1;
     }
-    let meta =
-        tokio::task::block_in_place(|| writer.finish(Some(hash))).map_err(|e| e.to_string())?;
+    drop(to_disk);
+    let meta = disk
+        .await
+        .map_err(|e| format!("the block writer failed: {e}"))?
+        .map_err(|e| e.to_string())?;
     Ok((meta, providers))
+}
+
+/// Writes verified chunks in order as they come, then checks the whole against `hash`.
+fn write_chunks(
+    mut writer: super::store::BlockWriter,
+    mut chunks: tokio::sync::mpsc::Receiver<(Vec<u8>, Hash)>,
+    hash: &Hash,
+) -> Result<Meta, super::store::StoreError> {
+    while let Some((data, chunk_hash)) = chunks.blocking_recv() {
+        writer.write_chunk(&data, &chunk_hash)?;
+    }
+    writer.finish(Some(hash))
+}
+
+/// A block in the store, and whether this call fetched it (so every byte of it was verified
+/// against its hash moments ago).
+pub struct Fetched {
+    pub meta: Meta,
+    pub just_verified: bool,
 }
 
 /// Returns the stored block, fetching it from the network first if needed.
@@ -197,9 +235,12 @@ pub async fn fetch(
     store: &BlockStore,
     me: PeerId,
     hash: &Hash,
-) -> Result<Meta, ApiError> {
+) -> Result<Fetched, ApiError> {
     if let Some(meta) = store.stat(hash) {
-        return Ok(meta);
+        return Ok(Fetched {
+            meta,
+            just_verified: false,
+        });
     }
     let key = hash.to_vec();
     let providers = match node
@@ -230,7 +271,10 @@ pub async fn fetch(
                         reply,
                     })
                     .await;
-                return Ok(meta);
+                return Ok(Fetched {
+                    meta,
+                    just_verified: true,
+                });
             }
             Err(e) => reasons.push(e),
         }

@@ -39,6 +39,11 @@ impl Meta {
     pub fn chunk_hashes(&self) -> Vec<Hash> {
         self.chunks.iter().filter_map(|c| parse_hash(c)).collect()
     }
+
+    /// The hash of chunk `index` alone (serving one chunk parses one hash, not all of them).
+    pub fn chunk_hash(&self, index: usize) -> Option<Hash> {
+        self.chunks.get(index).and_then(|c| parse_hash(c))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,8 @@ pub enum StoreError {
     HashMismatch { expected: String, actual: String },
     #[error("the block is larger than {MAX_BLOCK_SIZE} bytes")]
     TooLarge,
+    #[error("chunks out of shape: {0}")]
+    Shape(&'static str),
     #[error("block {hash} is corrupt on this node ({why}); it was moved aside to {aside}")]
     Corrupt {
         hash: String,
@@ -160,7 +167,7 @@ impl BlockStore {
             why: "malformed hash in the metadata".into(),
             aside: String::new(),
         })?;
-        let expect = meta.chunk_hashes().get(index).copied();
+        let expect = meta.chunk_hash(index);
         let data = match self.read_chunk(&hash, index) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -263,6 +270,7 @@ impl BlockStore {
             chunk: Sha256::new(),
             chunk_fill: 0,
             chunks: Vec::new(),
+            ended: false,
             size: 0,
             ttl_secs,
         })
@@ -315,12 +323,17 @@ pub struct BlockWriter {
     chunk: Sha256,
     chunk_fill: usize,
     chunks: Vec<String>,
+    /// A short chunk was written with `write_chunk`: the block ends there.
+    ended: bool,
     size: u64,
     ttl_secs: u64,
 }
 
 impl BlockWriter {
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+        if self.ended && !data.is_empty() {
+            return Err(StoreError::Shape("data after the block's short last chunk"));
+        }
         self.size += data.len() as u64;
         if self.size > MAX_BLOCK_SIZE {
             return Err(StoreError::TooLarge);
@@ -338,6 +351,28 @@ impl BlockWriter {
                 self.close_chunk();
             }
         }
+        Ok(())
+    }
+
+    /// Appends one chunk whose SHA-256 the caller has just checked (a fetched chunk, verified
+    /// against its manifest), taking that hash instead of computing it again. Only the last
+    /// chunk of a block may be shorter than [`CHUNK_SIZE`]; nothing may follow it.
+    pub fn write_chunk(&mut self, data: &[u8], hash: &Hash) -> Result<(), StoreError> {
+        if self.chunk_fill != 0 || self.ended || data.len() > CHUNK_SIZE {
+            return Err(StoreError::Shape(
+                "a chunk must start at a chunk boundary and follow no short chunk",
+            ));
+        }
+        self.size += data.len() as u64;
+        if self.size > MAX_BLOCK_SIZE {
+            return Err(StoreError::TooLarge);
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(data)?;
+        }
+        self.whole.update(data);
+        self.chunks.push(to_hex(hash));
+        self.ended = data.len() < CHUNK_SIZE;
         Ok(())
     }
 
@@ -388,6 +423,34 @@ impl Drop for BlockWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_with_known_hashes_make_the_same_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(CHUNK_SIZE + 7)).map(|i| (i % 13) as u8).collect();
+        let hash = super::super::sha256(&data);
+        let mut w = store.writer(0).unwrap();
+        for part in data.chunks(CHUNK_SIZE) {
+            w.write_chunk(part, &super::super::sha256(part)).unwrap();
+        }
+        // Nothing may follow the short last chunk.
+        assert!(matches!(w.write(b"x"), Err(StoreError::Shape(_))));
+        assert!(matches!(
+            w.write_chunk(b"x", &[0; 32]),
+            Err(StoreError::Shape(_))
+        ));
+        let meta = w.finish(Some(&hash)).unwrap();
+        assert_eq!(meta.chunks.len(), 2);
+        assert!(store.verify(&hash).unwrap());
+        // The whole is still hashed: chunks that do not add up to the block are refused.
+        let mut w = store.writer(0).unwrap();
+        w.write_chunk(&data[..CHUNK_SIZE], &[7; 32]).unwrap();
+        assert!(matches!(
+            w.finish(Some(&hash)),
+            Err(StoreError::HashMismatch { .. })
+        ));
+    }
 
     #[test]
     fn write_verify_read_expire() {

@@ -170,13 +170,13 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
         0 => std::time::Duration::from_secs(300),
         ms => std::time::Duration::from_millis(ms),
     };
-    let meta = match tokio::time::timeout(
+    let fetched = match tokio::time::timeout(
         limit,
         fetch::fetch(&ctx.node, &ctx.store, ctx.peer_id, &hash),
     )
     .await
     {
-        Ok(Ok(m)) => m,
+        Ok(Ok(f)) => f,
         Ok(Err(e)) => return Outcome::Reply(Err(e)),
         Err(_) => {
             return Outcome::Reply(Err(ApiError::new(
@@ -185,18 +185,30 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
             )))
         }
     };
-    // Every chunk is checked against the manifest as it streams, and the whole against the
-    // hash at the end: a mismatch quarantines the block and ends the transfer with an error.
+    // A block already in the store is checked as it streams: every chunk against the manifest,
+    // the whole against the hash at the end; a mismatch quarantines the block and ends the
+    // transfer with an error. One this request just fetched was verified byte by byte moments
+    // ago, on its way into the store: it streams as it is.
+    let fetch::Fetched {
+        meta,
+        just_verified,
+    } = fetched;
     let store = ctx.store.clone();
     let chunks = meta.chunks.len();
-    let mut whole = Some(<sha2::Sha256 as sha2::Digest>::new());
+    let mut whole = (!just_verified).then(<sha2::Sha256 as sha2::Digest>::new);
+    let mut failed = false;
     let stat = stat_of(&meta);
     let data = futures::stream::iter(0..=chunks)
         .map(move |i| {
             use sha2::Digest;
-            let w = whole.as_mut()?;
+            if failed {
+                return None;
+            }
             if i == chunks {
-                let got: blocks::Hash = whole.take()?.finalize().into();
+                let Some(w) = whole.take() else {
+                    return Some(Kind::BlockStat(stat.clone()));
+                };
+                let got: blocks::Hash = w.finalize().into();
                 return Some(if got == hash {
                     Kind::BlockStat(stat.clone())
                 } else {
@@ -204,13 +216,19 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
                     Kind::Error(error_of(&e))
                 });
             }
-            match tokio::task::block_in_place(|| store.read_verified(&meta, i)) {
+            let read = tokio::task::block_in_place(|| match whole {
+                Some(_) => store.read_verified(&meta, i),
+                None => store.read_chunk(&hash, i).map_err(Into::into),
+            });
+            match read {
                 Ok(data) => {
-                    w.update(&data);
+                    if let Some(w) = whole.as_mut() {
+                        w.update(&data);
+                    }
                     Some(Kind::BlockData(BlockData { data }))
                 }
                 Err(e) => {
-                    whole = None;
+                    failed = true;
                     Some(Kind::Error(error_of(&e)))
                 }
             }

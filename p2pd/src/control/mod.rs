@@ -205,13 +205,24 @@ fn error_frame(id: u64, code: ErrorCode, message: &str) -> ServerFrame {
     response_frame(id, false, response::Kind::Error(err))
 }
 
+/// Answers that are already waiting go out together in one write until they add up to this
+/// much (a block's chunk of 1 MiB goes alone); more waits for the next write.
+const BATCH_BYTES: usize = 256 * 1024;
+
 /// Several frames in one write (and one flush).
 async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
     frames: &[ServerFrame],
 ) -> std::io::Result<()> {
-    let out: Vec<u8> = frames.iter().flat_map(frame::encode_frame).collect();
-    tokio::io::AsyncWriteExt::write_all(w, &out).await?;
+    let mut out = Vec::new();
+    for f in frames {
+        frame::encode_frame_into(f, &mut out);
+    }
+    write_encoded(w, &out).await
+}
+
+async fn write_encoded<W: AsyncWrite + Unpin>(w: &mut W, out: &[u8]) -> std::io::Result<()> {
+    tokio::io::AsyncWriteExt::write_all(w, out).await?;
     tokio::io::AsyncWriteExt::flush(w).await
 }
 
@@ -250,17 +261,18 @@ where
     loop {
         tokio::select! {
             item = items.next() => {
-                // Whatever else is already waiting goes out in the same write.
-                let (mut frames, mut ended, mut next) = (Vec::new(), false, item);
+                // Whatever else is already waiting goes out in the same write, up to
+                // BATCH_BYTES.
+                let (mut out, mut ended, mut next) = (Vec::new(), false, item);
                 loop {
                     match next {
-                        Some(kind) => frames.push(response_frame(id, true, kind)),
+                        Some(kind) => frame::encode_frame_into(&response_frame(id, true, kind), &mut out),
                         None => {
                             ended = true;
                             break;
                         }
                     }
-                    if frames.len() == 256 {
+                    if out.len() >= BATCH_BYTES {
                         break;
                     }
                     match items.next().now_or_never() {
@@ -270,9 +282,10 @@ where
                 }
                 // The stream ended (now, or within what was waiting): the final Ack.
                 if ended {
-                    frames.push(response_frame(id, false, response::Kind::Ack(p2pd_proto::control::Ack {})));
+                    let ack = response::Kind::Ack(p2pd_proto::control::Ack {});
+                    frame::encode_frame_into(&response_frame(id, false, ack), &mut out);
                 }
-                write_frames(wr, &frames).await?;
+                write_encoded(wr, &out).await?;
                 if ended {
                     return Ok(());
                 }

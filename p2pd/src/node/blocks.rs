@@ -149,7 +149,9 @@ impl Node {
                             &request,
                         );
                         // Signing hashes the whole (1 MiB) answer: here, not on the loop.
-                        let response = service.signer.seal(response.encode_to_vec());
+                        let response = service
+                            .signer
+                            .seal_for(request.envelope, response.encode_to_vec());
                         handle.try_tell(Command::BlockRespond { channel, response });
                     });
                 }
