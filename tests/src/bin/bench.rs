@@ -40,7 +40,9 @@ impl Sizes {
             Sizes {
                 stream: 1 << 30,
                 block: 256 << 20,
-                burst: 20_000,
+                // Long enough (several seconds) that a per-peer rate limit below what the node
+                // carries would show as lost messages, not hide inside its burst allowance.
+                burst: 100_000,
                 paced: 1_000,
                 peers: vec![50, 500],
                 round_trips: 2_000,
