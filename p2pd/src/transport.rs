@@ -186,12 +186,11 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        self.buf.clear();
+        // Nothing is kept between flushes: an idle connection (most of them) holds no buffer,
+        // and a busy one allocates one per flush of up to COALESCE_BYTES, which is cheap
+        // beside encrypting them.
+        self.buf = Vec::new();
         self.sent = 0;
-        // Give back a buffer a burst made large.
-        if self.buf.capacity() > 2 * COALESCE_BYTES {
-            self.buf.shrink_to(COALESCE_BYTES);
-        }
         Poll::Ready(Ok(()))
     }
 }
