@@ -196,7 +196,10 @@ async fn from_providers(
             }
         };
         // Verified against the manifest just now: the writer takes that hash as it is.
-        let want: Hash = wants[i].as_slice().try_into().map_err(|_| "bad chunk hash")?;
+        let want: Hash = wants[i]
+            .as_slice()
+            .try_into()
+            .map_err(|_| "bad chunk hash")?;
         if to_disk.send((data, want)).await.is_err() {
             break; // The writer failed: its error is below.
         }
