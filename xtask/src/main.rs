@@ -145,6 +145,13 @@ flags.
 .B RUST_LOG
 The log filter (log.filter), e.g. info or info,libp2p_kad=debug.
 .TP
+.B TOKIO_WORKER_THREADS
+Worker threads of the async runtime (default 1; hashing, signing and disk work have threads of
+their own). More can help a node with many busy peers on many cores; measure first.
+.TP
+.B SSLKEYLOGFILE
+Ignored and removed at start: no TLS session secret of p2pd is ever written anywhere.
+.TP
 .B INVOCATION_ID, NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS, LISTEN_FDNAMES, JOURNAL_STREAM
 Set by systemd: system mode, readiness and watchdog notifications, the passed sockets, and
 native journal logging.
