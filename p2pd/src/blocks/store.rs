@@ -334,14 +334,7 @@ impl BlockWriter {
         if self.ended && !data.is_empty() {
             return Err(StoreError::Shape("data after the block's short last chunk"));
         }
-        self.size += data.len() as u64;
-        if self.size > MAX_BLOCK_SIZE {
-            return Err(StoreError::TooLarge);
-        }
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(data)?;
-        }
-        self.whole.update(data);
+        self.append(data)?;
         while !data.is_empty() {
             let take = (CHUNK_SIZE - self.chunk_fill).min(data.len());
             self.chunk.update(&data[..take]);
@@ -363,6 +356,14 @@ impl BlockWriter {
                 "a chunk must start at a chunk boundary and follow no short chunk",
             ));
         }
+        self.append(data)?;
+        self.chunks.push(to_hex(hash));
+        self.ended = data.len() < CHUNK_SIZE;
+        Ok(())
+    }
+
+    /// Adds `data` to the file and to the whole block's hash, within the size limit.
+    fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
         self.size += data.len() as u64;
         if self.size > MAX_BLOCK_SIZE {
             return Err(StoreError::TooLarge);
@@ -371,8 +372,6 @@ impl BlockWriter {
             f.write_all(data)?;
         }
         self.whole.update(data);
-        self.chunks.push(to_hex(hash));
-        self.ended = data.len() < CHUNK_SIZE;
         Ok(())
     }
 
