@@ -393,6 +393,40 @@ mod tests {
         assert_eq!(&got, b"ping");
     }
 
+    /// Client authentication is mandatory: a dialer that presents no certificate (so no peer
+    /// id) is refused by the listener, whatever else it gets right.
+    #[tokio::test]
+    async fn a_dialer_without_a_certificate_is_refused() {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let b = Keypair::generate_ed25519();
+        let mut anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier::new()))
+            .with_no_client_auth();
+        anonymous.alpn_protocols = vec![ALPN.to_vec()];
+        let (x, y) = tokio::io::duplex(64 * 1024);
+        let dial = async move {
+            let name = ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into());
+            let mut s = futures_rustls::TlsConnector::from(Arc::new(anonymous))
+                .connect(name, x.compat())
+                .await?;
+            // TLS 1.3: the client learns of the refusal on its first read.
+            let mut byte = [0u8; 1];
+            s.read(&mut byte).await
+        };
+        let listen = Config::new(&b)
+            .unwrap()
+            .upgrade_inbound(y.compat(), PROTOCOL);
+        let (dialed, accepted) = futures::join!(dial, listen);
+        assert!(
+            accepted.is_err(),
+            "the listener accepted an anonymous dialer"
+        );
+        assert!(!matches!(dialed, Ok(1)), "the dialer got data");
+    }
+
     #[tokio::test]
     async fn a_peer_with_libp2p_tls_own_configuration_interoperates() {
         use tokio_util::compat::TokioAsyncReadCompatExt;

@@ -303,3 +303,34 @@ async fn rate_state_of_many_identities_is_evicted() {
     assert_eq!(len, 0);
     assert!(cap <= 64, "{cap} slots kept after eviction");
 }
+
+/// The default buckets let an honest publisher at the rate p2pd is built to carry (20,000
+/// messages a second, sustained for ten seconds, in one burst per millisecond) through without
+/// a single drop or a point of score, and still stop a peer at ten times that.
+#[test]
+fn default_rate_limits_never_drop_an_honest_publisher_at_full_speed() {
+    let (normal, trusted, threshold) = super::buckets(&Config::default());
+    let mut rate = super::rate::RateLimiter::new(normal, trusted, threshold);
+    let honest = PeerId::random();
+    let t0 = Instant::now();
+    for ms in 0..10_000u64 {
+        let now = t0 + Duration::from_millis(ms);
+        for _ in 0..20 {
+            assert_eq!(
+                rate.allow(&honest, false, now),
+                super::rate::Admit::Yes,
+                "dropped at {ms} ms"
+            );
+        }
+    }
+    assert_eq!(rate.score(&honest, t0 + Duration::from_secs(10)), 0.0);
+    let flood = PeerId::random();
+    let dropped = (0..10_000u64)
+        .flat_map(|ms| std::iter::repeat_n(t0 + Duration::from_millis(ms), 200))
+        .filter(|now| rate.allow(&flood, false, *now) != super::rate::Admit::Yes)
+        .count();
+    assert!(
+        dropped > 1_000_000,
+        "a 200,000/s flood kept {dropped} drops"
+    );
+}
