@@ -5,7 +5,9 @@ use crate::config::Config;
 use libp2p::identity::Keypair;
 use libp2p::metrics::Registry;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{autonat, dcutr, gossipsub, identify, kad, ping, relay, StreamProtocol};
+use libp2p::{autonat, dcutr, gossipsub, identify, kad, ping, relay, PeerId, StreamProtocol};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 /// Agent string announced through identify.
@@ -66,6 +68,7 @@ impl Behaviour {
             // Our own messages coming back are duplicates, not offences (see node/pubsub.rs).
             .allow_self_origin(true)
             .max_transmit_size(MAX_PUBSUB_MESSAGE)
+            .message_id_fn(message_id)
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
         let mut gossipsub = gossipsub::Behaviour::new(
@@ -118,6 +121,43 @@ impl Behaviour {
     }
 }
 
+/// Peer ids in base58 (the text form) this process has written lately, at most this many.
+const BASE58_CACHED: usize = 4096;
+
+static BASE58: LazyLock<Mutex<HashMap<PeerId, Arc<str>>>> = LazyLock::new(Default::default);
+
+/// `peer.to_base58()`, memoized. Every pub/sub message is numbered and delivered with its
+/// author's id in base58, and encoding one costs more than all the rest of the numbering (a
+/// tenth of a receiving node's CPU in a publish burst): the few authors of a topic are encoded
+/// once. Bounded whatever peers send: the cache starts afresh when full.
+pub fn base58(peer: &PeerId) -> Arc<str> {
+    let mut names = BASE58.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(name) = names.get(peer) {
+        return name.clone();
+    }
+    if names.len() >= BASE58_CACHED {
+        names.clear();
+    }
+    let name: Arc<str> = peer.to_base58().into();
+    names.insert(*peer, name.clone());
+    name
+}
+
+/// Gossipsub's default message id — the author in base58 followed by the sequence number in
+/// decimal — computed with [`base58`]; the same ids as every other rust-libp2p node.
+pub fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    use std::fmt::Write;
+    let mut id = match &message.source {
+        Some(author) => base58(author).to_string(),
+        // As Gossipsub numbers an anonymous message.
+        None => PeerId::from_bytes(&[0, 1, 0])
+            .map(|p| p.to_base58())
+            .unwrap_or_default(),
+    };
+    let _ = write!(id, "{}", message.sequence_number.unwrap_or_default());
+    gossipsub::MessageId::from(id)
+}
+
 /// Gossipsub v1.1 scoring that protects the mesh without knowing the application's topics:
 /// IP colocation (more than `pubsub.ip_colocation_threshold` peers on one address), behaviour
 /// penalties (broken IHAVE promises, GRAFT during backoff), and the application score, fed with
@@ -162,4 +202,45 @@ pub fn peer_scoring(
 /// The kad protocol, to recognise DHT servers among identified peers.
 pub fn is_dht_server(protocols: &[StreamProtocol]) -> bool {
     protocols.contains(&kad::PROTOCOL_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(source: Option<PeerId>, seq: Option<u64>) -> gossipsub::Message {
+        gossipsub::Message {
+            source,
+            data: b"data".to_vec(),
+            sequence_number: seq,
+            topic: gossipsub::IdentTopic::new("t").hash(),
+        }
+    }
+
+    #[test]
+    fn message_ids_are_gossipsubs_own() {
+        let upstream = gossipsub::Config::default();
+        let author = PeerId::random();
+        for m in [
+            message(Some(author), Some(1)),
+            message(Some(author), Some(u64::MAX)),
+            message(Some(PeerId::random()), Some(1_700_000_000_000_000_000)),
+            message(Some(author), None),
+            message(None, Some(7)),
+        ] {
+            assert_eq!(message_id(&m), upstream.message_id(&m));
+        }
+    }
+
+    #[test]
+    fn the_base58_cache_stays_bounded() {
+        let first = PeerId::random();
+        assert_eq!(&*base58(&first), first.to_base58());
+        for _ in 0..BASE58_CACHED + 10 {
+            let p = PeerId::random();
+            assert_eq!(&*base58(&p), p.to_base58());
+        }
+        assert!(BASE58.lock().unwrap().len() <= BASE58_CACHED);
+        assert_eq!(&*base58(&first), first.to_base58());
+    }
 }

@@ -47,7 +47,14 @@ fn run(args: &p2pd::cli::RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    match rt.block_on(p2pd::daemon::run(cfg, mode, args.overrides())) {
+    // The daemon runs as a task on the workers, not on this thread: `block_on` polls its future
+    // here, beside the worker, and every hand-off between the node and its connections would
+    // cross threads.
+    let daemon = rt.spawn(p2pd::daemon::run(cfg, mode, args.overrides()));
+    let result = rt
+        .block_on(daemon)
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the daemon task failed: {e}")));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "start-up failed");

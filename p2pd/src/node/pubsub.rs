@@ -3,6 +3,7 @@
 //! and size checks) before it is delivered or forwarded.
 
 use super::{ApiError, Node, Reply};
+use crate::behaviour::base58;
 use crate::replay::{ReplayGuard, Verdict};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::PeerId;
@@ -214,7 +215,7 @@ impl Node {
                 String::from_utf8_lossy(&id.0).into_owned()
             }
             // Delivered locally only: number it the way Gossipsub does (nanoseconds since the epoch).
-            Err(None) => format!("{}{}", me.to_base58(), local_seq_no()),
+            Err(None) => format!("{}{}", base58(&me), local_seq_no()),
             Err(Some(gossipsub::PublishError::AllQueuesFull(n))) => {
                 // Back-pressure for pipelining clients: nothing was sent, try again shortly.
                 let _ = reply.send(Err(ApiError::new(
@@ -241,12 +242,12 @@ impl Node {
         if local {
             // Gossipsub's default message id is author + sequence number.
             let seq_no = message_id
-                .strip_prefix(&me.to_base58())
+                .strip_prefix(&*base58(&me))
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
             let msg = control::PubsubMessage {
                 topic,
-                from: me.to_string(),
+                from: base58(&me).to_string(),
                 seq_no,
                 data,
                 message_id: message_id.clone(),
@@ -337,7 +338,10 @@ impl Node {
         }
         let msg = control::PubsubMessage {
             topic: message.topic.to_string(),
-            from: message.source.map(|p| p.to_string()).unwrap_or_default(),
+            from: message
+                .source
+                .map(|p| base58(&p).to_string())
+                .unwrap_or_default(),
             seq_no: message.sequence_number.unwrap_or(0),
             data: message.data,
             message_id: String::from_utf8_lossy(&message_id.0).into_owned(),
