@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    prost_build::Config::new()
+        // Block data arrives in 1 MiB frames: decoded as a slice of the frame, not a copy.
+        .bytes([".p2pd.control.BlockData.data"])
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -379,7 +379,7 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
             output: Some(path),
         } => {
             let tmp = path.with_extension("p2pctl-partial");
-            let f = tokio::fs::File::create(&tmp).await?;
+            let f = p2pctl::WriteInPlace(std::fs::File::create(&tmp)?);
             match client.block_get(hash, ms(cli.timeout), f).await {
                 Ok(s) => {
                     tokio::fs::rename(&tmp, path).await?;
@@ -393,7 +393,11 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
         }
         BlockCmd::Get { hash, output: None } => {
             client
-                .block_get(hash, ms(cli.timeout), tokio::io::stdout())
+                .block_get(
+                    hash,
+                    ms(cli.timeout),
+                    p2pctl::WriteInPlace(std::io::stdout().lock()),
+                )
                 .await?;
             return Ok(String::new());
         }

@@ -22,6 +22,9 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// How much of a frame's body is read before room for all of it is made.
+const FIRST_READ: usize = 64 * 1024;
+
 /// Reads one frame's bytes. `Ok(None)` is a clean end of stream at a frame boundary.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -54,9 +57,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         return Err(FrameError::TooLarge { len, max });
     }
     let len = len as usize;
-    let mut buf = Vec::with_capacity(len.min(64 * 1024));
-    let got = r.take(len as u64).read_to_end(&mut buf).await?;
-    if got < len {
+    // The first 64 KiB before the declared length is believed; then room for the rest at once
+    // (growing by doubling would copy a 1 MiB frame four times over).
+    let first = len.min(FIRST_READ);
+    let mut buf = Vec::with_capacity(first);
+    let mut body = r.take(len as u64);
+    while buf.len() < first {
+        if body.read_buf(&mut buf).await? == 0 {
+            return Err(FrameError::Truncated);
+        }
+    }
+    buf.reserve_exact(len - buf.len());
+    body.read_to_end(&mut buf).await?;
+    if buf.len() < len {
         return Err(FrameError::Truncated);
     }
     Ok(Some(buf))
@@ -82,7 +95,8 @@ pub async fn read_message<M: Message + Default, R: AsyncRead + Unpin>(
 ) -> Result<Option<M>, FrameError> {
     match read_frame(r, max).await? {
         None => Ok(None),
-        Some(buf) => Ok(Some(M::decode(buf.as_slice())?)),
+        // From `Bytes`, so `bytes` fields share the frame's buffer instead of copying it.
+        Some(buf) => Ok(Some(M::decode(prost::bytes::Bytes::from(buf))?)),
     }
 }
 
@@ -143,6 +157,30 @@ mod tests {
         assert!(!starts_with_frame(&[]));
     }
     use crate::control::{ClientFrame, Hello};
+
+    #[tokio::test]
+    async fn large_frames_arrive_whole_in_pieces_and_truncation_is_an_error() {
+        let msg = crate::control::BlockData {
+            data: (0..(1 << 20) + 17)
+                .map(|i| i as u8)
+                .collect::<Vec<u8>>()
+                .into(),
+        };
+        let bytes = encode_frame(&msg);
+        let (mut w, mut r) = tokio::io::duplex(4096);
+        let sent = bytes.clone();
+        let writer = tokio::spawn(async move { w.write_all(&sent).await });
+        let got: crate::control::BlockData = read_message(&mut r, 2 << 20).await.unwrap().unwrap();
+        assert_eq!(got, msg);
+        writer.await.unwrap().unwrap();
+        for cut in [3, 1000, 70_000, bytes.len() - 1] {
+            let mut short = &bytes[..cut];
+            assert!(matches!(
+                read_frame(&mut short, 2 << 20).await,
+                Err(FrameError::Truncated)
+            ));
+        }
+    }
 
     #[tokio::test]
     async fn round_trip_and_limits() {

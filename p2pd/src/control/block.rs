@@ -225,7 +225,7 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
                     if let Some(w) = whole.as_mut() {
                         w.update(&data);
                     }
-                    Some(Kind::BlockData(BlockData { data }))
+                    Some(Kind::BlockData(BlockData { data: data.into() }))
                 }
                 Err(e) => {
                     failed = true;
