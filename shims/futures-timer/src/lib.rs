@@ -10,7 +10,9 @@
 //! `Sleep`, on the timer wheel of the runtime polling it (no other thread involved).
 //!
 //! Polled outside a tokio runtime, a pending `Delay` falls back to a thread that sleeps until the
-//! deadline and wakes the task: correct everywhere, cheap where p2pd runs it.
+//! deadline and wakes the task: correct everywhere, cheap where p2pd runs it. Inside one, the
+//! runtime must have its timer enabled (`enable_time`/`enable_all`, as every runtime in this
+//! workspace does), as for any tokio timer.
 
 use std::future::Future;
 use std::pin::Pin;
