@@ -179,6 +179,17 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(50));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_duration_on_the_wheel_means_never_not_a_panic() {
+        let mut d = Delay::new(Duration::MAX);
+        assert!((&mut d).now_or_never().is_none());
+        assert!(matches!(d.timer, Some(Timer::Tokio(_))));
+        tokio::time::advance(Duration::from_secs(10 * 365 * 24 * 3600)).await;
+        assert!((&mut d).now_or_never().is_none());
+        d.reset(Duration::from_secs(1));
+        d.await;
+    }
+
     #[test]
     fn a_huge_duration_means_never_not_a_panic() {
         let mut d = Delay::new(Duration::MAX);
