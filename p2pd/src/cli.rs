@@ -32,7 +32,7 @@ pub enum Command {
     CheckConfig(RunArgs),
     /// Exit 0 if /health/ready says ready, 1 otherwise (for container HEALTHCHECKs).
     Health {
-        /// URL of the readiness endpoint.
+        /// URL of the readiness endpoint; a base URL (http://HOST:PORT) means its /health/ready.
         #[arg(long, default_value = "http://127.0.0.1:9100/health/ready")]
         url: String,
     },
@@ -78,10 +78,11 @@ pub struct RunArgs {
     /// Config file (default: /etc/p2pd/p2pd.toml in system mode, $XDG_CONFIG_HOME/p2pd/p2pd.toml in user mode).
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// Directory for the identity, routing table, bans and blocks.
+    /// Directory for the identity, routing table, bans and blocks (relative: to the working
+    /// directory).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Path of the control socket.
+    /// Path of the control socket (relative: to the working directory).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
     /// Listen multiaddr (repeatable); replaces network.listen.

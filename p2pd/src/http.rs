@@ -117,27 +117,32 @@ async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> s
 }
 
 /// Blocking GET of a readiness URL (`http://HOST:PORT/PATH`): Ok(true) on 200.
+/// What `probe` checks when given only `http://HOST:PORT`.
+pub const READY_PATH: &str = "/health/ready";
+
 pub fn probe(url: &str) -> std::io::Result<bool> {
     use std::io::{Read, Write};
     let invalid = || {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "expected http://HOST:PORT/PATH",
+            "expected http://HOST:PORT (checks /health/ready) or http://HOST:PORT/PATH",
         )
     };
     let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
+    // A base URL (no path, or "/") means the readiness endpoint under it.
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) if !p.is_empty() => (h, format!("/{p}")),
+        Some((h, _)) => (h, READY_PATH.into()),
+        None => (rest, READY_PATH.into()),
+    };
     let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
         .next()
         .ok_or_else(invalid)?;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    // One write: the request in one segment.
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
     )?;
     let mut resp = String::new();
     s.take(64 * 1024).read_to_string(&mut resp)?;
@@ -184,6 +189,50 @@ fn to_prometheus_text(openmetrics: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Answers `n` requests: 200 for GET /health/ready, 404 for anything else.
+    fn ready_server(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let t = std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            for _ in 0..n {
+                let (s, _) = l.accept().unwrap();
+                let mut r = std::io::BufReader::new(&s);
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                // The rest of the head, up to the blank line.
+                let mut h = String::new();
+                while r.read_line(&mut h).unwrap() > 0 && h != "\r\n" {
+                    h.clear();
+                }
+                let status = if line.starts_with("GET /health/ready ") {
+                    "200 OK"
+                } else {
+                    "404 Not Found"
+                };
+                write!(&s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").unwrap();
+                asked.push(line.trim().to_string());
+            }
+            asked
+        });
+        (base, t)
+    }
+
+    #[test]
+    fn a_base_url_means_its_readiness_endpoint() {
+        let (base, server) = ready_server(4);
+        assert!(super::probe(&base).unwrap());
+        assert!(super::probe(&format!("{base}/")).unwrap());
+        assert!(super::probe(&format!("{base}/health/ready")).unwrap());
+        assert!(!super::probe(&format!("{base}/metrics")).unwrap());
+        let asked = server.join().unwrap();
+        assert_eq!(asked[0], "GET /health/ready HTTP/1.1");
+        assert_eq!(asked[3], "GET /metrics HTTP/1.1");
+        let e = super::probe("127.0.0.1:9100").unwrap_err().to_string();
+        assert!(e.contains("http://HOST:PORT"), "{e}");
+    }
+
     #[test]
     fn openmetrics_to_prometheus_text() {
         let om = "# HELP hits Hits.\n# TYPE hits counter\nhits_total 3\n# HELP up Up.\n# TYPE up gauge\nup 1\n# EOF\n";

@@ -118,6 +118,8 @@ pub fn load(
         })?;
         let value = if var == "P2P_METRICS_PORT" {
             metrics_port_value(&merged, &raw).map_err(|m| invalid(&key, &src, m))?
+        } else if PATH_KEYS.contains(&key.as_str()) && !raw.is_empty() {
+            Value::String(absolute(Path::new(&raw)).to_string_lossy().into_owned())
         } else {
             env_value(sample, &raw).map_err(|m| invalid(&key, &src, m))?
         };
@@ -314,10 +316,21 @@ fn metrics_port_value(merged: &Table, raw: &str) -> Result<Value, String> {
     Ok(Value::String(addr.to_string()))
 }
 
+/// Settings that are paths. From a flag or a `P2P_*` variable a relative one is taken against the
+/// working directory, as other tools do; in a config file they must be absolute (the daemon's
+/// working directory under a service manager is `/`, not where the file is).
+const PATH_KEYS: [&str; 3] = ["storage.data_dir", "control.socket", "control.query_socket"];
+
+/// `p` against the working directory when it is relative (not resolving symlinks, not requiring
+/// it to exist); as it is when the working directory cannot be read.
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 fn flag_values(o: &Overrides) -> Vec<(&'static str, &'static str, Value)> {
     let s = |v: &str| Value::String(v.into());
     let list = |v: &[String]| Value::Array(v.iter().map(|x| s(x)).collect());
-    let path = |p: &Path| s(&p.to_string_lossy());
+    let path = |p: &Path| s(&absolute(p).to_string_lossy());
     let mut out = Vec::new();
     if let Some(d) = &o.data_dir {
         out.push(("--data-dir", "storage.data_dir", path(d)));
@@ -436,6 +449,39 @@ mod tests {
             ..Default::default()
         };
         (f, o)
+    }
+
+    #[test]
+    fn relative_paths_from_flags_and_variables_are_taken_against_the_working_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        let o = Overrides {
+            data_dir: Some("node-a".into()),
+            ..Default::default()
+        };
+        let (c, _) = load(Mode::User, &o, env(&[])).unwrap();
+        assert_eq!(c.storage.data_dir, cwd.join("node-a"));
+        // The control socket follows the data dir, absolute too.
+        assert_eq!(
+            c.control.socket,
+            cwd.join("node-a").join(paths::SOCKET_NAME)
+        );
+        let (c, _) = load(
+            Mode::User,
+            &Overrides::default(),
+            env(&[("P2P_DATA_DIR", "b/dir"), ("P2P_CONTROL__SOCKET", "s.sock")]),
+        )
+        .unwrap();
+        assert_eq!(c.storage.data_dir, cwd.join("b/dir"));
+        assert_eq!(c.control.socket, cwd.join("s.sock"));
+        // In a config file a relative path is an error that says where one is accepted.
+        let (_f, o) = with_file("[storage]\ndata_dir = \"rel\"\n");
+        let e = load(Mode::User, &o, env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("storage.data_dir")
+                && e.contains("not an absolute path")
+                && e.contains("flag"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -318,7 +318,7 @@ impl Config {
             bad.push((
                 "storage.data_dir".into(),
                 format!(
-                    "{} is not an absolute path",
+                    "{} is not an absolute path{RELATIVE_HINT}",
                     self.storage.data_dir.display()
                 ),
             ));
@@ -326,12 +326,19 @@ impl Config {
         if !self.control.socket.is_absolute() {
             bad.push((
                 "control.socket".into(),
-                format!("{} is not an absolute path", self.control.socket.display()),
+                format!(
+                    "{} is not an absolute path{RELATIVE_HINT}",
+                    self.control.socket.display()
+                ),
             ));
         }
         bad
     }
 }
+
+/// Why a config file's path must be absolute, and where a relative one is accepted.
+const RELATIVE_HINT: &str = "; in a config file paths must be absolute (a relative one is taken \
+against the working directory only from a flag or a P2P_* variable)";
 
 impl Default for Config {
     fn default() -> Self {
