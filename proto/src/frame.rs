@@ -1,8 +1,8 @@
 //! Length-delimited frames: an unsigned varint with the byte length, then the protobuf message.
 //!
 //! The reader never trusts the declared length: it refuses anything over the cap before it
-//! allocates, and reads the body incrementally so a peer that announces a large frame and then
-//! stalls costs nothing but its own connection.
+//! allocates, and makes room for the whole body only once its first 64 KiB have arrived, so a
+//! peer that announces a large frame and then stalls holds at most that much.
 
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

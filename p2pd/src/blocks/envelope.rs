@@ -157,12 +157,19 @@ pub fn fresh(
 mod tests {
     use super::*;
 
+    /// A signer, its peer id, and an empty replay guard of `senders` windows.
+    fn sender(senders: usize) -> (PeerId, Signer, ReplayGuard<PeerId>) {
+        let key = Keypair::generate_ed25519();
+        (
+            key.public().to_peer_id(),
+            Signer::new(key),
+            ReplayGuard::new(senders),
+        )
+    }
+
     #[test]
     fn seal_open_replay_tamper() {
-        let key = Keypair::generate_ed25519();
-        let me = key.public().to_peer_id();
-        let signer = Signer::new(key);
-        let mut guard = ReplayGuard::new(16);
+        let (me, signer, mut guard) = sender(16);
         let m = signer.seal(b"hello".to_vec());
         assert_eq!(open(m.clone(), &me, &mut guard).unwrap(), b"hello");
         assert!(matches!(
@@ -184,10 +191,7 @@ mod tests {
 
     #[test]
     fn versions_negotiate_and_do_not_mix() {
-        let key = Keypair::generate_ed25519();
-        let me = key.public().to_peer_id();
-        let signer = Signer::new(key);
-        let mut guard = ReplayGuard::new(64);
+        let (me, signer, mut guard) = sender(64);
         // An old requester (0) gets version 1, written as 0 on the wire like an old sender.
         let old = signer.seal_for(0, b"a".to_vec());
         assert_eq!(old.version, 0);
