@@ -3,9 +3,13 @@
 
 use p2pctl::{Client, ClientError};
 use p2pd_proto::control::{LimitList, StatusResponse};
+use p2pd_proto::http::{get, LIVE_PATH, METRICS_PATH};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+
+/// How long each HTTP check may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
@@ -36,33 +40,6 @@ fn check(
         cause,
         fix,
     }
-}
-
-/// GET over plain HTTP/1.1; returns (status code, body).
-async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let connect = tokio::net::TcpStream::connect(addr);
-    let mut s = tokio::time::timeout(std::time::Duration::from_secs(3), connect)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 /// Samples by full series text ("name" or "name{labels}").
@@ -284,11 +261,12 @@ fn checks(
 pub async fn run(client: &mut Client, as_json: bool) -> Result<(String, bool), ClientError> {
     let status = client.status().await?;
     let limits = client.limits().await?;
-    let live = http_get(&status.metrics_addr, "/health/live")
+    let live = get(&status.metrics_addr, LIVE_PATH, HTTP_TIMEOUT)
         .await
+        .map(|r| (r.status, r.body))
         .map_err(|e| e.to_string());
-    let metrics = match http_get(&status.metrics_addr, "/metrics").await {
-        Ok((200, body)) => parse_metrics(&body),
+    let metrics = match get(&status.metrics_addr, METRICS_PATH, HTTP_TIMEOUT).await {
+        Ok(r) if r.ok() => parse_metrics(&r.body),
         _ => HashMap::new(),
     };
     let all = checks(&status, &limits, live, &metrics);

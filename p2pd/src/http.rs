@@ -1,22 +1,53 @@
-//! A deliberately small HTTP/1.1 server for `/metrics`, `/health/live` and `/health/ready`:
-//! GET only, one request per connection, bounded header size and read time.
+//! The metrics and health endpoints (`/metrics`, `/health/live`, `/health/ready`) on hyper's
+//! HTTP/1.1 server: GET and HEAD only, at most [`Limits::connections`] connections at once (more
+//! are closed at once, so a flood cannot queue up behind the cap), the request head within
+//! [`Limits::head`] (also the keep-alive idle time), and each connection's whole life within
+//! [`Limits::lifetime`].
 
 use crate::health::Health;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{header, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use libp2p::metrics::Registry;
+use p2pd_proto::http::{LIVE_PATH, METRICS_PATH, READY_PATH};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-const MAX_REQUEST: usize = 8 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The event loop must have turned within this time for /health/live to say ok.
 const LIVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// What one scraper or prober may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once.
+    pub connections: usize,
+    /// Time to send a request head, and the longest idle time between keep-alive requests.
+    pub head: Duration,
+    /// The longest any one connection lives.
+    pub lifetime: Duration,
+    /// The largest request head.
+    pub max_head_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 64,
+            head: Duration::from_secs(5),
+            lifetime: Duration::from_secs(30),
+            max_head_bytes: 8 * 1024,
+        }
+    }
+}
 
 pub struct HttpServer {
     listener: TcpListener,
     registry: Arc<Registry>,
     health: Arc<Health>,
+    limits: Limits,
 }
 
 impl HttpServer {
@@ -25,64 +56,105 @@ impl HttpServer {
             listener,
             registry,
             health,
+            limits: Limits::default(),
         }
     }
 
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub async fn run(self) {
+        let slots = Arc::new(Semaphore::new(self.limits.connections));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.head)
+            .max_buf_size(self.limits.max_head_bytes.max(8192))
+            .max_headers(64);
+        let builder = Arc::new(builder);
         loop {
-            let Ok((stream, _)) = self.listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::debug!(error = %e, "metrics listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(
+                    limit = self.limits.connections,
+                    "metrics endpoint at its connection limit; closing a new connection"
+                );
                 continue;
             };
-            let registry = self.registry.clone();
-            let health = self.health.clone();
+            let (registry, health) = (self.registry.clone(), self.health.clone());
+            let builder = builder.clone();
+            let lifetime = self.limits.lifetime;
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(READ_TIMEOUT, serve(stream, &registry, &health)).await;
+                let service = hyper::service::service_fn(move |req| {
+                    let response = respond(&req, &registry, &health);
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(lifetime, connection).await;
+                drop(slot);
             });
         }
     }
 }
 
-async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || buf.len() + n > MAX_REQUEST {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+fn respond<B>(req: &Request<B>, registry: &Registry, health: &Health) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is supported\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
-    let line =
-        String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => {
+    match req.uri().path() {
+        METRICS_PATH => {
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, registry) {
-                Ok(()) if wants_openmetrics(&buf) => (
-                    200,
+                Ok(()) if wants_openmetrics(req) => reply(
+                    StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     text,
                 ),
-                Ok(()) => (
-                    200,
+                Ok(()) => reply(
+                    StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
                     to_prometheus_text(&text),
                 ),
-                Err(_) => (500, "text/plain", "metrics encoding failed\n".into()),
+                Err(_) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "metrics encoding failed\n".into(),
+                ),
             }
         }
-        ("GET", "/health/live") => {
+        LIVE_PATH => {
             if health.alive(LIVE_WITHIN) {
-                (200, "application/json", "{\"status\":\"ok\"}".into())
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    "{\"status\":\"ok\"}".into(),
+                )
             } else {
-                (503, "application/json", "{\"status\":\"stalled\"}".into())
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    "{\"status\":\"stalled\"}".into(),
+                )
             }
         }
-        ("GET", "/health/ready") => {
+        READY_PATH => {
             let ready = health.ready();
             let body = serde_json::json!({
                 "status": if ready { "ready" } else { "not_ready" },
@@ -91,70 +163,65 @@ async fn serve(mut stream: TcpStream, registry: &Registry, health: &Health) -> s
                 "uptime_seconds": health.uptime().as_secs(),
             })
             .to_string();
-            (if ready { 200 } else { 503 }, "application/json", body)
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(status, "application/json", body)
         }
-        ("GET", _) => (
-            404,
+        _ => reply(
+            StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics, /health/live or /health/ready\n".into(),
+            format!("not found; try {METRICS_PATH}, {LIVE_PATH} or {READY_PATH}\n"),
         ),
-        _ => (405, "text/plain", "only GET is supported\n".into()),
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    }
 }
 
-/// Blocking GET of a readiness URL (`http://HOST:PORT/PATH`): Ok(true) on 200.
-/// What `probe` checks when given only `http://HOST:PORT`.
-pub const READY_PATH: &str = "/health/ready";
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
 
+/// `p2pd health --url URL`: Ok(true) when the endpoint answers 200. `http://HOST:PORT` (no path,
+/// or `/`) means its readiness endpoint.
 pub fn probe(url: &str) -> std::io::Result<bool> {
-    use std::io::{Read, Write};
     let invalid = || {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "expected http://HOST:PORT (checks /health/ready) or http://HOST:PORT/PATH",
         )
     };
-    let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
-    // A base URL (no path, or "/") means the readiness endpoint under it.
-    let (host, path) = match rest.split_once('/') {
-        Some((h, p)) if !p.is_empty() => (h, format!("/{p}")),
-        Some((h, _)) => (h, READY_PATH.into()),
-        None => (rest, READY_PATH.into()),
+    let uri: hyper::Uri = url.parse().map_err(|_| invalid())?;
+    if uri.scheme_str() != Some("http") {
+        return Err(invalid());
+    }
+    let authority = uri.authority().ok_or_else(invalid)?;
+    if authority.port().is_none() {
+        return Err(invalid());
+    }
+    let path = match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") | Some("/") => READY_PATH,
+        Some(p) => p,
     };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
-        .next()
-        .ok_or_else(invalid)?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    // One write: the request in one segment.
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut resp = String::new();
-    s.take(64 * 1024).read_to_string(&mut resp)?;
-    Ok(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"))
+    let response =
+        p2pd_proto::http::get_blocking(authority.as_str(), path, Duration::from_secs(5))?;
+    Ok(response.ok())
 }
 
 /// True when the scraper asked for OpenMetrics (Prometheus does); otherwise the classic text
 /// format is served, which promtool and older tools read.
-fn wants_openmetrics(request: &[u8]) -> bool {
-    String::from_utf8_lossy(request).lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
-    })
+fn wants_openmetrics<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
 }
 
 /// OpenMetrics text to the classic Prometheus text format: counters are described under their
@@ -231,6 +298,124 @@ mod tests {
         assert_eq!(asked[3], "GET /metrics HTTP/1.1");
         let e = super::probe("127.0.0.1:9100").unwrap_err().to_string();
         assert!(e.contains("http://HOST:PORT"), "{e}");
+    }
+
+    /// A server with small limits on a loopback port.
+    async fn server(limits: super::Limits) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let health = std::sync::Arc::new(crate::health::Health::new(false));
+        let registry = std::sync::Arc::new(libp2p::metrics::Registry::default());
+        tokio::spawn(
+            super::HttpServer::new(l, registry, health)
+                .with_limits(limits)
+                .run(),
+        );
+        addr
+    }
+
+    fn small() -> super::Limits {
+        super::Limits {
+            connections: 3,
+            head: std::time::Duration::from_millis(300),
+            lifetime: std::time::Duration::from_secs(5),
+            max_head_bytes: 8192,
+        }
+    }
+
+    async fn get(addr: &str, path: &str) -> std::io::Result<p2pd_proto::http::Response> {
+        p2pd_proto::http::get(addr, path, std::time::Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn answers_each_endpoint_and_refuses_other_methods() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = server(small()).await;
+        let live = get(&addr, "/health/live").await.unwrap();
+        assert_eq!(
+            (live.status, live.body.as_str()),
+            (200, "{\"status\":\"ok\"}")
+        );
+        let metrics = get(&addr, "/metrics").await.unwrap();
+        assert_eq!(metrics.status, 200);
+        assert!(metrics
+            .content_type
+            .starts_with("text/plain; version=0.0.4"));
+        assert_eq!(get(&addr, "/nope").await.unwrap().status, 404);
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("allow: get, head"),
+            "{answer}"
+        );
+    }
+
+    /// Connections over the cap are closed at once (the head timeout here is far longer than
+    /// the wait), and the endpoint answers again when the others go.
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed() {
+        use tokio::io::AsyncReadExt;
+        let limits = super::Limits {
+            head: std::time::Duration::from_secs(600),
+            ..small()
+        };
+        let addr = server(limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..limits.connections {
+            idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+        let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut b = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut b))
+            .await
+            .expect("a connection over the cap is closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        drop(idle);
+        assert!(
+            wait_for_live(&addr).await,
+            "the endpoint never answered again"
+        );
+    }
+
+    /// A connection that sends nothing is cut by the head timeout, and its slot comes back.
+    #[tokio::test]
+    async fn a_silent_connection_is_cut() {
+        use tokio::io::AsyncReadExt;
+        let limits = super::Limits {
+            connections: 1,
+            head: std::time::Duration::from_millis(200),
+            ..small()
+        };
+        let addr = server(limits).await;
+        let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            silent.read_to_end(&mut rest),
+        )
+        .await
+        .expect("a silent connection is cut")
+        .ok();
+        assert!(wait_for_live(&addr).await, "the slot never came back");
+    }
+
+    async fn wait_for_live(addr: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if get(addr, "/health/live").await.is_ok_and(|r| r.ok()) {
+                return true;
+            }
+            tokio::task::yield_now().await;
+        }
+        false
     }
 
     #[test]

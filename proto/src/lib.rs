@@ -2,6 +2,7 @@
 //! exchange, the frame codec and the default locations both sides agree on.
 
 pub mod frame;
+pub mod http;
 pub mod paths;
 
 /// Control API messages (daemon <-> local clients).

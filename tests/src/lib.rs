@@ -425,18 +425,11 @@ pub fn connect_from(src: [u8; 4], dst: std::net::SocketAddr) -> std::net::TcpStr
     std::net::TcpStream::from(fd)
 }
 
-/// A plain HTTP/1.1 GET (for /metrics and /health/*): the whole response, head and body.
-pub fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics address");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: p2pd\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
+/// GET `path` (/metrics, /health/*) from a node's metrics address with the project's one HTTP
+/// client: status, content type and body.
+pub fn http_get(addr: &str, path: &str) -> p2pd_proto::http::Response {
+    p2pd_proto::http::get_blocking(addr, path, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }
 
 /// A service manager's notification socket, as systemd binds it: a Unix datagram socket with

@@ -215,6 +215,7 @@ fn quarantined(n: &Node) -> f64 {
         .expect("metrics")
         .to_string();
     p2pd_e2e::http_get(&addr, "/metrics")
+        .body
         .lines()
         .find(|l| l.starts_with("p2p_blocks_quarantined_total "))
         .and_then(|l| l.rsplit(' ').next())

@@ -68,7 +68,7 @@ fn subscriptions_that_come_and_go_leave_nothing_behind() {
         .as_str()
         .expect("metrics")
         .to_string();
-    let body = http_get(&metrics, "/metrics");
+    let body = http_get(&metrics, "/metrics").body;
     assert!(body.len() < 256 << 10, "/metrics is {} bytes", body.len());
 }
 

@@ -277,7 +277,7 @@ fn replay_is_refused_after_the_receiver_restarts() {
         .output()
         .expect("health");
     assert!(out.status.success());
-    let body = http_get(&metrics, "/metrics");
+    let body = http_get(&metrics, "/metrics").body;
     assert!(
         body.contains("p2p_messages_rejected_total{reason=\"replay\"} 1"),
         "{body}"

@@ -149,6 +149,7 @@ fn a_mesh_with_two_paths_delivers_everything_once_and_bans_nobody() {
     let a_id = a.peer_id();
     assert!(wait_until(Duration::from_secs(5), || {
         p2pd_e2e::http_get(&metrics_addr, "/metrics")
+            .body
             .contains(&format!("p2p_peer_score{{peer_id=\"{a_id}\"}}"))
     }));
 }
@@ -254,7 +255,8 @@ fn sustained_flood_is_banned_while_a_fast_peer_is_only_limited() {
         let m = p2pd_e2e::http_get(
             v.status()["metrics_addr"].as_str().expect("metrics"),
             "/metrics",
-        );
+        )
+        .body;
         let lines: Vec<&str> = m
             .lines()
             .filter(|l| l.starts_with("p2p_messages") || l.contains("gossipsub_messages_received"))

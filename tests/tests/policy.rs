@@ -107,7 +107,7 @@ fn ban_closes_refuses_and_survives_restart() {
         .as_str()
         .expect("metrics")
         .to_string();
-    let body = http_get(&metrics, "/metrics");
+    let body = http_get(&metrics, "/metrics").body;
     assert!(
         body.contains("p2p_blacklist_total{action=\"ban\",kind=\"ip\"} 1"),
         "{body}"
@@ -427,7 +427,8 @@ fn raw_socket_flood_from_one_address_locks_nobody_out() {
     let body = http_get(
         v.status()["metrics_addr"].as_str().expect("metrics"),
         "/metrics",
-    );
+    )
+    .body;
     let refused = body
         .lines()
         .find(|l| l.starts_with("p2p_inbound_refused_total{reason=\"pending_per_ip\"}"))
