@@ -67,7 +67,14 @@ fn open_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<std::fs::File
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are start-up failures, already worded for the
 /// operator.
-pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyhow::Result<()> {
+/// Runs the daemon until it is told to stop. `passed` are the sockets the service manager
+/// handed over ([`control::take_passed_sockets`], taken before the runtime started).
+pub async fn run(
+    cfg: Config,
+    mode: Mode,
+    overrides: config::Overrides,
+    passed: Option<control::Passed>,
+) -> anyhow::Result<()> {
     logging::init(cfg.log.format, &cfg.log.filter);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), mode = mode.as_str(), data_dir = %cfg.storage.data_dir.display(), "starting p2pd");
     let notifier = Arc::new(crate::sd::Notifier::from_env());
@@ -194,8 +201,11 @@ pub async fn run(cfg: Config, mode: Mode, overrides: config::Overrides) -> anyho
     // Connections can be asked for once the control socket answers: be ready to make them fast.
     let _ = tokio::task::spawn_blocking(move || crypto_seeded.join()).await;
     let c = &cfg.control;
-    let (listener, query, activated) = match control::from_service_manager()? {
-        Some(a) => (a.control, a.query, true),
+    let (listener, query, activated) = match passed {
+        Some(p) => {
+            let a = p.activate()?;
+            (a.control, a.query, true)
+        }
         None => {
             let control = control::bind(&c.socket, &c.group)?;
             let query = if c.query_socket.as_os_str().is_empty() {

@@ -34,6 +34,12 @@ fn run(args: &p2pd::cli::RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(e),
     };
+    // The sockets systemd passed (p2pd.socket): taken, and $LISTEN_* cleared, while this is the
+    // only thread.
+    let passed = match p2pd::control::take_passed_sockets() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("{e:#}")),
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // One worker thread unless TOKIO_WORKER_THREADS asks for more. Every hand-off between
     // worker threads is a futex wake-up (an inter-processor interrupt, dear on virtual
@@ -50,7 +56,7 @@ fn run(args: &p2pd::cli::RunArgs) -> ExitCode {
     // The daemon runs as a task on the workers, not on this thread: `block_on` polls its future
     // here, beside the worker, and every hand-off between the node and its connections would
     // cross threads.
-    let daemon = rt.spawn(p2pd::daemon::run(cfg, mode, args.overrides()));
+    let daemon = rt.spawn(p2pd::daemon::run(cfg, mode, args.overrides(), passed));
     let result = rt
         .block_on(daemon)
         .unwrap_or_else(|e| Err(anyhow::anyhow!("the daemon task failed: {e}")));

@@ -294,12 +294,10 @@ fn log_level_changes_at_runtime_and_json_logs_carry_structured_fields() {
 /// Socket activation: the control socket comes from the service manager as fd 3.
 #[test]
 fn control_socket_can_be_passed_by_the_service_manager() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
+    use command_fds::{CommandFdExt, FdMapping};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("activated.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
-    let fd = listener.as_raw_fd();
     let mut cmd = clean_command(&bin("p2pd"), dir.path());
     cmd.env("LISTEN_FDS", "1")
         .arg("--data-dir")
@@ -309,23 +307,12 @@ fn control_socket_can_be_passed_by_the_service_manager() {
         .arg(dir.path().join("unused.sock"))
         .args(["--metrics-addr", "127.0.0.1:0"])
         .stderr(std::process::Stdio::null());
-    // SAFETY: only dup2 between fork and exec, which is async-signal-safe.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            let old = std::os::fd::BorrowedFd::borrow_raw(fd);
-            if fd == 3 {
-                nix::fcntl::fcntl(
-                    old,
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-                )?;
-            } else {
-                // fd 3 must stay open across exec: never close what dup2 made.
-                std::mem::forget(nix::unistd::dup2_raw(old, 3)?);
-            }
-            Ok(())
-        });
-    }
+    // The listener becomes the child's fd 3, as systemd passes it.
+    cmd.fd_mappings(vec![FdMapping {
+        parent_fd: listener.into(),
+        child_fd: 3,
+    }])
+    .expect("fd 3 for the child");
     let _child = Reaper(cmd.spawn().expect("spawn p2pd"));
     let ok = p2pd_e2e::wait_until(Duration::from_secs(20), || {
         clean_command(&bin("p2pctl"), dir.path())
@@ -339,5 +326,30 @@ fn control_socket_can_be_passed_by_the_service_manager() {
     assert!(
         !dir.path().join("unused.sock").exists(),
         "p2pd bound its own socket too"
+    );
+}
+
+/// A passed descriptor that is not a listening Unix socket stops the start with a clear error.
+#[test]
+fn a_passed_fd_that_is_not_a_socket_is_refused() {
+    use command_fds::{CommandFdExt, FdMapping};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = std::fs::File::create(dir.path().join("not-a-socket")).expect("file");
+    let mut cmd = clean_command(&bin("p2pd"), dir.path());
+    cmd.env("LISTEN_FDS", "1")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--metrics-addr", "127.0.0.1:0"]);
+    cmd.fd_mappings(vec![FdMapping {
+        parent_fd: file.into(),
+        child_fd: 3,
+    }])
+    .expect("fd 3 for the child");
+    let out = cmd.output().expect("run p2pd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("fd 3") && err.contains("not a listening Unix socket"),
+        "{err}"
     );
 }

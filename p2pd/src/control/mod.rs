@@ -16,7 +16,7 @@ mod socket;
 mod status;
 mod stream;
 
-pub use socket::{bind, from_service_manager};
+pub use socket::{bind, take_passed_sockets, Passed};
 
 use crate::node::{ApiError, NodeHandle};
 use futures::stream::{BoxStream, StreamExt};

@@ -5,66 +5,81 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use tokio::net::UnixListener;
 
-/// The sockets handed over by the service manager (`p2pd.socket`, `p2pd-query.socket`).
+/// The sockets handed over by the service manager (`p2pd.socket`, `p2pd-query.socket`), ready
+/// for the runtime.
 pub struct Activated {
     pub control: UnixListener,
     pub query: Option<UnixListener>,
 }
 
+/// The sockets handed over by the service manager, taken from the environment by
+/// [`take_passed_sockets`] before any thread exists.
+#[derive(Debug)]
+pub struct Passed {
+    control: std::os::unix::net::UnixListener,
+    query: Option<std::os::unix::net::UnixListener>,
+    fds: usize,
+}
+
 /// The sockets passed by the service manager, when `$LISTEN_FDS` is at least 1 and
 /// `$LISTEN_PID` is unset or ours: the one named `query` in `$LISTEN_FDNAMES`
 /// (`FileDescriptorName=query`) is the read-only socket, the first other one the control socket.
-pub fn from_service_manager() -> anyhow::Result<Option<Activated>> {
-    let fds: i32 = match std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-    {
-        Some(n) if (1..=16).contains(&n) => n,
-        _ => return Ok(None),
-    };
-    if let Ok(pid) = std::env::var("LISTEN_PID") {
-        if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
-            return Ok(None);
-        }
-    }
+/// `listenfd` checks that each is a listening Unix stream socket and takes ownership of it;
+/// the `LISTEN_*` variables are cleared, so call this before any thread starts.
+pub fn take_passed_sockets() -> anyhow::Result<Option<Passed>> {
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
         .map(|v| v.split(':').map(String::from).collect())
         .unwrap_or_default();
-    const SD_LISTEN_FDS_START: i32 = 3;
+    std::env::remove_var("LISTEN_FDNAMES");
+    let mut passed = listenfd::ListenFd::from_env();
+    let fds = passed.len();
+    if fds == 0 {
+        return Ok(None);
+    }
     let (mut control, mut query) = (None, None);
     for i in 0..fds {
-        let fd = SD_LISTEN_FDS_START + i;
-        // SAFETY: systemd passes fds 3..3+LISTEN_FDS to this process and nothing else owns
-        // them; each is taken exactly once, here.
-        #[allow(unsafe_code)]
-        let l = unsafe {
-            <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(fd)
-        };
-        l.local_addr().with_context(|| {
-            format!("LISTEN_FDS is set but fd {fd} is not a Unix socket; check p2pd.socket (ListenStream=)")
-        })?;
-        l.set_nonblocking(true)
-            .with_context(|| format!("fd {fd} from the service manager"))?;
-        let l = UnixListener::from_std(l)
-            .with_context(|| format!("fd {fd} from the service manager"))?;
-        let slot = if names.get(i as usize).map(String::as_str) == Some("query") {
+        let listener = passed
+            .take_unix_listener(i)
+            .with_context(|| {
+                format!("the service manager passed fd {} but it is not a listening Unix socket; check p2pd.socket (ListenStream=)", 3 + i)
+            })?
+            .with_context(|| format!("fd {} was passed twice", 3 + i))?;
+        let slot = if names.get(i).map(String::as_str) == Some("query") {
             &mut query
         } else {
             &mut control
         };
         if slot.is_none() {
-            *slot = Some(l);
+            *slot = Some(listener);
         }
     }
     let Some(control) = control else {
         bail!("the service manager passed only the read-only socket; check p2pd.socket");
     };
-    tracing::info!(
+    Ok(Some(Passed {
+        control,
+        query,
         fds,
-        read_only = query.is_some(),
-        "using the sockets passed by the service manager"
-    );
-    Ok(Some(Activated { control, query }))
+    }))
+}
+
+impl Passed {
+    /// The listeners on the runtime (call from inside it).
+    pub fn activate(self) -> anyhow::Result<Activated> {
+        let tokio = |l: std::os::unix::net::UnixListener| {
+            l.set_nonblocking(true)?;
+            UnixListener::from_std(l)
+        };
+        let context = "a socket passed by the service manager";
+        let control = tokio(self.control).context(context)?;
+        let query = self.query.map(tokio).transpose().context(context)?;
+        tracing::info!(
+            fds = self.fds,
+            read_only = query.is_some(),
+            "using the sockets passed by the service manager"
+        );
+        Ok(Activated { control, query })
+    }
 }
 
 /// Binds `path` with mode 0660 and group `group` (when that group exists and the daemon may
