@@ -1,8 +1,12 @@
-//! Layering of defaults, file, environment and flags, with the provenance of every key so that
-//! an error names where a bad value came from.
+//! Layering of defaults, file, environment and flags on figment, which keeps the layer of every
+//! key; toml's spanned parser gives the file line of any key, so an error names where a bad value
+//! came from.
 
-use super::Config;
+use super::{values, Config};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 use p2pd_proto::paths::{self, Mode};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,8 +30,8 @@ impl fmt::Display for Source {
                 line: Some(l),
             } => write!(f, "{} line {l}", path.display()),
             Source::File { path, line: None } => write!(f, "{}", path.display()),
-            Source::Env(v) => write!(f, "environment variable {v}"),
-            Source::Flag(n) => write!(f, "command-line flag {n}"),
+            Source::Env(v) => write!(f, "{ENV_PREFIX}{v}"),
+            Source::Flag(n) => write!(f, "{FLAG_PREFIX}{n}"),
         }
     }
 }
@@ -69,7 +73,156 @@ const SEED_VARS: [(&str, &str); 8] = [
     ("RUST_LOG", "log.filter"),
 ];
 
-/// Loads the effective config. `env` is the process environment (passed in for tests).
+/// One layer of the configuration for figment: its values and where they came from.
+#[derive(Clone)]
+struct Layer {
+    from: Source,
+    data: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        let m = Metadata::named(self.from.to_string());
+        match &self.from {
+            Source::File { path, .. } => m.source(figment::Source::File(path.clone())),
+            _ => m,
+        }
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.data.clone()))
+    }
+}
+
+impl Layer {
+    /// `value` under the dotted `key`.
+    fn one(from: Source, key: &str, value: Value) -> Result<Layer, String> {
+        let mut value = figment::value::Value::serialize(value).map_err(|e| e.to_string())?;
+        for part in key.rsplit('.') {
+            let mut d = Dict::new();
+            d.insert(part.to_string(), value);
+            value = d.into();
+        }
+        match value.into_dict() {
+            Some(data) => Ok(Layer { from, data }),
+            None => Err("not a table".into()),
+        }
+    }
+}
+
+/// The config file, parsed once: its values, and the line of every key in it (also keys in
+/// inline tables and array elements, `network.listen[1]`).
+struct File {
+    path: PathBuf,
+    data: Dict,
+    lines: BTreeMap<String, usize>,
+}
+
+impl File {
+    fn read(path: &Path) -> Result<File, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: format!("{e}; check the path and that the p2pd user may read it"),
+        })?;
+        let line = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let (root, errors) = toml::de::DeTable::parse_recoverable(&text);
+        let mut lines = BTreeMap::new();
+        key_lines("", root.get_ref(), &line, &mut lines);
+        if let Some(e) = errors.first() {
+            let at = e.span().map(|s| line(s.start));
+            // The key on the broken line, if the parser got that far.
+            let key = at
+                .and_then(|l| lines.iter().find(|(_, kl)| **kl == l))
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| "(syntax)".into());
+            return Err(ConfigError::Invalid {
+                key,
+                from: Source::File {
+                    path: path.to_path_buf(),
+                    line: at,
+                },
+                message: one_line(e.message()),
+            });
+        }
+        let data = Dict::deserialize(toml::de::Deserializer::from(root)).map_err(|e| {
+            ConfigError::Invalid {
+                key: "(syntax)".into(),
+                from: Source::File {
+                    path: path.to_path_buf(),
+                    line: None,
+                },
+                message: one_line(e.message()),
+            }
+        })?;
+        Ok(File {
+            path: path.to_path_buf(),
+            data,
+            lines,
+        })
+    }
+
+    /// The line of `key`, or of the nearest enclosing key found in the file.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let mut k = key;
+        loop {
+            if let Some(l) = self.lines.get(k) {
+                return Some(*l);
+            }
+            k = &k[..k.rfind(['.', '['])?];
+        }
+    }
+
+    fn layer(&self) -> Layer {
+        Layer {
+            from: Source::File {
+                path: self.path.clone(),
+                line: None,
+            },
+            data: self.data.clone(),
+        }
+    }
+}
+
+fn key_lines(
+    prefix: &str,
+    table: &toml::de::DeTable,
+    line: &dyn Fn(usize) -> usize,
+    out: &mut BTreeMap<String, usize>,
+) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", k.get_ref())
+        };
+        out.insert(key.clone(), line(k.span().start));
+        value_lines(&key, v, line, out);
+    }
+}
+
+fn value_lines(
+    key: &str,
+    v: &toml::Spanned<toml::de::DeValue>,
+    line: &dyn Fn(usize) -> usize,
+    out: &mut BTreeMap<String, usize>,
+) {
+    match v.get_ref() {
+        toml::de::DeValue::Table(t) => key_lines(key, t, line, out),
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("{key}[{i}]");
+                out.insert(at.clone(), line(item.span().start));
+                value_lines(&at, item, line, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Loads the effective config: figment merges the layers (defaults < file < `P2P_*` variables <
+/// flags) and keeps which layer set each key; an error names the key, the layer (with the file's
+/// line) and what is accepted. Each layer is also checked alone, so a bad value is refused even
+/// where a higher layer overrides it. `env` is the process environment (passed in for tests).
 /// Returns the config and the file it read, if any.
 pub fn load(
     mode: Mode,
@@ -77,90 +230,202 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(Config, Option<PathBuf>), ConfigError> {
     let defaults = Config::defaults(mode);
-    let default_table = to_table(&defaults);
-    let kinds = flatten(&default_table);
-    let mut merged = default_table.clone();
-    let mut provenance: BTreeMap<String, Source> = BTreeMap::new();
-
-    let file = overrides
+    let kinds = flatten(&to_table(&defaults));
+    let default_layer = Layer {
+        from: Source::Default,
+        data: figment::value::Value::serialize(&defaults)
+            .ok()
+            .and_then(|v| v.into_dict())
+            .unwrap_or_default(),
+    };
+    let path = overrides
         .config
         .clone()
         .or_else(|| paths::default_config_file(mode).filter(|p| p.exists()));
-    if let Some(path) = &file {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.clone(),
-            reason: format!("{e}; check the path and that the p2pd user may read it"),
-        })?;
-        let table = parse_file(path, &text)?;
-        for key in flatten(&table).keys() {
-            let line = line_of(&text, key);
-            provenance.insert(
-                key.clone(),
-                Source::File {
-                    path: path.clone(),
-                    line,
-                },
-            );
-        }
-        merge(&mut merged, table);
-    }
+    let file = path.as_deref().map(File::read).transpose()?;
+    let errors = Errors {
+        file: file.as_ref(),
+    };
 
-    let mut env_table = Table::new();
+    let mut layers = Vec::new();
+    if let Some(f) = &file {
+        layers.push(f.layer());
+    }
     let mut env: Vec<(String, String)> = env.into_iter().collect();
     env.sort();
     for (var, raw) in env {
         let Some(key) = env_key(&var) else { continue };
         let src = Source::Env(var.clone());
-        let sample = kinds.get(&key).ok_or_else(|| ConfigError::Invalid {
-            key: key.clone(),
-            from: src.clone(),
-            message: unknown_key_hint(&key, &kinds),
-        })?;
+        let sample = kinds
+            .get(&key)
+            .ok_or_else(|| invalid(&key, &src, unknown_key_hint(&key, &kinds)))?;
         let value = if var == "P2P_METRICS_PORT" {
-            metrics_port_value(&merged, &raw).map_err(|m| invalid(&key, &src, m))?
+            let so_far = layers
+                .iter()
+                .fold(Figment::from(default_layer.clone()), |f, l| {
+                    f.merge(l.clone())
+                });
+            let addr: values::Text<std::net::SocketAddr> = so_far
+                .extract_inner("metrics.addr")
+                .map_err(|e| errors.convert(&so_far, e))?;
+            metrics_port_value(addr.0, &raw).map_err(|m| invalid(&key, &src, m))?
         } else if PATH_KEYS.contains(&key.as_str()) && !raw.is_empty() {
             Value::String(absolute(Path::new(&raw)).to_string_lossy().into_owned())
         } else {
             env_value(sample, &raw).map_err(|m| invalid(&key, &src, m))?
         };
-        let one = nest(&key, value);
-        check_layer(&one).map_err(|m| invalid(&key, &src, name_range(&key, &m)))?;
-        provenance.insert(key.clone(), src);
-        merge(&mut env_table, one);
+        layers.push(Layer::one(src.clone(), &key, value).map_err(|m| invalid(&key, &src, m))?);
     }
-    merge(&mut merged, env_table);
-
     for (flag, key, value) in flag_values(overrides) {
         let src = Source::Flag(flag.into());
-        let one = nest(key, value);
-        check_layer(&one).map_err(|m| invalid(key, &src, m))?;
-        provenance.insert(key.into(), src);
-        merge(&mut merged, one);
+        layers.push(Layer::one(src.clone(), key, value).map_err(|m| invalid(key, &src, m))?);
     }
 
-    let mut config: Config = Value::Table(merged)
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            invalid("(config)", &Source::Default, e.message().to_string())
-        })?;
-    if !provenance.contains_key("control.socket") && provenance.contains_key("storage.data_dir") {
+    // Each layer alone over the defaults, then all of them.
+    let mut figment = Figment::from(default_layer);
+    for layer in layers {
+        let alone = Figment::from(Layer {
+            from: Source::Default,
+            data: Dict::new(),
+        })
+        .merge(layer.clone());
+        if let Err(e) = alone.extract::<Config>() {
+            return Err(errors.convert(&alone, e));
+        }
+        figment = figment.merge(layer);
+    }
+    let mut config: Config = figment.extract().map_err(|e| errors.convert(&figment, e))?;
+    let set = |key: &str| {
+        figment
+            .find_metadata(key)
+            .is_some_and(|m| m.name != Source::Default.to_string())
+    };
+    if !set("control.socket") && set("storage.data_dir") {
         // The user-mode socket falls back to the data dir: follow a data dir that was moved.
         if mode == Mode::User && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
             config.control.socket = config.storage.data_dir.join(paths::SOCKET_NAME);
         }
     }
-    if !provenance.contains_key("control.query_socket") {
+    if !set("control.query_socket") {
         // The read-only socket goes where the control socket goes.
         config.control.query_socket = paths::query_socket_for(&config.control.socket);
     }
     if let Some((key, message)) = config.check().into_iter().next() {
-        let from = provenance
-            .get(key.as_str())
-            .cloned()
-            .unwrap_or(Source::Default);
+        let from = errors.source_of(figment.find_metadata(&key), &key);
         return Err(ConfigError::Invalid { key, from, message });
     }
-    Ok((config, file))
+    Ok((config, path))
+}
+
+/// Turns figment's errors into one line an operator can act on.
+struct Errors<'a> {
+    file: Option<&'a File>,
+}
+
+impl Errors<'_> {
+    /// The layer a value came from, with the file's line for the file.
+    fn source_of(&self, meta: Option<&Metadata>, key: &str) -> Source {
+        let Some(meta) = meta else {
+            return Source::Default;
+        };
+        if let (Some(figment::Source::File(_)), Some(f)) = (&meta.source, self.file) {
+            return Source::File {
+                path: f.path.clone(),
+                line: f.line_of(key),
+            };
+        }
+        if let Some(var) = meta.name.strip_prefix(ENV_PREFIX) {
+            return Source::Env(var.to_string());
+        }
+        if let Some(flag) = meta.name.strip_prefix(FLAG_PREFIX) {
+            return Source::Flag(flag.to_string());
+        }
+        Source::Default
+    }
+
+    fn convert(&self, figment: &Figment, e: figment::Error) -> ConfigError {
+        let key = dotted(&e.path);
+        let meta = e
+            .metadata
+            .as_ref()
+            .or_else(|| figment.find_metadata(&e.path.join(".")));
+        let from = self.source_of(meta, &key);
+        let message = describe(&key, &e.kind);
+        ConfigError::Invalid {
+            key: if key.is_empty() {
+                "(config)".into()
+            } else {
+                key
+            },
+            from,
+            message,
+        }
+    }
+}
+
+const ENV_PREFIX: &str = "environment variable ";
+const FLAG_PREFIX: &str = "command-line flag ";
+
+/// figment's key path as the operator writes it: `network.listen[1]`.
+fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// What is wrong, in the operator's words: the value as written and what is accepted (the range
+/// for keys with one), never a Rust type.
+fn describe(key: &str, kind: &figment::error::Kind) -> String {
+    use figment::error::{Actual, Kind};
+    let shown = |a: &Actual| match a {
+        Actual::Signed(v) => format!("integer `{v}`"),
+        Actual::Unsigned(v) => format!("integer `{v}`"),
+        Actual::Float(v) => format!("number `{v}`"),
+        Actual::Str(v) => format!("\"{v}\""),
+        Actual::Bool(v) => format!("`{v}`"),
+        Actual::Seq => "a list".into(),
+        Actual::Map => "a table".into(),
+        other => other.to_string(),
+    };
+    let accepted = |expected: &str| {
+        super::accepted(key).unwrap_or_else(|| match expected {
+            "u32" | "u64" | "usize" => "a whole number, 0 or more".into(),
+            "i64" | "i32" => "a whole number".into(),
+            "a boolean" | "bool" => "true or false".into(),
+            "a string" | "string" => "a string".into(),
+            other => other.into(),
+        })
+    };
+    match kind {
+        Kind::Message(m) => one_line(m),
+        Kind::InvalidType(a, expected) | Kind::InvalidValue(a, expected) => {
+            format!(
+                "{} is not accepted; accepted: {}",
+                shown(a),
+                accepted(expected)
+            )
+        }
+        Kind::UnknownVariant(v, known) => {
+            format!("\"{v}\" is not accepted; accepted: {}", known.join(", "))
+        }
+        Kind::UnknownField(_, known) => {
+            format!("unknown key; known keys here: {}", known.join(", "))
+        }
+        other => one_line(&other.to_string()),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.trim().replace('\n', " ")
 }
 
 fn invalid(key: &str, source: &Source, message: String) -> ConfigError {
@@ -176,72 +441,6 @@ fn to_table(c: &Config) -> Table {
         Ok(Value::Table(t)) => t,
         _ => Table::new(),
     }
-}
-
-/// Parses the file and checks it against the schema, so type errors and unknown keys carry the
-/// file's line number.
-fn parse_file(path: &Path, text: &str) -> Result<Table, ConfigError> {
-    let at = |e: &toml::de::Error| {
-        let mut line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let mut key = line.map(|l| key_at(text, l)).unwrap_or_default();
-        // serde reports an unknown field at its table: point at the field's own line.
-        if let Some(name) = e
-            .message()
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-        {
-            let section = key.split('.').next().unwrap_or("").to_string();
-            key = if section.is_empty() {
-                name.to_string()
-            } else {
-                format!("{section}.{name}")
-            };
-            line = line_of(text, &key).or(line);
-        }
-        let source = Source::File {
-            path: path.to_path_buf(),
-            line,
-        };
-        let message = name_range(&key, e.message());
-        ConfigError::Invalid {
-            key: if key.is_empty() {
-                "(syntax)".into()
-            } else {
-                key
-            },
-            from: source,
-            message,
-        }
-    };
-    let table: Table = toml::from_str(text).map_err(|e| at(&e))?;
-    toml::from_str::<Config>(text).map_err(|e| at(&e))?;
-    Ok(table)
-}
-
-/// A type error in words an operator can act on: serde's "invalid value: integer `-5`, expected
-/// u32" becomes "integer `-5` is not accepted; accepted: 1 to 1000000" for keys with a range.
-fn name_range(key: &str, message: &str) -> String {
-    let message = message.trim().replace('\n', " ");
-    let Some(range) = super::accepted(key) else {
-        return message;
-    };
-    let Some((what, _expected)) = message.rsplit_once(", expected ") else {
-        return message;
-    };
-    let what = what
-        .trim_start_matches("invalid value: ")
-        .trim_start_matches("invalid type: ");
-    format!("{what} is not accepted; accepted: {range}")
-}
-
-/// Validates one layer alone against the schema (types, unknown keys, value syntax).
-fn check_layer(table: &Table) -> Result<(), String> {
-    Value::Table(table.clone())
-        .try_into::<Config>()
-        .map(|_| ())
-        .map_err(|e| e.message().trim().replace('\n', " "))
 }
 
 /// `section.key` for a `P2P_*` variable, or `None` for variables that are not ours.
@@ -303,15 +502,12 @@ fn env_value(sample: &Value, raw: &str) -> Result<Value, String> {
     })
 }
 
-fn metrics_port_value(merged: &Table, raw: &str) -> Result<Value, String> {
+/// `P2P_METRICS_PORT`: the metrics address so far, on this port.
+fn metrics_port_value(mut addr: std::net::SocketAddr, raw: &str) -> Result<Value, String> {
     let port: u16 = raw
         .trim()
         .parse()
         .map_err(|_| format!("\"{raw}\" is not a port; accepted: 0 to 65535"))?;
-    let current: Config = Value::Table(merged.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())?;
-    let mut addr = current.metrics.addr.0;
     addr.set_port(port);
     Ok(Value::String(addr.to_string()))
 }
@@ -353,32 +549,6 @@ fn flag_values(o: &Overrides) -> Vec<(&'static str, &'static str, Value)> {
     out
 }
 
-/// `{"a": {"b": v}}` for key "a.b".
-fn nest(key: &str, value: Value) -> Table {
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().unwrap_or(key);
-    let mut t = Table::new();
-    t.insert(last.into(), value);
-    for p in parts.into_iter().rev() {
-        let mut outer = Table::new();
-        outer.insert(p.into(), Value::Table(t));
-        t = outer;
-    }
-    t
-}
-
-/// Deep merge: tables merge key by key, anything else replaces.
-fn merge(into: &mut Table, from: Table) {
-    for (k, v) in from {
-        match (into.get_mut(&k), v) {
-            (Some(Value::Table(a)), Value::Table(b)) => merge(a, b),
-            (_, v) => {
-                into.insert(k, v);
-            }
-        }
-    }
-}
-
 /// Leaf values by dotted key.
 fn flatten(t: &Table) -> BTreeMap<String, Value> {
     fn walk(prefix: &str, t: &Table, out: &mut BTreeMap<String, Value>) {
@@ -399,35 +569,6 @@ fn flatten(t: &Table) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     walk("", t, &mut out);
     out
-}
-
-/// The dotted key defined on 1-based line `line` of a TOML text, as far as a simple reading of
-/// `[section]` headers and `key = value` lines tells.
-fn key_at(text: &str, line: usize) -> String {
-    let mut section = String::new();
-    for (i, l) in text.lines().enumerate() {
-        let l = l.trim();
-        if l.starts_with('[') {
-            section = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-            if i + 1 == line {
-                return section;
-            }
-        } else if i + 1 == line {
-            let key = l.split('=').next().unwrap_or("").trim().trim_matches('"');
-            return match (section.is_empty(), key.is_empty()) {
-                (_, true) => section,
-                (true, false) => key.to_string(),
-                (false, false) => format!("{section}.{key}"),
-            };
-        }
-    }
-    section
-}
-
-/// The 1-based line on which dotted `key` is set, if found.
-fn line_of(text: &str, key: &str) -> Option<usize> {
-    let lines = text.lines().count();
-    (1..=lines).find(|&l| key_at(text, l) == key)
 }
 
 #[cfg(test)]
@@ -544,6 +685,71 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
+    }
+
+    fn file_error(text: &str) -> String {
+        let (_f, o) = with_file(text);
+        load(Mode::User, &o, env(&[])).unwrap_err().to_string()
+    }
+
+    /// The line of a bad value wherever it sits: an element of a list written over several
+    /// lines, a key of an inline table, a syntax error.
+    #[test]
+    fn errors_point_at_the_line_of_the_value() {
+        let e = file_error(
+            "[network]\nlisten = [\n  \"/ip4/127.0.0.1/tcp/1\",\n  \"/ip4/127.0.0.1/tcp/x\",\n]\n",
+        );
+        assert!(
+            e.contains("network.listen[1]") && e.contains("line 4"),
+            "{e}"
+        );
+        let e = file_error("# limits\n\nlimits = { max_inbound = 10, max_per_peer = 1000 }\n");
+        assert!(
+            e.contains("limits.max_per_peer") && e.contains("line 3") && e.contains("1 to 64"),
+            "{e}"
+        );
+        let e = file_error("[limits]\nmax_inbound = 10\nmax_outbound = \n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = file_error("[log]\nformat = \"xml\"\n");
+        assert!(
+            e.contains("log.format") && e.contains("accepted: auto, journald, json, text"),
+            "{e}"
+        );
+        let e = file_error("[limits]\nmax_inbound = -5\n");
+        assert!(
+            e.contains("integer `-5` is not accepted; accepted: 1 to"),
+            "{e}"
+        );
+        assert!(!e.contains("u32") && !e.contains('\n'), "{e}");
+    }
+
+    /// A bad value in the file is refused even where a variable overrides it.
+    #[test]
+    fn each_layer_is_checked_alone() {
+        let (_f, o) = with_file("[limits]\nmax_inbound = -5\n");
+        let e = load(Mode::User, &o, env(&[("P2P_LIMITS__MAX_INBOUND", "10")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    /// Keys set by a layer are known as set: the read-only socket follows a control socket
+    /// given in the file, and check-style errors name the layer that set the key.
+    #[test]
+    fn provenance_of_merged_keys() {
+        let (_f, o) = with_file("[control]\nsocket = \"/tmp/p2pd-x/c.sock\"\n");
+        let (c, _) = load(Mode::User, &o, env(&[])).unwrap();
+        assert_eq!(
+            c.control.query_socket,
+            paths::query_socket_for(&c.control.socket)
+        );
+        let e = load(Mode::User, &o, env(&[("P2P_LIMITS__MAX_PER_PEER", "1000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("P2P_LIMITS__MAX_PER_PEER") && e.contains("1 to 64"),
+            "{e}"
+        );
     }
 
     #[test]
