@@ -18,7 +18,7 @@ pub struct Cli {
     /// Control socket of the daemon [default: your own user-mode node's $XDG_RUNTIME_DIR/p2pd/control.sock if it runs, else /run/p2pd/control.sock]
     #[arg(long, global = true, env = "P2PCTL_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Machine-readable output with stable field names.
+    /// Machine-readable output: the answer's control-API message as one JSON object per line (proto field names, bytes as base64; a stable contract).
     #[arg(long, global = true)]
     pub json: bool,
     /// How long to wait for the daemon's answer.

@@ -7,7 +7,7 @@ mod render;
 
 use clap::Parser;
 use p2pctl::cli::{BlockCmd, Cli, Cmd, DhtCmd, LimitsCmd, PubsubCmd, StreamCmd, TrustCmd};
-use p2pctl::{Client, ClientError};
+use p2pctl::{control, Client, ClientError};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -65,8 +65,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn json_line(v: serde_json::Value) -> String {
-    format!("{v}\n")
+/// `--json`: one message of the control API as one line (the contract is `p2pd_proto::json`).
+fn json_line<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_string(v) {
+        Ok(text) => format!("{text}\n"),
+        // Serializing plain data to a string does not fail; say so if it ever does.
+        Err(e) => format!("{{\"error\":\"cannot write JSON: {e}\"}}\n"),
+    }
 }
 
 /// The argument itself, or all of standard input for "-".
@@ -79,13 +84,20 @@ fn arg_bytes(arg: &str) -> Result<Vec<u8>, ClientError> {
     Ok(buf)
 }
 
-fn peer_lines(peers: &[String], json: bool) -> String {
-    if json {
-        json_line(serde_json::json!(peers))
-    } else if peers.is_empty() {
+fn peer_lines(peers: &[String]) -> String {
+    if peers.is_empty() {
         "none\n".into()
     } else {
         peers.iter().map(|p| format!("{p}\n")).collect()
+    }
+}
+
+/// Peer ids, one per line, or the PeerList they came in.
+fn peer_list(cli: &Cli, peer_ids: Vec<String>) -> String {
+    if cli.json {
+        json_line(&control::PeerList { peer_ids })
+    } else {
+        peer_lines(&peer_ids)
     }
 }
 
@@ -116,7 +128,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::Status => {
             let s = client.status().await?;
             if cli.json {
-                json_line(render::status_json(&s))
+                json_line(&render::StatusJson::new(&s))
             } else {
                 render::status_text(&s)
             }
@@ -124,7 +136,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::Peers { verbose } => {
             let p = client.peers(*verbose).await?;
             if cli.json {
-                json_line(render::peers_json(&p, *verbose))
+                json_line(&p)
             } else {
                 render::peers_text(&p, *verbose)
             }
@@ -137,9 +149,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
                 .min(u128::from(u64::MAX)) as u64;
             let c = client.connect_peer(multiaddr, ms).await?;
             if cli.json {
-                json_line(
-                    serde_json::json!({"peer_id": c.peer_id, "address": c.address, "already_connected": c.already_connected}),
-                )
+                json_line(&c)
             } else if c.already_connected {
                 format!("already connected to {} at {}\n", c.peer_id, c.address)
             } else {
@@ -149,7 +159,9 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::Disconnect { peer_id } => {
             client.disconnect_peer(peer_id).await?;
             if cli.json {
-                json_line(serde_json::json!({"disconnected": peer_id}))
+                json_line(&control::DisconnectRequest {
+                    peer_id: peer_id.clone(),
+                })
             } else {
                 format!("disconnected {peer_id}\n")
             }
@@ -168,7 +180,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
                 .ban(target, secs, reason.as_deref().unwrap_or(""))
                 .await?;
             if cli.json {
-                json_line(render::ban_json(&e))
+                json_line(&e)
             } else if e.expires_unix == 0 {
                 format!("banned {} permanently\n", e.target)
             } else {
@@ -182,12 +194,21 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::Unban { target } => {
             client.unban(target).await?;
             if cli.json {
-                json_line(serde_json::json!({"unbanned": target}))
+                json_line(&control::UnbanRequest {
+                    target: target.clone(),
+                })
             } else {
                 format!("unbanned {target}\n")
             }
         }
-        Cmd::Bans => render::bans(&client.bans().await?, cli.json),
+        Cmd::Bans => {
+            let list = client.bans().await?;
+            if cli.json {
+                json_line(&list)
+            } else {
+                render::bans(&list)
+            }
+        }
         Cmd::Diag => {
             let (report, failed) = diag::run(&mut client, cli.json).await?;
             if failed {
@@ -203,9 +224,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::Reload => {
             let r = client.reload().await?;
             if cli.json {
-                json_line(
-                    serde_json::json!({"message": r.message, "restart_needed": r.restart_needed}),
-                )
+                json_line(&r)
             } else if r.restart_needed.is_empty() {
                 format!("reloaded; {}\n", r.message)
             } else {
@@ -219,7 +238,9 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::LogLevel { filter } => {
             client.log_level(filter).await?;
             if cli.json {
-                json_line(serde_json::json!({"filter": filter}))
+                json_line(&control::LogLevelRequest {
+                    filter: filter.clone(),
+                })
             } else {
                 format!("log filter is now {filter}\n")
             }
@@ -231,19 +252,38 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
                 TrustCmd::Rm { target } => (Action::Remove, target.as_str()),
                 TrustCmd::Ls => (Action::List, ""),
             };
-            render::trusted(&client.trust(action, target).await?, cli.json)
+            let list = client.trust(action, target).await?;
+            if cli.json {
+                json_line(&list)
+            } else {
+                render::trusted(&list)
+            }
         }
-        Cmd::Limits { set: None } => render::limits(&client.limits().await?, cli.json),
-        Cmd::Limits {
-            set: Some(LimitsCmd::Set { name, value }),
-        } => render::limits(&client.limits_set(name, value).await?, cli.json),
+        Cmd::Limits { set } => {
+            let list = match set {
+                None => client.limits().await?,
+                Some(LimitsCmd::Set { name, value }) => client.limits_set(name, value).await?,
+            };
+            if cli.json {
+                json_line(&list)
+            } else {
+                render::limits(&list)
+            }
+        }
     })
 }
 
 async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String, ClientError> {
     Ok(match cmd {
-        PubsubCmd::Topics => peer_lines(&client.pubsub_topics().await?, cli.json),
-        PubsubCmd::Peers { topic } => peer_lines(&client.pubsub_peers(topic).await?, cli.json),
+        PubsubCmd::Topics => {
+            let topics = client.pubsub_topics().await?;
+            if cli.json {
+                json_line(&control::PubsubTopicsResponse { topics })
+            } else {
+                peer_lines(&topics)
+            }
+        }
+        PubsubCmd::Peers { topic } => peer_list(cli, client.pubsub_peers(topic).await?),
         PubsubCmd::Pub {
             topic,
             data,
@@ -256,7 +296,8 @@ async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String
                 .map(<[u8]>::to_vec);
             let n = client.pubsub_publish_many(topic, messages, 256).await?;
             if cli.json {
-                json_line(serde_json::json!({"topic": topic, "published": n}))
+                // A batch of the client's: a summary, not one message of the API.
+                json_line(&serde_json::json!({"topic": topic, "published": n}))
             } else {
                 format!("published {n} messages to {topic}\n")
             }
@@ -264,7 +305,7 @@ async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String
         PubsubCmd::Pub { topic, data, .. } => {
             let r = client.pubsub_publish(topic, arg_bytes(data)?).await?;
             if cli.json {
-                json_line(serde_json::json!({"topic": topic, "message_id": r.message_id}))
+                json_line(&r)
             } else {
                 format!("published to {topic}\n")
             }
@@ -276,7 +317,7 @@ async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String
             while let Some(m) = sub.next().await {
                 let m = m?;
                 let line = if cli.json {
-                    json_line(render::message_json(&m))
+                    json_line(&m)
                 } else {
                     format!(
                         "from {} seq {}: {}\n",
@@ -299,20 +340,15 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
         DhtCmd::FindPeer { peer_id } => {
             let r = client.dht_find_peer(peer_id, t).await?;
             if cli.json {
-                json_line(serde_json::json!({"peer_id": r.peer_id, "addrs": r.addrs}))
+                json_line(&r)
             } else {
-                peer_lines(&r.addrs, false)
+                peer_lines(&r.addrs)
             }
         }
         DhtCmd::Get { key } => {
             let r = client.dht_get(key.as_bytes(), t).await?;
             if cli.json {
-                json_line(serde_json::json!({
-                    "key": key,
-                    "value": String::from_utf8_lossy(&r.value),
-                    "value_hex": render::hex(&r.value),
-                    "from": r.from,
-                }))
+                json_line(&r)
             } else {
                 // Raw bytes, as stored; text gets the newline a shell prompt needs.
                 use std::io::Write;
@@ -326,9 +362,14 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
             }
         }
         DhtCmd::Put { key, value } => {
-            client.dht_put(key.as_bytes(), arg_bytes(value)?, t).await?;
+            let value = arg_bytes(value)?;
+            client.dht_put(key.as_bytes(), value.clone(), t).await?;
             if cli.json {
-                json_line(serde_json::json!({"stored": key}))
+                json_line(&control::DhtPutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value,
+                    timeout_ms: t,
+                })
             } else {
                 format!("stored {key}\n")
             }
@@ -336,17 +377,16 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
         DhtCmd::Provide { key } => {
             client.dht_provide(key.as_bytes(), t).await?;
             if cli.json {
-                json_line(serde_json::json!({"providing": key}))
+                json_line(&control::DhtProvideRequest {
+                    key: key.as_bytes().to_vec(),
+                    timeout_ms: t,
+                })
             } else {
                 format!("providing {key}\n")
             }
         }
-        DhtCmd::Providers { key } => {
-            peer_lines(&client.dht_providers(key.as_bytes(), t).await?, cli.json)
-        }
-        DhtCmd::Closest { key } => {
-            peer_lines(&client.dht_closest(key.as_bytes(), t).await?, cli.json)
-        }
+        DhtCmd::Providers { key } => peer_list(cli, client.dht_providers(key.as_bytes(), t).await?),
+        DhtCmd::Closest { key } => peer_list(cli, client.dht_closest(key.as_bytes(), t).await?),
     })
 }
 
@@ -354,7 +394,7 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
     if let BlockCmd::Verify { hash } = cmd {
         let checked = client.block_verify(hash.as_deref()).await?;
         return Ok(if cli.json {
-            json_line(serde_json::json!({ "intact": checked }))
+            json_line(&control::BlockVerifyResponse { checked })
         } else {
             format!("{checked} blocks intact\n")
         });
@@ -405,7 +445,7 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
         BlockCmd::Verify { .. } => unreachable!("answered above"),
     };
     Ok(if cli.json {
-        json_line(render::block_json(&stat))
+        json_line(&stat)
     } else if matches!(cmd, BlockCmd::Put { .. }) {
         format!("{}\n", stat.hash)
     } else {
@@ -448,16 +488,28 @@ async fn stream(cli: &Cli, mut client: Client, cmd: &StreamCmd) -> Result<String
                 .stream_serve(protocol, &socket.display().to_string())
                 .await?;
             if cli.json {
-                json_line(serde_json::json!({"protocol": protocol, "socket": socket}))
+                json_line(&control::StreamServeRequest {
+                    protocol: protocol.clone(),
+                    socket: socket.display().to_string(),
+                })
             } else {
                 format!("serving {protocol} -> {}\n", socket.display())
             }
         }
-        StreamCmd::Ls => render::streams(&client.stream_list().await?, cli.json),
+        StreamCmd::Ls => {
+            let list = client.stream_list().await?;
+            if cli.json {
+                json_line(&list)
+            } else {
+                render::streams(&list)
+            }
+        }
         StreamCmd::Rm { protocol } => {
             client.stream_remove(protocol).await?;
             if cli.json {
-                json_line(serde_json::json!({"removed": protocol}))
+                json_line(&control::StreamRemoveRequest {
+                    protocol: protocol.clone(),
+                })
             } else {
                 format!("removed {protocol}\n")
             }

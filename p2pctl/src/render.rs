@@ -1,8 +1,8 @@
-//! Human tables and `--json` documents for each command's answer. JSON field names are stable:
-//! scripts depend on them.
+//! Human tables for each command's answer. `--json` prints the answer's message itself (see
+//! `p2pd_proto::json`); the only addition is `status`'s `p2p_addrs`.
 
 use p2pd_proto::control::{PeersResponse, StatusResponse};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn ago(since_unix: u64) -> String {
@@ -21,25 +21,23 @@ fn or_dash(list: &[String]) -> String {
     }
 }
 
-pub fn status_json(s: &StatusResponse) -> Value {
-    json!({
-        "peer_id": s.peer_id,
-        "version": s.version,
-        "mode": s.mode,
-        "uptime_seconds": s.uptime_seconds,
-        "listen_addrs": s.listen_addrs,
-        "external_addrs": s.external_addrs,
-        // Listen and external addresses with /p2p/PEER_ID: ready for another node's --bootstrap.
-        "p2p_addrs": with_peer_id(&[s.listen_addrs.clone(), s.external_addrs.clone()].concat(), &s.peer_id),
-        "metrics_addr": s.metrics_addr,
-        "connections_inbound": s.connections_inbound,
-        "connections_outbound": s.connections_outbound,
-        "connected_peers": s.connected_peers,
-        "routing_table_size": s.routing_table_size,
-        "dht_mode": s.dht_mode,
-        "nat_status": s.nat_status,
-        "open_files_limit": s.open_files_limit,
-    })
+/// `status --json`: the StatusResponse, and its listen and external addresses with
+/// `/p2p/PEER_ID` (ready for another node's `--bootstrap`) as `p2p_addrs`.
+#[derive(Serialize)]
+pub struct StatusJson<'a> {
+    #[serde(flatten)]
+    status: &'a StatusResponse,
+    p2p_addrs: Vec<String>,
+}
+
+impl<'a> StatusJson<'a> {
+    pub fn new(status: &'a StatusResponse) -> Self {
+        let all = [status.listen_addrs.clone(), status.external_addrs.clone()].concat();
+        StatusJson {
+            status,
+            p2p_addrs: with_peer_id(&all, &status.peer_id),
+        }
+    }
 }
 
 fn with_peer_id(addrs: &[String], peer_id: &str) -> Vec<String> {
@@ -87,33 +85,6 @@ pub fn status_text(s: &StatusResponse) -> String {
         ("open files", s.open_files_limit.to_string()),
     ];
     rows.iter().map(|(k, v)| format!("{k:<14} {v}\n")).collect()
-}
-
-pub fn peers_json(p: &PeersResponse, verbose: bool) -> Value {
-    Value::Array(
-        p.peers
-            .iter()
-            .map(|e| {
-                let mut v = json!({
-                    "peer_id": e.peer_id,
-                    "connections": e.connections.iter().map(|c| json!({
-                        "address": c.address,
-                        "direction": c.direction,
-                        "since_unix": c.since_unix,
-                    })).collect::<Vec<_>>(),
-                    "latency_ms": (e.latency_us > 0).then(|| e.latency_us as f64 / 1000.0),
-                    "agent": e.agent,
-                });
-                if verbose {
-                    v["protocols"] = json!(e.protocols);
-                    v["listen_addrs"] = json!(e.listen_addrs);
-                    v["gossip_score"] = json!(e.gossip_score);
-                    v["policy_score"] = json!(e.policy_score);
-                }
-                v
-            })
-            .collect(),
-    )
 }
 
 pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
@@ -168,31 +139,6 @@ pub fn peers_text(p: &PeersResponse, verbose: bool) -> String {
     out
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn message_json(m: &p2pd_proto::control::PubsubMessage) -> Value {
-    json!({
-        "topic": m.topic,
-        "from": m.from,
-        "seq_no": m.seq_no,
-        "data": String::from_utf8_lossy(&m.data),
-        "data_hex": hex(&m.data),
-        "message_id": m.message_id,
-    })
-}
-
-pub fn block_json(s: &p2pd_proto::control::BlockStat) -> Value {
-    json!({
-        "hash": s.hash,
-        "size": s.size,
-        "chunks": s.chunks,
-        "created_unix": s.created_unix,
-        "expires_unix": (s.expires_unix > 0).then_some(s.expires_unix),
-    })
-}
-
 pub fn block_text(s: &p2pd_proto::control::BlockStat) -> String {
     let expires = if s.expires_unix == 0 {
         "never".to_string()
@@ -216,15 +162,7 @@ fn ago_until(unix: u64) -> String {
     humantime::format_duration(Duration::from_secs(unix.saturating_sub(now))).to_string()
 }
 
-pub fn streams(list: &p2pd_proto::control::StreamList, as_json: bool) -> String {
-    if as_json {
-        let v: Vec<Value> = list
-            .handlers
-            .iter()
-            .map(|h| json!({"protocol": h.protocol, "socket": h.socket, "active_streams": h.active_streams, "total_streams": h.total_streams, "owner_uid": h.owner_uid}))
-            .collect();
-        return format!("{}\n", Value::Array(v));
-    }
+pub fn streams(list: &p2pd_proto::control::StreamList) -> String {
     if list.handlers.is_empty() {
         return "no protocols served\n".into();
     }
@@ -251,17 +189,6 @@ pub fn when(unix: u64) -> String {
         .replace('Z', " UTC")
 }
 
-pub fn ban_json(b: &p2pd_proto::control::BanEntry) -> Value {
-    json!({
-        "target": b.target,
-        "kind": b.kind,
-        "reason": b.reason,
-        "created_unix": b.created_unix,
-        "expires_unix": (b.expires_unix > 0).then_some(b.expires_unix),
-        "created_by": b.created_by,
-    })
-}
-
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -283,13 +210,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         .collect()
 }
 
-pub fn bans(list: &p2pd_proto::control::BanList, as_json: bool) -> String {
-    if as_json {
-        return format!(
-            "{}\n",
-            Value::Array(list.bans.iter().map(ban_json).collect())
-        );
-    }
+pub fn bans(list: &p2pd_proto::control::BanList) -> String {
     if list.bans.is_empty() {
         return "no bans\n".into();
     }
@@ -317,15 +238,7 @@ pub fn bans(list: &p2pd_proto::control::BanList, as_json: bool) -> String {
     )
 }
 
-pub fn trusted(list: &p2pd_proto::control::TrustList, as_json: bool) -> String {
-    if as_json {
-        let v: Vec<Value> = list
-            .peers
-            .iter()
-            .map(|p| json!({"peer_id": p.peer_id, "addr": p.addr, "connected": p.connected, "source": p.source}))
-            .collect();
-        return format!("{}\n", Value::Array(v));
-    }
+pub fn trusted(list: &p2pd_proto::control::TrustList) -> String {
     if list.peers.is_empty() {
         return "no trusted peers\n".into();
     }
@@ -348,23 +261,7 @@ pub fn trusted(list: &p2pd_proto::control::TrustList, as_json: bool) -> String {
     table(&["PEER ID", "CONNECTED", "SOURCE", "ADDRESS"], rows)
 }
 
-pub fn limits(list: &p2pd_proto::control::LimitList, as_json: bool) -> String {
-    if as_json {
-        let v: Vec<Value> = list
-            .limits
-            .iter()
-            .map(|l| {
-                json!({
-                    "name": l.name,
-                    "value": l.value,
-                    "usage": (!l.usage.is_empty()).then_some(&l.usage),
-                    "percent": (l.percent >= 0.0).then_some(l.percent),
-                    "source": l.source,
-                })
-            })
-            .collect();
-        return format!("{}\n", Value::Array(v));
-    }
+pub fn limits(list: &p2pd_proto::control::LimitList) -> String {
     let rows = list
         .limits
         .iter()
@@ -399,6 +296,29 @@ mod tests {
             ..Default::default()
         };
         assert!(super::status_text(&s).contains("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWX"));
+    }
+
+    /// `status --json` is the StatusResponse with every field (bootstrap counts included), plus
+    /// `p2p_addrs`.
+    #[test]
+    fn status_json_is_the_message_and_p2p_addrs() {
+        let s = p2pd_proto::control::StatusResponse {
+            peer_id: "12D3KooWX".into(),
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            bootstrap_configured: 2,
+            ..Default::default()
+        };
+        let plain = serde_json::to_value(&s).unwrap();
+        let v = serde_json::to_value(super::StatusJson::new(&s)).unwrap();
+        for (k, value) in plain.as_object().unwrap() {
+            assert_eq!(&v[k], value, "{k}");
+        }
+        assert_eq!(v["bootstrap_configured"], 2);
+        assert_eq!(v["p2p_addrs"][0], "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWX");
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            plain.as_object().unwrap().len() + 1
+        );
     }
 
     #[test]

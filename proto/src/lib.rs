@@ -3,6 +3,7 @@
 
 pub mod frame;
 pub mod http;
+pub mod json;
 pub mod paths;
 
 /// Control API messages (daemon <-> local clients).

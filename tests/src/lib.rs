@@ -250,7 +250,8 @@ impl Node {
             return BTreeSet::new();
         }
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v.as_array()
+        v["peers"]
+            .as_array()
             .map(|a| {
                 a.iter()
                     .filter_map(|p| p["peer_id"].as_str().map(String::from))
@@ -343,9 +344,18 @@ impl Subscriber {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|m| m["data"] == data)
+            .filter(|m| message_text(m).as_deref() == Some(data))
             .count()
     }
+}
+
+/// The data of a `pubsub sub --json` message (base64 in the JSON) as text.
+pub fn message_text(m: &Value) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(m["data"].as_str()?)
+        .ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 impl Drop for Subscriber {

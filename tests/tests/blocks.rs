@@ -275,7 +275,7 @@ fn corrupt_stored_blocks_are_quarantined_and_never_served() {
     // `block verify` checks the whole store on demand.
     let hash = put(b, &file);
     let intact = b.ctl_json(&["block", "verify"]);
-    assert_eq!(intact["intact"], 1, "{intact}");
+    assert_eq!(intact["checked"], 1, "{intact}");
     let mut bytes = std::fs::read(blocks.join(&hash)).expect("data");
     bytes[5] ^= 1;
     std::fs::write(blocks.join(&hash), bytes).expect("write");

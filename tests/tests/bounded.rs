@@ -40,7 +40,7 @@ fn subscriptions_that_come_and_go_leave_nothing_behind() {
     let long = |i: usize| format!("{i:04}-{}", "x".repeat(1_000));
     let released = |n: &Node| {
         wait_until(Duration::from_secs(10), || {
-            n.ctl_json(&["pubsub", "topics"]) == serde_json::json!([])
+            n.ctl_json(&["pubsub", "topics"])["topics"] == serde_json::json!([])
         })
     };
     for i in 0..20 {

@@ -256,7 +256,7 @@ fn read_only_socket_answers_queries_and_refuses_changes() {
     let bans = node.ctl_json(&["bans"]).to_string();
     assert!(!bans.contains("192.0.2.7"), "{bans}");
     let limits = node.ctl_json(&["limits"]);
-    let max_inbound = limits
+    let max_inbound = limits["limits"]
         .as_array()
         .and_then(|a| a.iter().find(|l| l["name"] == "max_inbound"))
         .map(|l| l["value"].clone());

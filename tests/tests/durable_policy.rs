@@ -13,7 +13,7 @@ fn opts() -> NodeOpts {
 }
 
 fn listed_bans(node: &Node) -> BTreeSet<String> {
-    node.ctl_json(&["bans"])
+    node.ctl_json(&["bans"])["bans"]
         .as_array()
         .expect("bans")
         .iter()
@@ -266,8 +266,7 @@ fn acknowledged_changes_survive_kill_9_at_any_moment() {
         acknowledged >= 200,
         "too few acknowledged changes to judge: {acknowledged}"
     );
-    let runtime_trust: BTreeSet<String> = n
-        .ctl_json(&["trust", "ls"])
+    let runtime_trust: BTreeSet<String> = n.ctl_json(&["trust", "ls"])["peers"]
         .as_array()
         .expect("trust")
         .iter()
@@ -338,7 +337,8 @@ fn limits_set_refuses_what_the_config_refuses_with_the_same_message() {
     }
     // Untouched limits say so; a value both accept is applied at once.
     let source = |list: &serde_json::Value, name: &str| {
-        list.as_array()
+        list["limits"]
+            .as_array()
             .and_then(|a| a.iter().find(|l| l["name"] == name))
             .map(|l| l["source"].as_str().unwrap_or("").to_string())
             .unwrap_or_default()

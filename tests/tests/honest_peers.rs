@@ -27,7 +27,7 @@ fn bootstrap(name: &str, env: Vec<(String, String)>) -> Node {
 }
 
 fn bans(node: &Node) -> serde_json::Value {
-    node.ctl_json(&["bans"])
+    node.ctl_json(&["bans"])["bans"].clone()
 }
 
 /// Waits until `node` sees `peer` subscribed to `topic`.
@@ -62,9 +62,8 @@ fn received(sub: &Subscriber, prefix: &str) -> (BTreeSet<String>, usize) {
     let lines = sub.lines.lock().expect("lock");
     let mine: Vec<String> = lines
         .iter()
-        .filter_map(|m| m["data"].as_str())
+        .filter_map(p2pd_e2e::message_text)
         .filter(|d| d.starts_with(prefix))
-        .map(String::from)
         .collect();
     let n = mine.len();
     (mine.into_iter().collect(), n)
@@ -137,7 +136,7 @@ fn a_mesh_with_two_paths_delivers_everything_once_and_bans_nobody() {
 
     // Every peer's scores are visible, in `peers -v` and as a metric; honest ones are not negative.
     let peers = c.ctl_json(&["peers", "-v"]);
-    for p in peers.as_array().expect("peers") {
+    for p in peers["peers"].as_array().expect("peers") {
         let gossip = p["gossip_score"].as_f64().expect("gossip_score");
         assert!(gossip >= 0.0, "{p}");
         assert_eq!(p["policy_score"].as_f64(), Some(0.0), "{p}");

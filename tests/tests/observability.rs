@@ -46,7 +46,7 @@ fn every_spec_metric_is_exported_and_connections_agree_with_peers() {
             );
         }
         let peers = n.ctl_json(&["peers"]);
-        let conns: usize = peers
+        let conns: usize = peers["peers"]
             .as_array()
             .expect("peers")
             .iter()

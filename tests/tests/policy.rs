@@ -74,8 +74,8 @@ fn ban_closes_refuses_and_survives_restart() {
         "{err}"
     );
     let bans = a.ctl_json(&["bans"]);
-    assert_eq!(bans[0]["reason"], "misbehaving in test", "{bans}");
-    assert_eq!(bans[0]["created_by"], "uid 0", "{bans}");
+    assert_eq!(bans["bans"][0]["reason"], "misbehaving in test", "{bans}");
+    assert_eq!(bans["bans"][0]["created_by"], "uid 0", "{bans}");
 
     // Durable: still banned after a restart.
     assert!(a.stop().success());
@@ -181,7 +181,7 @@ fn lowering_max_inbound_below_current_refuses_new_inbound_at_once() {
         .iter()
         .all(|i| a.peers().contains(i))));
     let limits = a.ctl_json(&["limits", "set", "max_inbound", "1"]);
-    let inbound = limits
+    let inbound = limits["limits"]
         .as_array()
         .and_then(|l| l.iter().find(|x| x["name"] == "max_inbound"))
         .expect("max_inbound")
@@ -301,7 +301,7 @@ fn trusted_peer_is_kept_connected() {
         "the trusted peer was never dialled"
     );
     let list = v.ctl_json(&["trust", "ls"]);
-    assert_eq!(list[0]["source"], "config", "{list}");
+    assert_eq!(list["peers"][0]["source"], "config", "{list}");
     assert!(v.ctl(&["disconnect", &t_id]).status.success());
     assert!(
         wait_until(Duration::from_secs(10), || v.peers().contains(&t_id)),

@@ -94,7 +94,7 @@ fn echo_service_answers_through_a_forwarded_stream() {
     assert!(out.stdout[6..] == big[..], "payload changed in transit");
 
     let stats = a.ctl_json(&["stream", "ls"]);
-    assert_eq!(stats[0]["total_streams"], 2, "{stats}");
+    assert_eq!(stats["handlers"][0]["total_streams"], 2, "{stats}");
 
     // Reserved protocols stay the daemon's.
     let reserved = a.ctl(&[

@@ -177,7 +177,8 @@ fn sighup_reloads_the_file_and_refuses_an_invalid_one() {
     assert!(notify.expect("READY=1", Duration::from_secs(5)).is_some());
     let max_inbound = |n: &Node| {
         let l = n.ctl_json(&["limits"]);
-        l.as_array()
+        l["limits"]
+            .as_array()
             .and_then(|a| a.iter().find(|x| x["name"] == "max_inbound"))
             .map(|x| x["value"].clone())
     };
