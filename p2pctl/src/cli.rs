@@ -1,6 +1,7 @@
 //! The p2pctl command line, defined once: the CLI parses it, and the man page and shell
 //! completions are generated from it.
 
+use crate::{BanTarget, Multiaddr, PeerId, PeerRef};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,9 +40,9 @@ pub enum Cmd {
         verbose: bool,
     },
     /// Dial a peer by multiaddr (with or without /p2p/ID) and wait until connected.
-    Connect { multiaddr: String },
+    Connect { multiaddr: Multiaddr },
     /// Close every connection to a peer.
-    Disconnect { peer_id: String },
+    Disconnect { peer_id: PeerId },
     /// Publish/subscribe over Gossipsub.
     #[command(subcommand)]
     Pubsub(PubsubCmd),
@@ -57,8 +58,7 @@ pub enum Cmd {
     /// Ban a peer id, an IP address or a CIDR: its connections close and it is refused.
     Ban {
         /// A peer id (12D3KooW...), an IP address (192.0.2.7) or a CIDR (10.0.0.0/8).
-        #[arg(value_parser = ban_target)]
-        target: String,
+        target: BanTarget,
         /// Lift the ban after this long (e.g. 1h, 30m); without it the ban is permanent.
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
@@ -69,8 +69,7 @@ pub enum Cmd {
     /// Lift a ban.
     Unban {
         /// The peer id, IP or CIDR as `p2pctl bans` lists it.
-        #[arg(value_parser = ban_target)]
-        target: String,
+        target: BanTarget,
     },
     /// Current bans: target, reason, created, expires, who created it.
     Bans,
@@ -93,9 +92,9 @@ pub enum Cmd {
 #[derive(Debug, Subcommand)]
 pub enum TrustCmd {
     /// Trust a peer (peer id, or multiaddr ending in /p2p/ID to redial it there).
-    Add { target: String },
-    /// Stop trusting a peer.
-    Rm { target: String },
+    Add { target: PeerRef },
+    /// Stop trusting a peer (peer id, or the multiaddr it was added with).
+    Rm { target: PeerRef },
     /// List trusted peers.
     Ls,
 }
@@ -114,7 +113,7 @@ pub enum LimitsCmd {
 #[derive(Debug, Subcommand)]
 pub enum StreamCmd {
     /// Open a stream to PEER_ID for PROTOCOL and pipe standard input and output through it.
-    Open { peer_id: String, protocol: String },
+    Open { peer_id: PeerId, protocol: String },
     /// Pipe inbound streams for PROTOCOL to the Unix socket SOCKET (absolute path you own).
     Serve {
         protocol: String,
@@ -175,7 +174,7 @@ pub enum DhtCmd {
     /// Find the addresses of a peer.
     FindPeer {
         /// The peer id to look up (12D3KooW...).
-        peer_id: String,
+        peer_id: PeerId,
     },
     /// Get the value stored under KEY (printed raw; --json for details).
     Get {
@@ -204,31 +203,4 @@ pub enum DhtCmd {
         /// The record's key (any text; the DHT stores it as bytes).
         key: String,
     },
-}
-
-/// A ban target as the daemon accepts it: an IP address, a CIDR, or something shaped like a
-/// peer id (base58, 40 to 100 characters); anything else is a usage error (exit 2) before the
-/// daemon is asked.
-fn ban_target(s: &str) -> Result<String, String> {
-    use std::net::IpAddr;
-    let ok = if let Some((ip, len)) = s.split_once('/') {
-        match (ip.parse::<IpAddr>(), len.parse::<u8>()) {
-            (Ok(IpAddr::V4(_)), Ok(l)) => l <= 32,
-            (Ok(IpAddr::V6(_)), Ok(l)) => l <= 128,
-            _ => false,
-        }
-    } else {
-        s.parse::<IpAddr>().is_ok()
-            || ((40..=100).contains(&s.len())
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() && !matches!(c, '0' | 'O' | 'I' | 'l')))
-    };
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(
-            "expected a peer id (12D3KooW...), an IP address (192.0.2.7) or a CIDR (10.0.0.0/8)"
-                .into(),
-        )
-    }
 }

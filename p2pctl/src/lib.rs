@@ -21,11 +21,25 @@ use p2pd_proto::control::{
 };
 use p2pd_proto::{frame, paths, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::net::UnixStream;
 
 pub mod cli;
 
 pub use p2pd_proto::control;
+pub use p2pd_proto::target::{BanTarget, Multiaddr, PeerId, PeerRef};
+
+/// A request's time limit on the wire: milliseconds, 0 for the daemon's default.
+pub fn timeout_ms(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(0, |t| {
+        u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+/// A duration in whole seconds on the wire, 0 for none (a sub-second one counts as 1 s).
+fn wire_secs(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| d.as_secs().max(1))
+}
 
 /// The socket p2pctl talks to when none is given: your own user-mode node if it runs, else the
 /// packaged (system) node — its control socket, or, for a member of the read-only group who
@@ -161,21 +175,22 @@ impl Client {
         expect_kind!(self.request::Kind::Peers(PeersRequest { verbose }), Peers)
     }
 
+    /// Dials `addr` (with `/p2p/ID` the peer is checked) within `timeout` (None: the daemon's).
     pub async fn connect_peer(
         &mut self,
-        multiaddr: &str,
-        timeout_ms: u64,
+        addr: &Multiaddr,
+        timeout: Option<Duration>,
     ) -> Result<ConnectResponse, ClientError> {
         let req = ConnectRequest {
-            multiaddr: multiaddr.into(),
-            timeout_ms,
+            multiaddr: addr.to_string(),
+            timeout_ms: timeout_ms(timeout),
         };
         expect_kind!(self.request::Kind::Connect(req), Connect)
     }
 
-    pub async fn disconnect_peer(&mut self, peer_id: &str) -> Result<(), ClientError> {
+    pub async fn disconnect_peer(&mut self, peer: &PeerId) -> Result<(), ClientError> {
         let req = DisconnectRequest {
-            peer_id: peer_id.into(),
+            peer_id: peer.to_string(),
         };
         expect_kind!(self.request::Kind::Disconnect(req), Ack).map(|_| ())
     }
@@ -288,12 +303,12 @@ impl Client {
 
     pub async fn dht_find_peer(
         &mut self,
-        peer_id: &str,
-        timeout_ms: u64,
+        peer: &PeerId,
+        timeout: Option<Duration>,
     ) -> Result<DhtFindPeerResponse, ClientError> {
         let req = DhtFindPeerRequest {
-            peer_id: peer_id.into(),
-            timeout_ms,
+            peer_id: peer.to_string(),
+            timeout_ms: timeout_ms(timeout),
         };
         expect_kind!(self.request::Kind::DhtFindPeer(req), DhtFindPeer)
     }
@@ -301,11 +316,11 @@ impl Client {
     pub async fn dht_get(
         &mut self,
         key: &[u8],
-        timeout_ms: u64,
+        timeout: Option<Duration>,
     ) -> Result<DhtGetResponse, ClientError> {
         let req = DhtGetRequest {
             key: key.to_vec(),
-            timeout_ms,
+            timeout_ms: timeout_ms(timeout),
         };
         expect_kind!(self.request::Kind::DhtGet(req), DhtGet)
     }
@@ -314,20 +329,24 @@ impl Client {
         &mut self,
         key: &[u8],
         value: Vec<u8>,
-        timeout_ms: u64,
+        timeout: Option<Duration>,
     ) -> Result<(), ClientError> {
         let req = DhtPutRequest {
             key: key.to_vec(),
             value,
-            timeout_ms,
+            timeout_ms: timeout_ms(timeout),
         };
         expect_kind!(self.request::Kind::DhtPut(req), Ack).map(|_| ())
     }
 
-    pub async fn dht_provide(&mut self, key: &[u8], timeout_ms: u64) -> Result<(), ClientError> {
+    pub async fn dht_provide(
+        &mut self,
+        key: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(), ClientError> {
         let req = DhtProvideRequest {
             key: key.to_vec(),
-            timeout_ms,
+            timeout_ms: timeout_ms(timeout),
         };
         expect_kind!(self.request::Kind::DhtProvide(req), Ack).map(|_| ())
     }
@@ -335,11 +354,11 @@ impl Client {
     pub async fn dht_providers(
         &mut self,
         key: &[u8],
-        timeout_ms: u64,
+        timeout: Option<Duration>,
     ) -> Result<Vec<String>, ClientError> {
         let req = DhtProvidersRequest {
             key: key.to_vec(),
-            timeout_ms,
+            timeout_ms: timeout_ms(timeout),
         };
         expect_kind!(self.request::Kind::DhtProviders(req), PeerList).map(|l| l.peer_ids)
     }
@@ -347,11 +366,11 @@ impl Client {
     pub async fn dht_closest(
         &mut self,
         key: &[u8],
-        timeout_ms: u64,
+        timeout: Option<Duration>,
     ) -> Result<Vec<String>, ClientError> {
         let req = DhtClosestRequest {
             key: key.to_vec(),
-            timeout_ms,
+            timeout_ms: timeout_ms(timeout),
         };
         expect_kind!(self.request::Kind::DhtClosest(req), PeerList).map(|l| l.peer_ids)
     }
@@ -359,12 +378,14 @@ impl Client {
 
 /// Content-addressed blocks.
 impl Client {
-    /// Uploads everything `data` yields as one block; returns its stat (hash = SHA-256).
+    /// Uploads everything `data` yields as one block, kept for `ttl` (None: until deleted);
+    /// returns its stat (hash = SHA-256).
     pub async fn block_put<R: tokio::io::AsyncRead + Unpin>(
         &mut self,
         mut data: R,
-        ttl_secs: u64,
+        ttl: Option<Duration>,
     ) -> Result<BlockStat, ClientError> {
+        let ttl_secs = wire_secs(ttl);
         use tokio::io::AsyncReadExt;
         const PART: usize = 1 << 20;
         let id = self.next_id;
@@ -407,13 +428,13 @@ impl Client {
     pub async fn block_get<W: tokio::io::AsyncWrite + Unpin>(
         &mut self,
         hash: &str,
-        timeout_ms: u64,
+        timeout: Option<Duration>,
         mut sink: W,
     ) -> Result<BlockStat, ClientError> {
         use tokio::io::AsyncWriteExt;
         let req = BlockGetRequest {
             hash: hash.into(),
-            timeout_ms,
+            timeout_ms: timeout_ms(timeout),
         };
         let id = self.send_request(request::Kind::BlockGet(req)).await?;
         let mut stat = None;
@@ -482,17 +503,17 @@ impl<W: std::io::Write + Unpin> tokio::io::AsyncWrite for WriteInPlace<W> {
 
 /// Stream forwarding.
 impl Client {
-    /// Opens a libp2p stream to `peer_id` for `protocol`; the returned socket is the stream.
+    /// Opens a libp2p stream to `peer` for `protocol`; the returned socket is the stream.
     pub async fn stream_open(
         mut self,
-        peer_id: &str,
+        peer: &PeerId,
         protocol: &str,
-        timeout_ms: u64,
+        timeout: Option<Duration>,
     ) -> Result<UnixStream, ClientError> {
         let req = StreamOpenRequest {
-            peer_id: peer_id.into(),
+            peer_id: peer.to_string(),
             protocol: protocol.into(),
-            timeout_ms,
+            timeout_ms: timeout_ms(timeout),
         };
         let id = self.send_request(request::Kind::StreamOpen(req)).await?;
         let r = self.next_response(id).await?;
@@ -502,11 +523,12 @@ impl Client {
         }
     }
 
-    /// Pipes inbound streams for `protocol` to the Unix socket `socket` (which you must own).
-    pub async fn stream_serve(&mut self, protocol: &str, socket: &str) -> Result<(), ClientError> {
+    /// Pipes inbound streams for `protocol` to the Unix socket `socket` (an absolute path to a
+    /// socket you own).
+    pub async fn stream_serve(&mut self, protocol: &str, socket: &Path) -> Result<(), ClientError> {
         let req = StreamServeRequest {
             protocol: protocol.into(),
-            socket: socket.into(),
+            socket: socket.display().to_string(),
         };
         expect_kind!(self.request::Kind::StreamServe(req), Ack).map(|_| ())
     }
@@ -525,17 +547,17 @@ impl Client {
 
 /// Peer policy: bans, trusted peers, limits.
 impl Client {
-    /// Bans a peer id, IP or CIDR; `duration_secs` 0 = permanent.
+    /// Bans a peer, IP or CIDR for `duration` (None: permanently), with an optional reason.
     pub async fn ban(
         &mut self,
-        target: &str,
-        duration_secs: u64,
-        reason: &str,
+        target: &BanTarget,
+        duration: Option<Duration>,
+        reason: Option<&str>,
     ) -> Result<control::BanEntry, ClientError> {
         let req = control::BanRequest {
-            target: target.into(),
-            duration_secs,
-            reason: reason.into(),
+            target: target.to_string(),
+            duration_secs: wire_secs(duration),
+            reason: reason.unwrap_or_default().into(),
         };
         let list = expect_kind!(self.request::Kind::Ban(req), BanList)?;
         list.bans
@@ -544,9 +566,9 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("empty ban answer".into()))
     }
 
-    pub async fn unban(&mut self, target: &str) -> Result<(), ClientError> {
+    pub async fn unban(&mut self, target: &BanTarget) -> Result<(), ClientError> {
         let req = control::UnbanRequest {
-            target: target.into(),
+            target: target.to_string(),
         };
         expect_kind!(self.request::Kind::Unban(req), Ack).map(|_| ())
     }
@@ -555,15 +577,32 @@ impl Client {
         expect_kind!(self.request::Kind::Bans(control::BansRequest {}), BanList)
     }
 
-    /// Lists (action List), adds or removes trusted peers; returns the list after the change.
-    pub async fn trust(
+    /// The trusted peers, configured and runtime.
+    pub async fn trust_list(&mut self) -> Result<control::TrustList, ClientError> {
+        self.trust(control::trust_request::Action::List, String::new())
+            .await
+    }
+
+    /// Trusts a peer (with an address, it is redialled there); returns the list after.
+    pub async fn trust_add(&mut self, peer: &PeerRef) -> Result<control::TrustList, ClientError> {
+        self.trust(control::trust_request::Action::Add, peer.to_string())
+            .await
+    }
+
+    /// Stops trusting a peer added at runtime; returns the list after.
+    pub async fn trust_remove(&mut self, peer: &PeerId) -> Result<control::TrustList, ClientError> {
+        self.trust(control::trust_request::Action::Remove, peer.to_string())
+            .await
+    }
+
+    async fn trust(
         &mut self,
         action: control::trust_request::Action,
-        target: &str,
+        target: String,
     ) -> Result<control::TrustList, ClientError> {
         let req = control::TrustRequest {
             action: action as i32,
-            target: target.into(),
+            target,
         };
         expect_kind!(self.request::Kind::Trust(req), TrustList)
     }

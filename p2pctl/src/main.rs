@@ -101,10 +101,10 @@ fn peer_list(cli: &Cli, peer_ids: Vec<String>) -> String {
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    d.saturating_sub(Duration::from_secs(1))
-        .as_millis()
-        .min(u128::from(u64::MAX)) as u64
+/// The daemon's own deadline for a request: a second inside `--timeout`, so its answer (even
+/// a timeout) arrives before p2pctl gives up.
+fn wire_deadline(cli: &Cli) -> Option<Duration> {
+    Some(cli.timeout.saturating_sub(Duration::from_secs(1))).filter(|d| !d.is_zero())
 }
 
 /// Writes the answer to standard output. A reader that went away (`p2pctl status | head -1`,
@@ -142,12 +142,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             }
         }
         Cmd::Connect { multiaddr } => {
-            let ms = cli
-                .timeout
-                .saturating_sub(Duration::from_secs(1))
-                .as_millis()
-                .min(u128::from(u64::MAX)) as u64;
-            let c = client.connect_peer(multiaddr, ms).await?;
+            let c = client.connect_peer(multiaddr, wire_deadline(cli)).await?;
             if cli.json {
                 json_line(&c)
             } else if c.already_connected {
@@ -160,7 +155,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             client.disconnect_peer(peer_id).await?;
             if cli.json {
                 json_line(&control::DisconnectRequest {
-                    peer_id: peer_id.clone(),
+                    peer_id: peer_id.to_string(),
                 })
             } else {
                 format!("disconnected {peer_id}\n")
@@ -175,10 +170,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             duration,
             reason,
         } => {
-            let secs = duration.map(|d| d.as_secs().max(1)).unwrap_or(0);
-            let e = client
-                .ban(target, secs, reason.as_deref().unwrap_or(""))
-                .await?;
+            let e = client.ban(target, *duration, reason.as_deref()).await?;
             if cli.json {
                 json_line(&e)
             } else if e.expires_unix == 0 {
@@ -195,7 +187,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             client.unban(target).await?;
             if cli.json {
                 json_line(&control::UnbanRequest {
-                    target: target.clone(),
+                    target: target.to_string(),
                 })
             } else {
                 format!("unbanned {target}\n")
@@ -246,13 +238,11 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
             }
         }
         Cmd::Trust(cmd) => {
-            use p2pctl::control::trust_request::Action;
-            let (action, target) = match cmd {
-                TrustCmd::Add { target } => (Action::Add, target.as_str()),
-                TrustCmd::Rm { target } => (Action::Remove, target.as_str()),
-                TrustCmd::Ls => (Action::List, ""),
+            let list = match cmd {
+                TrustCmd::Add { target } => client.trust_add(target).await?,
+                TrustCmd::Rm { target } => client.trust_remove(&target.peer).await?,
+                TrustCmd::Ls => client.trust_list().await?,
             };
-            let list = client.trust(action, target).await?;
             if cli.json {
                 json_line(&list)
             } else {
@@ -335,7 +325,7 @@ async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String
 }
 
 async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, ClientError> {
-    let t = ms(cli.timeout);
+    let t = wire_deadline(cli);
     Ok(match cmd {
         DhtCmd::FindPeer { peer_id } => {
             let r = client.dht_find_peer(peer_id, t).await?;
@@ -368,7 +358,7 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
                 json_line(&control::DhtPutRequest {
                     key: key.as_bytes().to_vec(),
                     value,
-                    timeout_ms: t,
+                    timeout_ms: p2pctl::timeout_ms(t),
                 })
             } else {
                 format!("stored {key}\n")
@@ -379,7 +369,7 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
             if cli.json {
                 json_line(&control::DhtProvideRequest {
                     key: key.as_bytes().to_vec(),
-                    timeout_ms: t,
+                    timeout_ms: p2pctl::timeout_ms(t),
                 })
             } else {
                 format!("providing {key}\n")
@@ -401,9 +391,8 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
     }
     let stat = match cmd {
         BlockCmd::Put { file, ttl } => {
-            let ttl = ttl.map(|d| d.as_secs()).unwrap_or(0);
             if file == "-" {
-                client.block_put(tokio::io::stdin(), ttl).await?
+                client.block_put(tokio::io::stdin(), *ttl).await?
             } else {
                 let f = tokio::fs::File::open(file).await.map_err(|e| {
                     ClientError::Io(std::io::Error::new(
@@ -411,7 +400,7 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
                         format!("cannot read {file}: {e}"),
                     ))
                 })?;
-                client.block_put(f, ttl).await?
+                client.block_put(f, *ttl).await?
             }
         }
         BlockCmd::Get {
@@ -420,7 +409,7 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
         } => {
             let tmp = path.with_extension("p2pctl-partial");
             let f = p2pctl::WriteInPlace(std::fs::File::create(&tmp)?);
-            match client.block_get(hash, ms(cli.timeout), f).await {
+            match client.block_get(hash, wire_deadline(cli), f).await {
                 Ok(s) => {
                     tokio::fs::rename(&tmp, path).await?;
                     s
@@ -435,7 +424,7 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
             client
                 .block_get(
                     hash,
-                    ms(cli.timeout),
+                    wire_deadline(cli),
                     p2pctl::WriteInPlace(std::io::stdout().lock()),
                 )
                 .await?;
@@ -457,7 +446,7 @@ async fn stream(cli: &Cli, mut client: Client, cmd: &StreamCmd) -> Result<String
     Ok(match cmd {
         StreamCmd::Open { peer_id, protocol } => {
             let conn = client
-                .stream_open(peer_id, protocol, ms(cli.timeout))
+                .stream_open(peer_id, protocol, wire_deadline(cli))
                 .await?;
             // Plain threads and std::io::copy: the kernel moves the bytes (splice/sendfile
             // when standard input or output is a pipe or a file) instead of 8 KiB reads through
@@ -484,9 +473,7 @@ async fn stream(cli: &Cli, mut client: Client, cmd: &StreamCmd) -> Result<String
             app_socket,
         } => {
             let socket = std::path::absolute(app_socket)?;
-            client
-                .stream_serve(protocol, &socket.display().to_string())
-                .await?;
+            client.stream_serve(protocol, &socket).await?;
             if cli.json {
                 json_line(&control::StreamServeRequest {
                     protocol: protocol.clone(),

@@ -5,6 +5,7 @@ pub mod frame;
 pub mod http;
 pub mod json;
 pub mod paths;
+pub mod target;
 
 /// Control API messages (daemon <-> local clients).
 #[allow(clippy::all)]

@@ -367,7 +367,9 @@ fn ban_durations_are_bounded_and_every_ban_lists() {
         .expect("runtime");
     let refused = rt.block_on(async {
         let mut c = p2pctl::Client::connect(&n.socket).await.expect("connect");
-        c.ban("192.0.2.51", u64::MAX, "overflow").await
+        let target = "192.0.2.51".parse().expect("target");
+        c.ban(&target, Some(std::time::Duration::MAX), Some("overflow"))
+            .await
     });
     let e = refused.expect_err("a ban of 2^64-1 seconds was accepted");
     assert!(e.to_string().contains("at most 100 years"), "{e}");

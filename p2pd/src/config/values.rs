@@ -161,39 +161,8 @@ impl ConfigText for ByteSize {
     const EXPECTED: &'static str = "a size such as \"256MiB\" or \"1GiB\"";
 }
 
-/// A peer named by its id, or by a multiaddr ending in /p2p/ID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerRef {
-    pub peer: libp2p::PeerId,
-    pub addr: Option<libp2p::Multiaddr>,
-}
-
-impl FromStr for PeerRef {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.starts_with('/') {
-            let addr: libp2p::Multiaddr = s.parse().map_err(|e| format!("{e}"))?;
-            let peer = crate::addr::peer_id_of(&addr)
-                .ok_or_else(|| "the multiaddr has no /p2p/PEER_ID part".to_string())?;
-            Ok(PeerRef {
-                peer,
-                addr: Some(addr),
-            })
-        } else {
-            let peer = s.parse().map_err(|e| format!("{e}"))?;
-            Ok(PeerRef { peer, addr: None })
-        }
-    }
-}
-
-impl fmt::Display for PeerRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.addr {
-            Some(a) => write!(f, "{a}"),
-            None => write!(f, "{}", self.peer),
-        }
-    }
-}
+/// A peer id, or a multiaddr ending in `/p2p/ID`; shared with clients.
+pub use p2pd_proto::target::PeerRef;
 
 impl ConfigText for PeerRef {
     const EXPECTED: &'static str = "a peer id (12D3Koo...) or a multiaddr ending in /p2p/PEER_ID";

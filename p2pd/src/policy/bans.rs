@@ -1,80 +1,16 @@
 //! The ban list and the trusted peers, as persisted in `bans.json` (atomic replace on every
 //! change). Bans name a peer, an IP or a CIDR; they are permanent or expire at a given time.
 
-use ipnet::IpNet;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
-use std::str::FromStr;
 
 pub const FILE_NAME: &str = "bans.json";
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BanTarget {
-    Peer(PeerId),
-    Ip(IpAddr),
-    Cidr(IpNet),
-}
-
-impl FromStr for BanTarget {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(BanTarget::Ip(ip));
-        }
-        if let Ok(net) = s.parse::<IpNet>() {
-            return Ok(BanTarget::Cidr(net.trunc()));
-        }
-        s.parse::<PeerId>()
-            .map(BanTarget::Peer)
-            .map_err(|_| format!("{s:?} is not a peer id, an IP address or a CIDR (e.g. 12D3KooW..., 192.0.2.7, 10.0.0.0/8)"))
-    }
-}
-
-impl fmt::Display for BanTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BanTarget::Peer(p) => write!(f, "{p}"),
-            BanTarget::Ip(ip) => write!(f, "{ip}"),
-            BanTarget::Cidr(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-impl BanTarget {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            BanTarget::Peer(_) => "peer",
-            BanTarget::Ip(_) => "ip",
-            BanTarget::Cidr(_) => "cidr",
-        }
-    }
-
-    pub fn covers_ip(&self, ip: &IpAddr) -> bool {
-        match self {
-            BanTarget::Peer(_) => false,
-            BanTarget::Ip(b) => b == ip,
-            BanTarget::Cidr(n) => n.contains(ip),
-        }
-    }
-}
-
-impl Serialize for BanTarget {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for BanTarget {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+/// What a ban names; shared with clients through the control API's crate.
+pub use p2pd_proto::target::BanTarget;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ban {

@@ -444,17 +444,19 @@ fn pubsub_paced(n: usize, hops: usize) -> (f64, f64) {
 /// Connection setup from B to A in ms: the first of a fresh B process, then a warm one.
 fn connection_setup(transport: Transport) -> (f64, f64) {
     let a = Node::start("bench-ca", opts(transport));
-    let target = a.multiaddr(transport);
+    let target: p2pctl::Multiaddr = a.multiaddr(transport).parse().expect("multiaddr");
     let a_id = a.peer_id();
+    let a_peer: p2pctl::PeerId = a_id.parse().expect("peer id");
     let b = Node::start("bench-cb", opts(transport));
     rt().block_on(async {
         let mut c = p2pctl::Client::connect(&b.socket).await.expect("connect");
         let t = Instant::now();
-        c.connect_peer(&target, 10_000)
+        let within = Some(Duration::from_secs(10));
+        c.connect_peer(&target, within)
             .await
             .expect("first connect");
         let first = t.elapsed().as_secs_f64() * 1e3;
-        c.disconnect_peer(&a_id).await.expect("disconnect");
+        c.disconnect_peer(&a_peer).await.expect("disconnect");
         let gone = async {
             for _ in 0..200 {
                 let p = c.peers(false).await.expect("peers");
@@ -467,7 +469,7 @@ fn connection_setup(transport: Transport) -> (f64, f64) {
         };
         assert!(gone.await, "did not disconnect");
         let t = Instant::now();
-        c.connect_peer(&target, 10_000).await.expect("warm connect");
+        c.connect_peer(&target, within).await.expect("warm connect");
         (first, t.elapsed().as_secs_f64() * 1e3)
     })
 }
