@@ -115,7 +115,7 @@ impl Behaviour {
             gossipsub,
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
-            blocks: crate::blocks::fetch::BlockService::behaviour(),
+            blocks: crate::blocks::codec::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
         })
     }

@@ -107,7 +107,7 @@ pub async fn run(
         Box::new(move |revert| {
             let node = to_node.clone();
             Box::pin(async move {
-                node.tell(node::Command::RevertBans(revert)).await;
+                node.tell(move |n| n.revert_bans(revert)).await;
             })
         }),
     );

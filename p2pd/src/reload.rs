@@ -3,9 +3,9 @@
 //! with the reason and the running one stays.
 
 use crate::config::{self, Overrides};
-use crate::node::{ApiError, Command, NodeHandle};
+use crate::node::Code;
+use crate::node::{ApiError, NodeHandle, Reloaded};
 use crate::sd::Notifier;
-use p2pd_proto::control::{ErrorCode, ReloadResponse};
 use p2pd_proto::paths::Mode;
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ impl Reloader {
     }
 
     /// Reloads; `by` says who asked ("SIGHUP", "uid 0").
-    pub async fn reload(&self, by: &str) -> Result<ReloadResponse, ApiError> {
+    pub async fn reload(&self, by: &str) -> Result<Reloaded, ApiError> {
         let _one = self.running.lock().await;
         tracing::info!(event = "reload", by, "reloading the configuration");
         self.notifier.reloading();
@@ -49,11 +49,7 @@ impl Reloader {
                 let bans = self.bans.edits().await;
                 let applied = self
                     .node
-                    .ask(|reply| Command::ApplyConfig {
-                        config: Box::new(cfg),
-                        bans,
-                        reply,
-                    })
+                    .call(move |node| Ok(node.apply_config(cfg, bans)))
                     .await;
                 if let Ok(r) = &applied {
                     tracing::info!(event = "reload", result = %r.message, restart_needed = ?r.restart_needed, "configuration reloaded");
@@ -63,7 +59,7 @@ impl Reloader {
             Err(e) => {
                 tracing::error!(event = "reload", error = %e, "reload refused; the running configuration stays");
                 Err(ApiError::new(
-                    ErrorCode::BadRequest,
+                    Code::BadRequest,
                     format!("reload refused, the running configuration stays: {e}"),
                 ))
             }
@@ -75,7 +71,7 @@ impl Reloader {
             }
         });
         // The summary (peers, listen addresses) replaces this message at the node's next tick.
-        self.node.tell(Command::StatusChanged).await;
+        self.node.tell(|node| node.status_changed()).await;
         result
     }
 }

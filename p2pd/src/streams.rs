@@ -4,9 +4,9 @@
 //! All of it runs beside the node loop through `libp2p_stream::Control`.
 
 use crate::node::ApiError;
+use crate::node::Code;
 use futures::StreamExt;
 use libp2p::{PeerId, StreamProtocol};
-use p2pd_proto::control::{ErrorCode, StreamHandler, StreamList};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -43,6 +43,16 @@ impl Drop for Handler {
     }
 }
 
+/// A served protocol, as `stream ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerView {
+    pub protocol: String,
+    pub socket: PathBuf,
+    pub active_streams: u32,
+    pub total_streams: u64,
+    pub owner_uid: u32,
+}
+
 pub struct Forwarder {
     control: libp2p_stream::Control,
     handlers: Mutex<BTreeMap<String, Handler>>,
@@ -51,7 +61,7 @@ pub struct Forwarder {
 }
 
 fn bad(msg: String) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, msg)
+    ApiError::new(Code::BadRequest, msg)
 }
 
 /// Checks that `name` is a protocol an application may use.
@@ -106,7 +116,7 @@ impl Forwarder {
             && meta.uid() != caller_uid
         {
             return Err(ApiError::new(
-                ErrorCode::PermissionDenied,
+                Code::PermissionDenied,
                 format!(
                     "{} does not belong to you (uid {caller_uid}); serve a socket you own",
                     socket.display()
@@ -148,23 +158,21 @@ impl Forwarder {
         self.handlers()
             .remove(name)
             .map(drop)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("{name} is not served")))
+            .ok_or_else(|| ApiError::new(Code::NotFound, format!("{name} is not served")))
     }
 
-    pub fn list(&self) -> StreamList {
-        StreamList {
-            handlers: self
-                .handlers()
-                .iter()
-                .map(|(p, h)| StreamHandler {
-                    protocol: p.clone(),
-                    socket: h.socket.display().to_string(),
-                    active_streams: h.stats.active.load(Ordering::Relaxed),
-                    total_streams: h.stats.total.load(Ordering::Relaxed),
-                    owner_uid: h.owner_uid,
-                })
-                .collect(),
-        }
+    /// The served protocols, their sockets and stream counts.
+    pub fn list(&self) -> Vec<HandlerView> {
+        self.handlers()
+            .iter()
+            .map(|(p, h)| HandlerView {
+                protocol: p.clone(),
+                socket: h.socket.clone(),
+                active_streams: h.stats.active.load(Ordering::Relaxed),
+                total_streams: h.stats.total.load(Ordering::Relaxed),
+                owner_uid: h.owner_uid,
+            })
+            .collect()
     }
 
     /// Opens an outbound stream (dialling the peer if needed).
@@ -174,12 +182,7 @@ impl Forwarder {
             .clone()
             .open_stream(peer, proto)
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Failed,
-                    format!("cannot open {name} to {peer}: {e}"),
-                )
-            })
+            .map_err(|e| ApiError::new(Code::Failed, format!("cannot open {name} to {peer}: {e}")))
     }
 }
 

@@ -17,6 +17,16 @@ const MAX_REQUEST: usize = 4096;
 const MAX_RESPONSE: usize = CHUNK_SIZE + 64 * 1024;
 const VERSION: u32 = 1;
 
+/// The request-response behaviour for [`PROTOCOL`] (30 s per request).
+pub fn behaviour() -> libp2p::request_response::Behaviour<BlockCodec> {
+    libp2p::request_response::Behaviour::with_codec(
+        BlockCodec,
+        [(PROTOCOL, libp2p::request_response::ProtocolSupport::Full)],
+        libp2p::request_response::Config::default()
+            .with_request_timeout(std::time::Duration::from_secs(30)),
+    )
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct BlockCodec;
 

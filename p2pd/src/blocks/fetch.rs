@@ -3,13 +3,13 @@
 //! the requested hash, and only then store it. A provider that serves anything wrong is dropped
 //! and the next one is tried; nothing unverified is ever stored.
 
-use super::codec::{self, BlockCodec};
+use super::codec;
 use super::store::{BlockStore, Meta};
 use super::{sha256, to_hex, Hash, CHUNK_SIZE, MAX_BLOCK_SIZE};
-use crate::node::{ApiError, Command, DhtQuery, NodeHandle};
+use crate::node::Code;
+use crate::node::{ApiError, DhtAnswer, DhtQuery, NodeHandle};
 use libp2p::identity::PublicKey;
 use libp2p::PeerId;
-use p2pd_proto::control::{response::Kind, ErrorCode};
 use p2pd_proto::wire::{BlockManifest, BlockRequest};
 use prost::Message;
 
@@ -21,20 +21,6 @@ pub struct BlockService {
     pub compress_threshold: usize,
     /// Seals this node's block requests and answers.
     pub signer: std::sync::Arc<super::envelope::Signer>,
-}
-
-impl BlockService {
-    pub fn behaviour() -> libp2p::request_response::Behaviour<BlockCodec> {
-        libp2p::request_response::Behaviour::with_codec(
-            BlockCodec,
-            [(
-                codec::PROTOCOL,
-                libp2p::request_response::ProtocolSupport::Full,
-            )],
-            libp2p::request_response::Config::default()
-                .with_request_timeout(std::time::Duration::from_secs(30)),
-        )
-    }
 }
 
 /// The public key inside an identity-hashed PeerId (ed25519), to check block signatures.
@@ -57,11 +43,7 @@ async fn request(
         envelope: super::envelope::ACCEPTS,
     };
     let resp = node
-        .ask(|reply| Command::BlockRequest {
-            peer,
-            request: req,
-            reply,
-        })
+        .ask(move |n, reply| n.block_request(peer, req, reply))
         .await
         .map_err(|e| e.message)?;
     let (claimed, data, block) = codec::open(resp, public_key_of(&peer).as_ref())?;
@@ -246,34 +228,21 @@ pub async fn fetch(
         });
     }
     let key = hash.to_vec();
-    let providers = match node
-        .ask(|reply| Command::Dht {
-            query: DhtQuery::Providers(key.clone()),
-            reply,
-        })
-        .await
-    {
-        Ok(Kind::PeerList(l)) => l.peer_ids,
+    let query = DhtQuery::Providers(key.clone());
+    let providers = match node.ask(move |n, reply| n.dht(query, reply)).await {
+        Ok(DhtAnswer::Peers(peers)) => peers,
         Ok(_) => Vec::new(),
-        Err(e) if e.code == ErrorCode::NotFound => Vec::new(),
+        Err(e) if e.code == Code::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
     let mut reasons = Vec::new();
-    let providers: Vec<PeerId> = providers
-        .iter()
-        .filter_map(|p| p.parse::<PeerId>().ok())
-        .filter(|p| *p != me)
-        .collect();
+    let providers: Vec<PeerId> = providers.into_iter().filter(|p| *p != me).collect();
     if !providers.is_empty() {
         match from_providers(node, store, hash, providers, &mut reasons).await {
             Ok((meta, served)) => {
                 tracing::info!(hash = %to_hex(hash), providers = served.len(), size = meta.size, "fetched and verified a block");
-                let _ = node
-                    .ask(|reply| Command::Dht {
-                        query: DhtQuery::Provide(key.clone()),
-                        reply,
-                    })
-                    .await;
+                let query = DhtQuery::Provide(key.clone());
+                let _ = node.ask(move |n, reply| n.dht(query, reply)).await;
                 return Ok(Fetched {
                     meta,
                     just_verified: true,
@@ -284,12 +253,12 @@ pub async fn fetch(
     }
     if reasons.is_empty() {
         return Err(ApiError::new(
-            ErrorCode::NotFound,
+            Code::NotFound,
             format!("no providers for block {} in the DHT", to_hex(hash)),
         ));
     }
     Err(ApiError::new(
-        ErrorCode::Failed,
+        Code::Failed,
         format!(
             "block {} could not be fetched; nothing was stored. {}",
             to_hex(hash),

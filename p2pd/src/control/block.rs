@@ -3,7 +3,8 @@
 
 use super::{Caller, Ctx, Outcome};
 use crate::blocks::{self, fetch, parse_hash, Meta};
-use crate::node::{ApiError, Command, DhtQuery};
+use crate::node::Code;
+use crate::node::{ApiError, DhtQuery};
 use futures::StreamExt;
 use p2pd_proto::control::{
     client_frame, request, response::Kind, BlockData, BlockGetRequest, BlockPutRequest, BlockStat,
@@ -25,7 +26,7 @@ fn stat_of(m: &Meta) -> BlockStat {
 fn hash_arg(s: &str) -> Result<blocks::Hash, ApiError> {
     parse_hash(s).ok_or_else(|| {
         ApiError::new(
-            ErrorCode::BadRequest,
+            Code::BadRequest,
             format!("{s:?} is not a SHA-256 hash (64 hex digits)"),
         )
     })
@@ -44,7 +45,7 @@ fn error_of(e: &blocks::store::StoreError) -> p2pd_proto::control::Error {
 }
 
 fn io_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::Internal, format!("block store: {e}"))
+    ApiError::new(Code::Internal, format!("block store: {e}"))
 }
 
 /// Reads the rest of an upload (frames with the same request id until `last`), storing it as it
@@ -75,13 +76,13 @@ pub async fn put<R: AsyncRead + Unpin>(
             })) if next == id => p,
             Ok(_) => {
                 return Err(ApiError::new(
-                    ErrorCode::BadRequest,
+                    Code::BadRequest,
                     "upload interrupted by another frame; nothing was stored",
                 ))
             }
             Err(e) => {
                 return Err(ApiError::new(
-                    ErrorCode::BadRequest,
+                    Code::BadRequest,
                     format!("upload broken ({e}); nothing was stored"),
                 ))
             }
@@ -91,14 +92,8 @@ pub async fn put<R: AsyncRead + Unpin>(
     let key = parse_hash(&meta.hash)
         .map(|h| h.to_vec())
         .unwrap_or_default();
-    if let Err(e) = ctx
-        .node
-        .ask(|reply| Command::Dht {
-            query: DhtQuery::Provide(key),
-            reply,
-        })
-        .await
-    {
+    let query = DhtQuery::Provide(key);
+    if let Err(e) = ctx.node.ask(move |n, reply| n.dht(query, reply)).await {
         tracing::warn!(hash = %meta.hash, error = %e, "stored the block but could not announce it yet; the DHT republishes later");
     }
     tracing::info!(hash = %meta.hash, size = meta.size, "stored a block");
@@ -112,7 +107,7 @@ pub async fn stat(ctx: &Ctx, req: BlockStatRequest) -> Result<Kind, ApiError> {
         .map(|m| Kind::BlockStat(stat_of(&m)))
         .ok_or_else(|| {
             ApiError::new(
-                ErrorCode::NotFound,
+                Code::NotFound,
                 format!("block {} is not stored on this node", req.hash),
             )
         })
@@ -151,9 +146,9 @@ pub async fn verify(ctx: &Ctx, req: BlockVerifyRequest) -> Result<Kind, ApiError
         return Ok(Kind::BlockVerify(BlockVerifyResponse { checked }));
     }
     let code = if corrupt == ["not stored on this node"] {
-        ErrorCode::NotFound
+        Code::NotFound
     } else {
-        ErrorCode::Failed
+        Code::Failed
     };
     Err(ApiError::new(
         code,
@@ -180,7 +175,7 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
         Ok(Err(e)) => return Outcome::Reply(Err(e)),
         Err(_) => {
             return Outcome::Reply(Err(ApiError::new(
-                ErrorCode::Timeout,
+                Code::Timeout,
                 "the block was not fetched in time; nothing was stored",
             )))
         }

@@ -1,8 +1,9 @@
 use super::Caller;
-use crate::node::{ApiError, Command, DhtQuery, NodeHandle};
+use crate::node::Code;
+use crate::node::{ApiError, DhtAnswer, DhtQuery, NodeHandle};
 use p2pd_proto::control::{
-    response::Kind, DhtClosestRequest, DhtFindPeerRequest, DhtGetRequest, DhtProvideRequest,
-    DhtProvidersRequest, DhtPutRequest, ErrorCode,
+    response::Kind, Ack, DhtClosestRequest, DhtFindPeerRequest, DhtFindPeerResponse, DhtGetRequest,
+    DhtGetResponse, DhtProvideRequest, DhtProvidersRequest, DhtPutRequest, PeerList,
 };
 use std::time::Duration;
 
@@ -15,10 +16,11 @@ async fn run(node: &NodeHandle, query: DhtQuery, timeout_ms: u64) -> Result<Kind
         0 => DEFAULT_TIMEOUT,
         ms => Duration::from_millis(ms),
     };
-    match tokio::time::timeout(limit, node.ask(|reply| Command::Dht { query, reply })).await {
-        Ok(r) => r,
+    let asked = node.ask(move |n, reply| n.dht(query, reply));
+    match tokio::time::timeout(limit, asked).await {
+        Ok(r) => r.map(to_proto),
         Err(_) => Err(ApiError::new(
-            ErrorCode::Timeout,
+            Code::Timeout,
             format!(
                 "the DHT query did not finish within {}",
                 humantime::format_duration(limit)
@@ -27,12 +29,27 @@ async fn run(node: &NodeHandle, query: DhtQuery, timeout_ms: u64) -> Result<Kind
     }
 }
 
+fn to_proto(answer: DhtAnswer) -> Kind {
+    match answer {
+        DhtAnswer::Peer { peer, addrs } => Kind::DhtFindPeer(DhtFindPeerResponse {
+            peer_id: peer.to_string(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+        }),
+        DhtAnswer::Record { key, value, from } => Kind::DhtGet(DhtGetResponse {
+            key,
+            value,
+            from: from.map(|p| p.to_string()).unwrap_or_default(),
+        }),
+        DhtAnswer::Done => Kind::Ack(Ack {}),
+        DhtAnswer::Peers(peers) => Kind::PeerList(PeerList {
+            peer_ids: peers.iter().map(|p| p.to_string()).collect(),
+        }),
+    }
+}
+
 fn key(k: Vec<u8>) -> Result<Vec<u8>, ApiError> {
     if k.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "the key must not be empty",
-        ));
+        return Err(ApiError::new(Code::BadRequest, "the key must not be empty"));
     }
     Ok(k)
 }
@@ -40,7 +57,7 @@ fn key(k: Vec<u8>) -> Result<Vec<u8>, ApiError> {
 pub async fn find_peer(node: &NodeHandle, req: DhtFindPeerRequest) -> Result<Kind, ApiError> {
     let peer = req.peer_id.parse().map_err(|e| {
         ApiError::new(
-            ErrorCode::BadRequest,
+            Code::BadRequest,
             format!("invalid peer id {:?}: {e}", req.peer_id),
         )
     })?;
@@ -55,7 +72,7 @@ pub async fn put(node: &NodeHandle, caller: &Caller, req: DhtPutRequest) -> Resu
     caller.audit("dht_put", &String::from_utf8_lossy(&req.key));
     if req.value.len() > MAX_VALUE {
         return Err(ApiError::new(
-            ErrorCode::BadRequest,
+            Code::BadRequest,
             format!("the value is {} bytes; the DHT accepts at most {MAX_VALUE} (store large data with `block put`)", req.value.len()),
         ));
     }

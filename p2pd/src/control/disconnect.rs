@@ -1,6 +1,7 @@
 use super::Caller;
-use crate::node::{ApiError, Command, NodeHandle};
-use p2pd_proto::control::{response::Kind, Ack, DisconnectRequest, ErrorCode};
+use crate::node::Code;
+use crate::node::{ApiError, NodeHandle};
+use p2pd_proto::control::{response::Kind, Ack, DisconnectRequest};
 
 pub async fn handle(
     node: &NodeHandle,
@@ -10,11 +11,11 @@ pub async fn handle(
     caller.audit("disconnect", &req.peer_id);
     let peer: libp2p::PeerId = req.peer_id.parse().map_err(|e| {
         ApiError::new(
-            ErrorCode::BadRequest,
+            Code::BadRequest,
             format!("invalid peer id {:?}: {e}", req.peer_id),
         )
     })?;
-    node.ask(|reply| Command::Disconnect { peer, reply })
+    node.call(move |n| n.disconnect(peer))
         .await
         .map(|()| Kind::Ack(Ack {}))
 }

@@ -12,12 +12,14 @@ mod disconnect;
 mod peers;
 mod policy;
 mod pubsub;
+mod service;
 mod socket;
 mod status;
 mod stream;
 
 pub use socket::{bind, take_passed_sockets, Passed};
 
+use crate::node::Code;
 use crate::node::{ApiError, NodeHandle};
 use futures::stream::{BoxStream, StreamExt};
 use p2pd_proto::control::{
@@ -194,6 +196,20 @@ fn response_frame(id: u64, more: bool, kind: response::Kind) -> ServerFrame {
             more,
             kind: Some(kind),
         })),
+    }
+}
+
+/// The API's error code for a failure of the core.
+pub(crate) fn wire_code(code: Code) -> ErrorCode {
+    match code {
+        Code::BadRequest => ErrorCode::BadRequest,
+        Code::NotFound => ErrorCode::NotFound,
+        Code::Timeout => ErrorCode::Timeout,
+        Code::Unavailable => ErrorCode::Unavailable,
+        Code::Failed => ErrorCode::Failed,
+        Code::Internal => ErrorCode::Internal,
+        Code::PermissionDenied => ErrorCode::PermissionDenied,
+        Code::UnknownRequest => ErrorCode::UnknownRequest,
     }
 }
 
@@ -393,23 +409,19 @@ async fn serve_frames(
             Some(client_frame::Frame::Hello(_)) => (
                 0,
                 Err(ApiError::new(
-                    ErrorCode::BadRequest,
+                    Code::BadRequest,
                     "hello was already exchanged",
                 ))
                 .into(),
             ),
             None => (
                 0,
-                Err(ApiError::new(
-                    ErrorCode::UnknownRequest,
-                    "unknown frame kind",
-                ))
-                .into(),
+                Err(ApiError::new(Code::UnknownRequest, "unknown frame kind")).into(),
             ),
         };
         let sent = match outcome {
             Outcome::Reply(Ok(kind)) => send_response(stream, id, false, kind).await,
-            Outcome::Reply(Err(e)) => send_error(stream, id, e.code, &e.message).await,
+            Outcome::Reply(Err(e)) => send_error(stream, id, wire_code(e.code), &e.message).await,
             Outcome::Stream(items) => {
                 // A stream occupies the connection until the client closes it.
                 let _ = stream_responses(&mut rd, stream, id, items).await;
@@ -467,7 +479,7 @@ where
         .zip(outcomes)
         .map(|(id, outcome)| match outcome {
             Outcome::Reply(Ok(kind)) => response_frame(id, false, kind),
-            Outcome::Reply(Err(e)) => error_frame(id, e.code, &e.message),
+            Outcome::Reply(Err(e)) => error_frame(id, wire_code(e.code), &e.message),
             Outcome::Stream(_) => error_frame(id, ErrorCode::Internal, "unexpected stream"),
         })
         .collect();
@@ -512,14 +524,14 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
     let node = &ctx.node;
     let Some(kind) = req.kind else {
         return Err(ApiError::new(
-            ErrorCode::UnknownRequest,
+            Code::UnknownRequest,
             "unknown request kind; is p2pctl newer than this p2pd?",
         ))
         .into();
     };
     if caller.access == Access::ReadOnly && !read_only(&kind) {
         return Err(ApiError::new(
-            ErrorCode::PermissionDenied,
+            Code::PermissionDenied,
             "this is the read-only socket: it answers queries (status, peers, limits, bans, \
              trust ls, pubsub topics, stream ls, block stat) but changes nothing. Use the control socket \
              (/run/p2pd/control.sock) as root or a member of the group p2pd",
@@ -544,13 +556,11 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         K::BlockGet(r) => block::get(ctx, r).await,
         K::BlockStat(r) => block::stat(ctx, r).await.into(),
         K::BlockVerify(r) => block::verify(ctx, r).await.into(),
-        K::BlockPut(_) | K::StreamOpen(_) => Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "request out of sequence",
-        ))
-        .into(),
+        K::BlockPut(_) | K::StreamOpen(_) => {
+            Err(ApiError::new(Code::BadRequest, "request out of sequence")).into()
+        }
         K::StreamServe(r) => stream::serve(ctx, caller, r).into(),
-        K::StreamList(_) => Ok(response::Kind::StreamList(ctx.streams.list())).into(),
+        K::StreamList(_) => stream::list(ctx).into(),
         K::StreamRemove(r) => stream::remove(ctx, caller, r).into(),
         K::Ban(r) => policy::ban(node, caller, r).await.into(),
         K::Unban(r) => policy::unban(node, caller, r).await.into(),
@@ -558,21 +568,7 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         K::Trust(r) => policy::trust(node, caller, r).await.into(),
         K::Limits(_) => policy::limits(node).await.into(),
         K::LimitsSet(r) => policy::limits_set(node, caller, r).await.into(),
-        K::Reload(_) => {
-            caller.audit("reload", "");
-            let by = format!("uid {}", caller.uid);
-            ctx.reloader
-                .reload(&by)
-                .await
-                .map(response::Kind::Reload)
-                .into()
-        }
-        K::LogLevel(r) => {
-            caller.audit("log_level", &r.filter);
-            crate::logging::set_filter(&r.filter)
-                .map(|()| response::Kind::Ack(p2pd_proto::control::Ack {}))
-                .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))
-                .into()
-        }
+        K::Reload(_) => service::reload(ctx, caller).await.into(),
+        K::LogLevel(r) => service::log_level(caller, r).into(),
     }
 }

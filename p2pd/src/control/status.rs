@@ -1,6 +1,31 @@
-use crate::node::{ApiError, Command, NodeHandle};
-use p2pd_proto::control::{response::Kind, StatusRequest};
+//! `status`: the node's summary.
+
+use crate::node::{ApiError, NodeHandle, Status};
+use p2pd_proto::control::{response::Kind, StatusRequest, StatusResponse};
 
 pub async fn handle(node: &NodeHandle, _req: StatusRequest) -> Result<Kind, ApiError> {
-    node.ask(Command::Status).await.map(Kind::Status)
+    let s = node.call(|n| Ok(n.status())).await?;
+    Ok(Kind::Status(to_proto(s)))
+}
+
+fn to_proto(s: Status) -> StatusResponse {
+    let addrs = |list: Vec<libp2p::Multiaddr>| list.iter().map(|a| a.to_string()).collect();
+    StatusResponse {
+        peer_id: s.peer_id.to_string(),
+        version: s.version.into(),
+        uptime_seconds: s.uptime.as_secs(),
+        listen_addrs: addrs(s.listen_addrs),
+        external_addrs: addrs(s.external_addrs),
+        metrics_addr: s.metrics_addr,
+        connections_inbound: s.connections_inbound,
+        connections_outbound: s.connections_outbound,
+        connected_peers: s.connected_peers,
+        routing_table_size: s.routing_table_size,
+        nat_status: s.nat_status.into(),
+        open_files_limit: s.open_files_limit,
+        dht_mode: s.dht_mode,
+        mode: s.mode.into(),
+        bootstrap_configured: s.bootstrap_configured,
+        bootstrap_connected: s.bootstrap_connected,
+    }
 }

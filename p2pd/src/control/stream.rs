@@ -1,10 +1,12 @@
-//! `stream open` (the control connection becomes the byte pipe), `stream serve`, `stream rm`.
+//! `stream open` (the control connection becomes the byte pipe), `stream serve`, `stream ls`,
+//! `stream rm`.
 
 use super::{send_error, send_response, Caller, Ctx};
 use crate::node::ApiError;
+use crate::node::Code;
 use p2pd_proto::control::{
-    response::Kind, Ack, ErrorCode, StreamOpenRequest, StreamOpened, StreamRemoveRequest,
-    StreamServeRequest,
+    response::Kind, Ack, StreamHandler, StreamList, StreamOpenRequest, StreamOpened,
+    StreamRemoveRequest, StreamServeRequest,
 };
 use std::time::Duration;
 use tokio::net::UnixStream;
@@ -21,6 +23,22 @@ pub fn serve(ctx: &Ctx, caller: &Caller, req: StreamServeRequest) -> Result<Kind
     Ok(Kind::Ack(Ack {}))
 }
 
+pub fn list(ctx: &Ctx) -> Result<Kind, ApiError> {
+    let handlers = ctx
+        .streams
+        .list()
+        .into_iter()
+        .map(|h| StreamHandler {
+            protocol: h.protocol,
+            socket: h.socket.display().to_string(),
+            active_streams: h.active_streams,
+            total_streams: h.total_streams,
+            owner_uid: h.owner_uid,
+        })
+        .collect();
+    Ok(Kind::StreamList(StreamList { handlers }))
+}
+
 pub fn remove(ctx: &Ctx, caller: &Caller, req: StreamRemoveRequest) -> Result<Kind, ApiError> {
     caller.audit("stream_rm", &req.protocol);
     ctx.streams.remove(&req.protocol)?;
@@ -30,7 +48,7 @@ pub fn remove(ctx: &Ctx, caller: &Caller, req: StreamRemoveRequest) -> Result<Ki
 async fn opened(ctx: &Ctx, req: &StreamOpenRequest) -> Result<libp2p::Stream, ApiError> {
     let peer: libp2p::PeerId = req.peer_id.parse().map_err(|e| {
         ApiError::new(
-            ErrorCode::BadRequest,
+            Code::BadRequest,
             format!("invalid peer id {:?}: {e}", req.peer_id),
         )
     })?;
@@ -42,7 +60,7 @@ async fn opened(ctx: &Ctx, req: &StreamOpenRequest) -> Result<libp2p::Stream, Ap
         .await
         .map_err(|_| {
             ApiError::new(
-                ErrorCode::Timeout,
+                Code::Timeout,
                 format!(
                     "no stream to {peer} within {}",
                     humantime::format_duration(limit)
@@ -74,7 +92,7 @@ pub async fn open(
             }
         }
         Err(e) => {
-            let _ = send_error(&mut conn, id, e.code, &e.message).await;
+            let _ = send_error(&mut conn, id, super::wire_code(e.code), &e.message).await;
         }
     }
 }

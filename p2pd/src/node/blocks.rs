@@ -1,11 +1,11 @@
 //! The node's side of block exchange: requests go out and answers come in inside the signed
 //! envelope; inbound requests are rate-limited, opened, and served from the store off the loop.
 
-use super::{ApiError, Command, Node, Reply};
+use super::Code;
+use super::{ApiError, Node, Reply};
 use crate::blocks::envelope;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::PeerId;
-use p2pd_proto::control::ErrorCode;
 use p2pd_proto::wire::{BlockRequest, BlockResponse, SignedMessage};
 use prost::Message;
 
@@ -17,7 +17,8 @@ fn refusal(msg: String) -> BlockResponse {
 }
 
 impl Node {
-    pub(super) fn block_request(
+    /// Asks `peer` for a block manifest or chunk.
+    pub fn block_request(
         &mut self,
         peer: PeerId,
         request: BlockRequest,
@@ -34,7 +35,7 @@ impl Node {
     }
 
     /// Sends an answer sealed off the event loop ([`Node::seal_response`] for small ones).
-    pub(super) fn block_respond(
+    pub(crate) fn block_respond(
         &mut self,
         channel: ResponseChannel<SignedMessage>,
         sealed: SignedMessage,
@@ -59,10 +60,7 @@ impl Node {
     /// up to a 1 MiB chunk) and decoding off the loop; a forged answer costs the peer score.
     fn open_answer(&mut self, from: PeerId, msg: SignedMessage, reply: Reply<BlockResponse>) {
         let refused = move |e: envelope::Refusal| {
-            ApiError::new(
-                ErrorCode::Failed,
-                format!("answer from {from} refused: {e}"),
-            )
+            ApiError::new(Code::Failed, format!("answer from {from} refused: {e}"))
         };
         if let Err(e) = envelope::fresh(&msg, &from, &mut self.envelopes) {
             self.swarm.behaviour().policy.ignored("replay");
@@ -74,15 +72,12 @@ impl Node {
             let opened = match envelope::verify(&msg, &from) {
                 Ok(()) => BlockResponse::decode(msg.payload.as_slice()).map_err(|e| {
                     ApiError::new(
-                        ErrorCode::Failed,
+                        Code::Failed,
                         format!("answer from {from} refused: undecodable message: {e}"),
                     )
                 }),
                 Err(e) => {
-                    handle.try_tell(Command::PunishInvalid {
-                        peer: from,
-                        reason: "bad_signature",
-                    });
+                    handle.try_tell(move |node| node.punish_invalid(from, "bad_signature"));
                     Err(refused(e))
                 }
             };
@@ -152,7 +147,7 @@ impl Node {
                         let response = service
                             .signer
                             .seal_for(request.envelope, response.encode_to_vec());
-                        handle.try_tell(Command::BlockRespond { channel, response });
+                        handle.try_tell(move |node| node.block_respond(channel, response));
                     });
                 }
                 request_response::Message::Response {
@@ -174,7 +169,7 @@ impl Node {
                 tracing::debug!(peer_id = %peer, error = %error, "block request failed");
                 if let Some((_, reply)) = self.block_requests.remove(&request_id) {
                     let _ = reply.send(Err(ApiError::new(
-                        ErrorCode::Failed,
+                        Code::Failed,
                         format!("block request to {peer} failed: {error}"),
                     )));
                 }

@@ -1,18 +1,40 @@
-//! Commands the rest of the daemon sends to the node's event loop, and the handle that sends
-//! them. Each command carries the sender for its answer; the loop never blocks on a caller.
+//! The handle the rest of the daemon uses to reach the node's event loop: each request is a
+//! closure run on the loop, which answers through its reply channel; the loop never blocks on a
+//! caller.
 
-use p2pd_proto::control::{self, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
-/// An error the control API reports: a code for programs, a sentence for people.
+/// What kind of failure an answer is, for programs; `control/` maps it to the API's
+/// `ErrorCode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The request is malformed or names something invalid.
+    BadRequest,
+    /// The named peer, key or object does not exist.
+    NotFound,
+    /// The operation did not finish in time.
+    Timeout,
+    /// Shutting down, or overloaded: try again later.
+    Unavailable,
+    /// The operation failed on the network side or on disk.
+    Failed,
+    /// A bug or an unexpected condition.
+    Internal,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// A request kind this daemon does not know.
+    UnknownRequest,
+}
+
+/// An error for the caller: a code for programs, a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub code: ErrorCode,
+    pub code: Code,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         ApiError {
             code,
             message: message.into(),
@@ -28,86 +50,15 @@ impl std::fmt::Display for ApiError {
 
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
-pub enum Command {
-    Status(Reply<control::StatusResponse>),
-    Peers(Reply<control::PeersResponse>),
-    Connect {
-        addr: libp2p::Multiaddr,
-        reply: Reply<control::ConnectResponse>,
-    },
-    Disconnect {
-        peer: libp2p::PeerId,
-        reply: Reply<()>,
-    },
-    PubsubTopics(Reply<control::PubsubTopicsResponse>),
-    PubsubPeers {
-        topic: String,
-        reply: Reply<control::PeerList>,
-    },
-    PubsubPublish {
-        topic: String,
-        data: Vec<u8>,
-        reply: Reply<control::PubsubPublishResponse>,
-    },
-    PubsubSubscribe {
-        topic: String,
-        reply: Reply<super::pubsub::SubscriberRx>,
-    },
-    Dht {
-        query: DhtQuery,
-        reply: Reply<control::response::Kind>,
-    },
-    /// Ask a peer for a block manifest or chunk.
-    BlockRequest {
-        peer: libp2p::PeerId,
-        request: p2pd_proto::wire::BlockRequest,
-        reply: Reply<p2pd_proto::wire::BlockResponse>,
-    },
-    Ban {
-        target: crate::policy::bans::BanTarget,
-        duration: Option<std::time::Duration>,
-        reason: String,
-        by: String,
-        reply: Reply<control::BanEntry>,
-    },
-    Unban {
-        target: crate::policy::bans::BanTarget,
-        by: String,
-        reply: Reply<()>,
-    },
-    Bans(Reply<control::BanList>),
-    Trust {
-        action: TrustAction,
-        reply: Reply<control::TrustList>,
-    },
-    Limits(Reply<control::LimitList>),
-    LimitsSet {
-        name: String,
-        value: String,
-        reply: Reply<control::LimitList>,
-    },
-    /// Apply a re-read, validated config (reload).
-    ApplyConfig {
-        config: Box<crate::config::Config>,
-        /// What an operator edited in bans.json (read off the event loop).
-        bans: crate::policy::store::Edits,
-        reply: Reply<control::ReloadResponse>,
-    },
-    /// Internal: the reloader told the service manager about the reload; STATUS= goes back to
-    /// the node's summary at the next tick.
-    StatusChanged,
-    /// Internal: a ban-list write failed; go back to the list on disk.
-    RevertBans(crate::policy::store::Revert),
-    /// Internal: the answer to an inbound block request, prepared and sealed off the event loop.
-    BlockRespond {
-        channel: libp2p::request_response::ResponseChannel<p2pd_proto::wire::SignedMessage>,
-        response: p2pd_proto::wire::SignedMessage,
-    },
-    /// Internal: a peer sent something provably invalid (found off the event loop).
-    PunishInvalid {
-        peer: libp2p::PeerId,
-        reason: &'static str,
-    },
+/// Work for the event loop: a closure run there with the node, for a control request or for a
+/// result finished off the loop. There is no table of commands: the control module of each
+/// request says which node method answers it.
+pub struct Command(Box<dyn FnOnce(&mut super::Node) + Send>);
+
+impl Command {
+    pub(super) fn run(self, node: &mut super::Node) {
+        (self.0)(node)
+    }
 }
 
 /// A DHT operation; keys and values are opaque bytes.
@@ -132,26 +83,44 @@ impl NodeHandle {
         NodeHandle { tx }
     }
 
-    /// Sends a command that carries no reply; false when the node is gone.
-    pub fn try_tell(&self, cmd: Command) -> bool {
-        self.tx.try_send(cmd).is_ok()
+    /// Runs `f` on the loop without waiting for it (a result finished elsewhere); false when
+    /// the node is gone or its queue is full.
+    pub fn try_tell(&self, f: impl FnOnce(&mut super::Node) + Send + 'static) -> bool {
+        self.tx.try_send(Command(Box::new(f))).is_ok()
     }
 
-    /// Sends a command that carries no reply, waiting for room; false when the node is gone.
-    pub async fn tell(&self, cmd: Command) -> bool {
-        self.tx.send(cmd).await.is_ok()
+    /// Runs `f` on the loop, waiting for room in its queue; false when the node is gone.
+    pub async fn tell(&self, f: impl FnOnce(&mut super::Node) + Send + 'static) -> bool {
+        self.tx.send(Command(Box::new(f))).await.is_ok()
     }
 
-    /// Sends a command built around a fresh reply channel and waits for the answer.
-    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    /// Runs `f` on the loop with a fresh reply channel (for answers that complete later, from
+    /// swarm events) and waits for the answer.
+    pub async fn ask<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut super::Node, Reply<T>) + Send + 'static,
+    ) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| stopping())?;
+        if !self.tell(move |node| f(node, reply)).await {
+            return Err(stopping());
+        }
         rx.await.map_err(|_| stopping())?
+    }
+
+    /// Runs `f` on the loop and waits for what it returns.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut super::Node) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.ask(move |node, reply| {
+            let _ = reply.send(f(node));
+        })
+        .await
     }
 }
 
 fn stopping() -> ApiError {
-    ApiError::new(ErrorCode::Unavailable, "the node is shutting down")
+    ApiError::new(Code::Unavailable, "the node is shutting down")
 }
 
 #[derive(Debug, Clone)]

@@ -1,18 +1,18 @@
 //! DHT operations for local clients: each starts a Kademlia query whose progress events
 //! complete the caller's reply.
 
-use super::{ApiError, DhtQuery, Node, Reply};
+use super::Code;
+use super::{ApiError, DhtAnswer, DhtQuery, Node, Reply};
 use libp2p::kad::{
     self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, Record, RecordKey,
 };
 use libp2p::PeerId;
-use p2pd_proto::control::{self, response::Kind, ErrorCode};
 use std::collections::{BTreeSet, HashMap};
 
 /// A query in flight and who waits for it.
 pub struct Pending {
     query: DhtQuery,
-    reply: Reply<Kind>,
+    reply: Reply<DhtAnswer>,
     providers: BTreeSet<PeerId>,
 }
 
@@ -22,17 +22,15 @@ pub struct Dht {
 }
 
 fn not_found(what: String) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, what)
+    ApiError::new(Code::NotFound, what)
 }
 
 fn failed(what: String) -> ApiError {
-    ApiError::new(ErrorCode::Failed, what)
+    ApiError::new(Code::Failed, what)
 }
 
-fn peer_list(peers: impl IntoIterator<Item = PeerId>) -> Kind {
-    Kind::PeerList(control::PeerList {
-        peer_ids: peers.into_iter().map(|p| p.to_string()).collect(),
-    })
+fn peer_list(peers: impl IntoIterator<Item = PeerId>) -> DhtAnswer {
+    DhtAnswer::Peers(peers.into_iter().collect())
 }
 
 fn show(key: &[u8]) -> String {
@@ -40,7 +38,8 @@ fn show(key: &[u8]) -> String {
 }
 
 impl Node {
-    pub(super) fn dht_start(&mut self, query: DhtQuery, reply: Reply<Kind>) {
+    /// Starts a DHT query; its progress events answer `reply`.
+    pub fn dht(&mut self, query: DhtQuery, reply: Reply<DhtAnswer>) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         let id = match &query {
             DhtQuery::FindPeer(peer) => {
@@ -86,43 +85,40 @@ impl Node {
     }
 
     /// Addresses of a peer we are connected to or hold in the routing table.
-    fn known_addrs(&mut self, peer: &PeerId) -> Option<Kind> {
-        let mut addrs: Vec<String> = Vec::new();
+    fn known_addrs(&mut self, peer: &PeerId) -> Option<DhtAnswer> {
+        let mut addrs = Vec::new();
         for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
             for e in bucket.iter() {
                 if e.node.key.preimage() == peer {
-                    addrs.extend(e.node.value.iter().map(|a| a.to_string()));
+                    addrs.extend(e.node.value.iter().cloned());
                 }
             }
         }
         if addrs.is_empty() && !self.swarm.is_connected(peer) {
             return None;
         }
-        Some(Kind::DhtFindPeer(control::DhtFindPeerResponse {
-            peer_id: peer.to_string(),
-            addrs,
-        }))
+        Some(DhtAnswer::Peer { peer: *peer, addrs })
     }
 
     pub(super) fn on_query_progress(&mut self, id: QueryId, result: QueryResult, last: bool) {
         let Some(mut p) = self.dht.pending.remove(&id) else {
             return;
         };
-        let outcome: Option<Result<Kind, ApiError>> = match (&p.query, result) {
+        let outcome: Option<Result<DhtAnswer, ApiError>> = match (&p.query, result) {
             (DhtQuery::Get(key), QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(r)))) => {
                 if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                     q.finish();
                 }
-                Some(Ok(Kind::DhtGet(control::DhtGetResponse {
+                Some(Ok(DhtAnswer::Record {
                     key: key.clone(),
                     value: r.record.value,
-                    from: r.peer.map(|p| p.to_string()).unwrap_or_default(),
-                })))
+                    from: r.peer,
+                }))
             }
             (DhtQuery::Get(key), QueryResult::GetRecord(_)) if last => Some(Err(not_found(format!("no value for key {:?} in the DHT", show(key))))),
             (DhtQuery::Get(_), QueryResult::GetRecord(_)) => None,
             (DhtQuery::Put(key, _), QueryResult::PutRecord(r)) => Some(match r {
-                Ok(_) => Ok(Kind::Ack(control::Ack {})),
+                Ok(_) => Ok(DhtAnswer::Done),
                 Err(kad::PutRecordError::QuorumFailed { .. }) => Err(failed(format!(
                     "stored {:?} locally but no other DHT server accepted it (are peers connected? see p2pctl peers)",
                     show(key)
@@ -130,7 +126,7 @@ impl Node {
                 Err(e) => Err(failed(format!("put failed: {e}"))),
             }),
             (DhtQuery::Provide(key), QueryResult::StartProviding(r)) => Some(match r {
-                Ok(_) => Ok(Kind::Ack(control::Ack {})),
+                Ok(_) => Ok(DhtAnswer::Done),
                 Err(e) => Err(failed(format!("announcing as provider of {:?} failed: {e}", show(key)))),
             }),
             (DhtQuery::Providers(key), QueryResult::GetProviders(r)) => {
@@ -159,10 +155,10 @@ impl Node {
                 };
                 let found = peers.into_iter().find(|i| i.peer_id == *peer);
                 Some(match found {
-                    Some(info) => Ok(Kind::DhtFindPeer(control::DhtFindPeerResponse {
-                        peer_id: peer.to_string(),
-                        addrs: info.addrs.iter().map(|a| a.to_string()).collect(),
-                    })),
+                    Some(info) => Ok(DhtAnswer::Peer {
+                        peer: *peer,
+                        addrs: info.addrs,
+                    }),
                     None => self
                         .known_addrs(peer)
                         .ok_or_else(|| not_found(format!("peer {peer} was not found in the DHT"))),

@@ -11,8 +11,13 @@ mod pubsub;
 mod reload;
 pub mod routing_table;
 mod service;
+mod types;
 
-pub use command::{ApiError, Command, DhtQuery, NodeHandle, Reply, TrustAction};
+pub use command::{ApiError, Code, Command, DhtQuery, NodeHandle, Reply, TrustAction};
+pub use pubsub::{Delivery, SubscriberRx};
+pub use types::{
+    Connected, ConnectionView, DhtAnswer, LimitView, PeerView, Reloaded, Status, TrustedView,
+};
 
 use crate::addr;
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
@@ -29,7 +34,6 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
     autonat, identify, identity::Keypair, kad, noise, ping, tls, Multiaddr, PeerId, Swarm,
 };
-use p2pd_proto::control::{self, ErrorCode};
 use peers::PeerBook;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -56,9 +60,9 @@ pub struct Node {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     peers: PeerBook,
-    dials: HashMap<ConnectionId, Reply<control::ConnectResponse>>,
+    dials: HashMap<ConnectionId, Reply<Connected>>,
     /// Dials whose connection is up, answered once identify confirms the peer kept it.
-    confirming: HashMap<ConnectionId, (Reply<control::ConnectResponse>, control::ConnectResponse)>,
+    confirming: HashMap<ConnectionId, (Reply<Connected>, Connected)>,
     listeners: HashSet<ListenerId>,
     health: Arc<Health>,
     metrics: Metrics,
@@ -298,7 +302,7 @@ impl Node {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd),
+                    Some(cmd) => cmd.run(&mut self),
                     None => break,
                 },
                 _ = save_tick.tick() => {
@@ -375,79 +379,28 @@ impl Node {
             .sum()
     }
 
-    fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Status(reply) => {
-                let _ = reply.send(Ok(self.status()));
-            }
-            Command::Peers(reply) => {
-                let mut list = self.peers.to_proto();
-                let b = self.swarm.behaviour();
-                for e in &mut list.peers {
-                    if let Ok(p) = e.peer_id.parse::<PeerId>() {
-                        e.gossip_score = b.gossipsub.peer_score(&p).unwrap_or(0.0);
-                        e.policy_score = b.policy.score(&p);
-                    }
-                }
-                let _ = reply.send(Ok(list));
-            }
-            Command::Connect { addr, reply } => self.connect(addr, reply),
-            Command::Disconnect { peer, reply } => {
-                let result = self.swarm.disconnect_peer_id(peer).map_err(|()| {
-                    ApiError::new(ErrorCode::NotFound, format!("not connected to {peer}"))
-                });
-                let _ = reply.send(result);
-            }
-            Command::PubsubTopics(reply) => {
-                let _ = reply.send(Ok(self.pubsub_topics()));
-            }
-            Command::PubsubPeers { topic, reply } => {
-                let _ = reply.send(Ok(self.pubsub_peers(&topic)));
-            }
-            Command::PubsubPublish { topic, data, reply } => {
-                self.pubsub_publish(topic, data, reply)
-            }
-            Command::PubsubSubscribe { topic, reply } => self.pubsub_subscribe(topic, reply),
-            Command::Dht { query, reply } => self.dht_start(query, reply),
-            Command::BlockRequest {
-                peer,
-                request,
-                reply,
-            } => self.block_request(peer, request, reply),
-            Command::Ban {
-                target,
-                duration,
-                reason,
-                by,
-                reply,
-            } => self.ban(target, duration, reason, by, reply),
-            Command::Unban { target, by, reply } => self.unban(target, by, reply),
-            Command::Bans(reply) => {
-                let _ = reply.send(Ok(self.bans()));
-            }
-            Command::Trust { action, reply } => self.trust_command(action, reply),
-            Command::Limits(reply) => {
-                let _ = reply.send(Ok(self.limits()));
-            }
-            Command::LimitsSet { name, value, reply } => {
-                let result = self.set_limit(&name, &value).map(|()| self.limits());
-                let _ = reply.send(result);
-            }
-            Command::BlockRespond { channel, response } => self.block_respond(channel, response),
-            Command::PunishInvalid { peer, reason } => self.punish_invalid(peer, reason),
-            Command::RevertBans(revert) => self.revert_bans(revert),
-            Command::StatusChanged => self.service.last_status.clear(),
-            Command::ApplyConfig {
-                config,
-                bans,
-                reply,
-            } => {
-                let _ = reply.send(Ok(self.apply_config(*config, bans)));
-            }
-        }
+    /// The connected peers with their connections, latency, identity and scores.
+    pub fn peers(&self) -> Vec<PeerView> {
+        let b = self.swarm.behaviour();
+        self.peers
+            .views(|p| (b.gossipsub.peer_score(p).unwrap_or(0.0), b.policy.score(p)))
     }
 
-    fn status(&mut self) -> control::StatusResponse {
+    /// Closes every connection to `peer`.
+    pub fn disconnect(&mut self, peer: PeerId) -> Result<(), ApiError> {
+        self.swarm
+            .disconnect_peer_id(peer)
+            .map_err(|()| ApiError::new(Code::NotFound, format!("not connected to {peer}")))
+    }
+
+    /// The service manager was told about a reload: STATUS= goes back to the node's summary at
+    /// the next tick.
+    pub fn status_changed(&mut self) {
+        self.service.last_status.clear();
+    }
+
+    /// `p2pctl status`.
+    pub fn status(&mut self) -> Status {
         let (inbound, outbound) = self.peers.directions();
         let nat = match self.swarm.behaviour().autonat.nat_status() {
             autonat::NatStatus::Public(_) => "public",
@@ -455,25 +408,21 @@ impl Node {
             autonat::NatStatus::Unknown => "unknown",
         };
         let routing_table_size = self.routing_table_size() as u32;
-        control::StatusResponse {
-            peer_id: self.local_peer_id().to_string(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_seconds: self.health.uptime().as_secs(),
-            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
-            external_addrs: self
-                .swarm
-                .external_addresses()
-                .map(|a| a.to_string())
-                .collect(),
+        Status {
+            peer_id: self.local_peer_id(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime: self.health.uptime(),
+            listen_addrs: self.swarm.listeners().cloned().collect(),
+            external_addrs: self.swarm.external_addresses().cloned().collect(),
             metrics_addr: self.info.metrics_addr.clone(),
             connections_inbound: inbound,
             connections_outbound: outbound,
             connected_peers: self.peers.len() as u32,
             routing_table_size,
-            nat_status: nat.into(),
+            nat_status: nat,
             open_files_limit: self.info.open_files_limit,
             dht_mode: self.swarm.behaviour().kad.mode().to_string(),
-            mode: self.info.mode.into(),
+            mode: self.info.mode,
             bootstrap_configured: self.config.network.bootstrap_peers.len() as u32,
             bootstrap_connected: self
                 .bootstrap_peers()
@@ -483,11 +432,13 @@ impl Node {
         }
     }
 
-    fn connect(&mut self, target: Multiaddr, reply: Reply<control::ConnectResponse>) {
+    /// Dials `target`; answers once the peer is identified on the new connection (or at once
+    /// when already connected).
+    pub fn connect(&mut self, target: Multiaddr, reply: Reply<Connected>) {
         let opts = match addr::peer_id_of(&target) {
             Some(peer) if peer == self.local_peer_id() => {
                 let _ = reply.send(Err(ApiError::new(
-                    ErrorCode::BadRequest,
+                    Code::BadRequest,
                     "that is this node's own peer id",
                 )));
                 return;
@@ -497,10 +448,10 @@ impl Node {
                 let address = self
                     .peers
                     .address_of(&peer)
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| target.to_string());
-                let _ = reply.send(Ok(control::ConnectResponse {
-                    peer_id: peer.to_string(),
+                    .cloned()
+                    .unwrap_or_else(|| target.clone());
+                let _ = reply.send(Ok(Connected {
+                    peer,
                     address,
                     already_connected: true,
                 }));
@@ -519,7 +470,7 @@ impl Node {
             }
             Err(e) => {
                 let _ = reply.send(Err(ApiError::new(
-                    ErrorCode::Failed,
+                    Code::Failed,
                     format!("cannot dial {target}: {}", error_chain(&e)),
                 )));
             }
@@ -562,9 +513,9 @@ impl Node {
                     .policy
                     .trusted_connected(&peer_id);
                 if let Some(reply) = self.dials.remove(&connection_id) {
-                    let answer = control::ConnectResponse {
-                        peer_id: peer_id.to_string(),
-                        address: endpoint.get_remote_address().to_string(),
+                    let answer = Connected {
+                        peer: peer_id,
+                        address: endpoint.get_remote_address().clone(),
                         already_connected: false,
                     };
                     self.confirming.insert(connection_id, (reply, answer));
@@ -588,7 +539,7 @@ impl Node {
                 self.count_connections();
                 if let Some((reply, _)) = self.confirming.remove(&connection_id) {
                     let _ = reply.send(Err(ApiError::new(
-                        ErrorCode::Failed,
+                        Code::Failed,
                         format!("{peer_id} closed the connection right after the handshake; it may have banned this node or be at its connection limit"),
                     )));
                 }
@@ -602,7 +553,7 @@ impl Node {
                 self.p2p.dial_failures.inc();
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(ApiError::new(
-                        ErrorCode::Failed,
+                        Code::Failed,
                         format!("dial failed: {}", error_chain(&error)),
                     )));
                 }

@@ -1,11 +1,11 @@
 //! What the node knows about each connected peer, kept up to date from swarm events.
 
+use super::{ConnectionView, PeerView};
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
-use p2pd_proto::control;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone)]
 struct Connection {
@@ -109,38 +109,36 @@ impl PeerBook {
         counts
     }
 
-    pub fn to_proto(&self) -> control::PeersResponse {
-        let mut peers: Vec<control::PeerEntry> = self
+    /// Every connected peer, by peer id, with `scores(peer)` = (gossip, policy).
+    pub fn views(&self, scores: impl Fn(&PeerId) -> (f64, f64)) -> Vec<PeerView> {
+        let mut peers: Vec<PeerView> = self
             .peers
             .iter()
             .map(|(id, p)| {
-                let mut connections: Vec<control::PeerConnection> = p
+                let mut connections: Vec<ConnectionView> = p
                     .connections
                     .values()
-                    .map(|c| control::PeerConnection {
-                        address: c.address.to_string(),
-                        direction: if c.inbound { "inbound" } else { "outbound" }.into(),
-                        since_unix: c
-                            .since
-                            .duration_since(UNIX_EPOCH)
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0),
+                    .map(|c| ConnectionView {
+                        address: c.address.clone(),
+                        inbound: c.inbound,
+                        since: c.since,
                     })
                     .collect();
-                connections.sort_by_key(|c| c.since_unix);
-                control::PeerEntry {
-                    peer_id: id.to_string(),
+                connections.sort_by_key(|c| c.since);
+                let (gossip_score, policy_score) = scores(id);
+                PeerView {
+                    peer: *id,
                     connections,
-                    latency_us: p.latency.map(|d| d.as_micros() as u64).unwrap_or(0),
+                    latency: p.latency,
                     agent: p.agent.clone(),
                     protocols: p.protocols.clone(),
-                    listen_addrs: p.listen_addrs.iter().map(|a| a.to_string()).collect(),
-                    gossip_score: 0.0,
-                    policy_score: 0.0,
+                    listen_addrs: p.listen_addrs.clone(),
+                    gossip_score,
+                    policy_score,
                 }
             })
             .collect();
-        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        control::PeersResponse { peers }
+        peers.sort_by_key(|p| p.peer.to_base58());
+        peers
     }
 }

@@ -1,8 +1,9 @@
 //! Routing of policy commands and events to the policy component (`crate::policy::Policy`),
 //! and what only the node can do for it: dial trusted peers, purge banned peers and addresses
-//! from the DHT, and turn the component's answers into control replies.
+//! from the DHT, and answer with bans, trusted peers and limits.
 
-use super::{ApiError, Node, Reply, TrustAction};
+use super::Code;
+use super::{ApiError, LimitView, Node, Reply, TrustAction, TrustedView};
 use crate::config::limits::{self, LIMITS};
 use crate::policy::bans::{Ban, BanTarget};
 use crate::policy::rate::Admit;
@@ -10,19 +11,7 @@ use crate::policy::store::{ack_channel, Ack};
 use crate::policy::{now_unix, Untrust};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
-use p2pd_proto::control::{self, ErrorCode};
 use std::time::Duration;
-
-fn entry(b: &Ban) -> control::BanEntry {
-    control::BanEntry {
-        target: b.target.to_string(),
-        kind: b.target.kind().into(),
-        reason: b.reason.clone(),
-        created_unix: b.created_unix,
-        expires_unix: b.expires_unix.unwrap_or(0),
-        created_by: b.created_by.clone(),
-    }
-}
 
 /// An acknowledgement that answers `reply` with `answer` once the change is on disk.
 fn ack_with<T: Send + 'static>(reply: Reply<T>, answer: T) -> Ack {
@@ -30,7 +19,7 @@ fn ack_with<T: Send + 'static>(reply: Reply<T>, answer: T) -> Ack {
         let _ = reply.send(
             written
                 .map(|()| answer)
-                .map_err(|m| ApiError::new(ErrorCode::Failed, m)),
+                .map_err(|m| ApiError::new(Code::Failed, m)),
         );
     })
 }
@@ -104,17 +93,18 @@ impl Node {
         }
     }
 
-    pub(super) fn ban(
+    /// Bans `target`; answers with the ban once it is on disk.
+    pub fn ban(
         &mut self,
         target: BanTarget,
         duration: Option<Duration>,
         reason: String,
         by: String,
-        reply: Reply<control::BanEntry>,
+        reply: Reply<Ban>,
     ) {
         if target == BanTarget::Peer(self.local_peer_id()) {
             let _ = reply.send(Err(ApiError::new(
-                ErrorCode::BadRequest,
+                Code::BadRequest,
                 "that is this node's own peer id",
             )));
             return;
@@ -131,9 +121,8 @@ impl Node {
             expires_unix: duration.map(|d| now.saturating_add(d.as_secs().max(1))),
             created_by: by.clone(),
         };
-        let e = entry(&ban);
-        tracing::warn!(event = "ban", ban_target = %target, kind = target.kind(), reason = %e.reason, by = %by, expires_unix = e.expires_unix, "banned");
-        let closed = self.policy().ban(ban, Some(ack_with(reply, e)));
+        tracing::warn!(event = "ban", ban_target = %target, kind = target.kind(), reason = %ban.reason, by = %by, expires_unix = ban.expires_unix.unwrap_or(0), "banned");
+        let closed = self.policy().ban(ban.clone(), Some(ack_with(reply, ban)));
         if closed > 0 {
             tracing::info!(ban_target = %target, closed_connections = closed, "closed the connections the ban covers");
         }
@@ -141,7 +130,7 @@ impl Node {
     }
 
     /// A ban-list write failed: memory goes back to what is on disk (the clients were told).
-    pub(super) fn revert_bans(&mut self, revert: crate::policy::store::Revert) {
+    pub(crate) fn revert_bans(&mut self, revert: crate::policy::store::Revert) {
         let bans = revert.list.bans.len();
         let closed = self.policy().revert(revert);
         tracing::warn!(
@@ -176,16 +165,17 @@ impl Node {
     }
 
     /// Records a provably invalid message from `peer`, banning it at the threshold.
-    pub(super) fn punish_invalid(&mut self, peer: PeerId, reason: &str) {
+    pub(crate) fn punish_invalid(&mut self, peer: PeerId, reason: &str) {
         if self.policy().invalid(&peer, reason) {
             self.auto_ban(peer, reason);
         }
     }
 
-    pub(super) fn unban(&mut self, target: BanTarget, by: String, reply: Reply<()>) {
+    /// Lifts the ban on `target`; answers once that is on disk.
+    pub fn unban(&mut self, target: BanTarget, by: String, reply: Reply<()>) {
         if !self.swarm.behaviour().policy.has_ban(&target) {
             let _ = reply.send(Err(ApiError::new(
-                ErrorCode::NotFound,
+                Code::NotFound,
                 format!("{target} is not banned (see p2pctl bans)"),
             )));
             return;
@@ -194,16 +184,14 @@ impl Node {
         tracing::info!(event = "unban", ban_target = %target, by = %by, "unbanned");
     }
 
-    pub(super) fn bans(&self) -> control::BanList {
-        control::BanList {
-            bans: self
-                .swarm
-                .behaviour()
-                .policy
-                .active_bans()
-                .map(entry)
-                .collect(),
-        }
+    /// The bans in force.
+    pub fn bans(&self) -> Vec<Ban> {
+        self.swarm
+            .behaviour()
+            .policy
+            .active_bans()
+            .cloned()
+            .collect()
     }
 
     /// Removes expired bans (called every second).
@@ -213,24 +201,24 @@ impl Node {
         }
     }
 
-    fn trust_list(&self) -> control::TrustList {
-        let peers = self
-            .swarm
+    fn trust_list(&self) -> Vec<TrustedView> {
+        self.swarm
             .behaviour()
             .policy
             .trusted()
             .iter()
-            .map(|(p, t)| control::TrustedPeer {
-                peer_id: p.to_string(),
-                addr: t.addr.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+            .map(|(p, t)| TrustedView {
+                peer: *p,
+                addr: t.addr.clone(),
                 connected: self.swarm.is_connected(p),
-                source: if t.from_config { "config" } else { "runtime" }.into(),
+                source: if t.from_config { "config" } else { "runtime" },
             })
-            .collect();
-        control::TrustList { peers }
+            .collect()
     }
 
-    pub(super) fn trust_command(&mut self, action: TrustAction, reply: Reply<control::TrustList>) {
+    /// Lists, adds or removes trusted peers; answers with the list (after a change, once it is
+    /// on disk).
+    pub fn trust(&mut self, action: TrustAction, reply: Reply<Vec<TrustedView>>) {
         match action {
             TrustAction::List => {
                 let _ = reply.send(Ok(self.trust_list()));
@@ -253,13 +241,13 @@ impl Node {
                     }
                     Err(Untrust::NotTrusted) => {
                         let _ = reply.send(Err(ApiError::new(
-                            ErrorCode::NotFound,
+                            Code::NotFound,
                             format!("{p} is not trusted"),
                         )));
                     }
                     Err(Untrust::FromConfig) => {
                         let _ = reply.send(Err(ApiError::new(
-                            ErrorCode::BadRequest,
+                            Code::BadRequest,
                             format!("{p} is trusted in the config file ([trust] peers); remove it there and reload"),
                         )));
                     }
@@ -278,9 +266,9 @@ impl Node {
         tokio::spawn(async move {
             let r = match written.await {
                 Ok(Ok(())) => Ok(answer),
-                Ok(Err(m)) => Err(ApiError::new(ErrorCode::Failed, m)),
+                Ok(Err(m)) => Err(ApiError::new(Code::Failed, m)),
                 Err(_) => Err(ApiError::new(
-                    ErrorCode::Unavailable,
+                    Code::Unavailable,
                     "the node is shutting down",
                 )),
             };
@@ -312,23 +300,22 @@ impl Node {
         })
     }
 
-    pub(super) fn limits(&mut self) -> control::LimitList {
+    /// Every limit with its value, usage and source.
+    pub fn limits(&mut self) -> Vec<LimitView> {
         let runtime = self.policy().runtime_limits().clone();
         // Limits do not depend on the mode.
         let defaults = crate::config::Config::defaults(p2pd_proto::paths::Mode::System).limits;
-        let limits = LIMITS
+        LIMITS
             .iter()
             .map(|spec| {
                 let usage = self.usage(spec.name);
-                control::LimitEntry {
-                    name: spec.name.into(),
+                LimitView {
+                    name: spec.name,
                     value: spec.show(&self.config.limits),
-                    usage: usage
-                        .map(|(u, _)| spec.unit.show_usage(u))
-                        .unwrap_or_default(),
+                    usage: usage.map(|(u, _)| spec.unit.show_usage(u)),
                     percent: match usage {
-                        Some((u, l)) if l > 0 => u as f64 * 100.0 / l as f64,
-                        _ => -1.0,
+                        Some((u, l)) if l > 0 => Some(u as f64 * 100.0 / l as f64),
+                        _ => None,
                     },
                     source: {
                         let set = if (spec.get)(&defaults) == (spec.get)(&self.config.limits) {
@@ -346,15 +333,14 @@ impl Node {
                     },
                 }
             })
-            .collect();
-        control::LimitList { limits }
+            .collect()
     }
 
     /// `limits set`: the same checks and messages as the config file, then applied at once.
-    pub(super) fn set_limit(&mut self, name: &str, value: &str) -> Result<(), ApiError> {
+    pub fn set_limit(&mut self, name: &str, value: &str) -> Result<(), ApiError> {
         let mut l = self.config.limits.clone();
         limits::set(&mut l, name, value)
-            .map_err(|m| ApiError::new(ErrorCode::BadRequest, format!("limits.{name}: {m}")))?;
+            .map_err(|m| ApiError::new(Code::BadRequest, format!("limits.{name}: {m}")))?;
         self.config.limits = l;
         let policy = &mut self.swarm.behaviour_mut().policy;
         policy.set_limits(&self.config.limits);

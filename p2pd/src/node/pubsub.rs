@@ -2,12 +2,12 @@
 //! and every inbound message is validated (strict signature by Gossipsub, then our replay window
 //! and size checks) before it is delivered or forwarded.
 
+use super::Code;
 use super::{ApiError, Node, Reply};
 use crate::behaviour::base58;
 use crate::replay::{ReplayGuard, Verdict};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::PeerId;
-use p2pd_proto::control::{self, ErrorCode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,20 +19,31 @@ use tokio::sync::mpsc;
 const SUBSCRIBER_MESSAGES: usize = 32_768;
 const SUBSCRIBER_BYTES: usize = 32 << 20;
 
+/// A message delivered to a local subscriber, validated first (signature, replay window, size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: String,
+    /// The author's peer id (empty for an anonymous message).
+    pub from: String,
+    pub seq_no: u64,
+    pub data: Vec<u8>,
+    pub message_id: String,
+}
+
 /// The node's end of a local subscription.
 struct SubscriberTx {
-    tx: mpsc::Sender<control::PubsubMessage>,
+    tx: mpsc::Sender<Delivery>,
     queued: Arc<AtomicUsize>,
 }
 
 /// The control connection's end of a local subscription; gives back the byte budget as it reads.
 pub struct SubscriberRx {
-    rx: mpsc::Receiver<control::PubsubMessage>,
+    rx: mpsc::Receiver<Delivery>,
     queued: Arc<AtomicUsize>,
 }
 
 impl SubscriberRx {
-    pub async fn recv(&mut self) -> Option<control::PubsubMessage> {
+    pub async fn recv(&mut self) -> Option<Delivery> {
         let m = self.rx.recv().await?;
         self.queued.fetch_sub(m.data.len(), Ordering::Relaxed);
         Some(m)
@@ -87,7 +98,7 @@ impl PubSub {
 
     /// Delivers to local subscribers of `topic`, dropping the ones that went away. Returns true
     /// when the topic has no subscribers left.
-    fn deliver(&mut self, topic: &TopicHash, msg: &control::PubsubMessage) -> bool {
+    fn deliver(&mut self, topic: &TopicHash, msg: &Delivery) -> bool {
         let Some(subs) = self.subscribers.get_mut(topic) else {
             return false;
         };
@@ -120,13 +131,13 @@ pub const MAX_TOPIC_BYTES: usize = 1024;
 fn topic_error(topic: &str) -> Option<ApiError> {
     if topic.is_empty() {
         return Some(ApiError::new(
-            ErrorCode::BadRequest,
+            Code::BadRequest,
             "the topic must not be empty",
         ));
     }
     (topic.len() > MAX_TOPIC_BYTES).then(|| {
         ApiError::new(
-            ErrorCode::BadRequest,
+            Code::BadRequest,
             format!(
                 "the topic is {} bytes long; at most {MAX_TOPIC_BYTES} are accepted",
                 topic.len()
@@ -136,7 +147,8 @@ fn topic_error(topic: &str) -> Option<ApiError> {
 }
 
 impl Node {
-    pub(super) fn pubsub_topics(&self) -> control::PubsubTopicsResponse {
+    /// The topics with local subscribers, sorted.
+    pub fn pubsub_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self
             .swarm
             .behaviour()
@@ -145,24 +157,26 @@ impl Node {
             .map(|t| t.to_string())
             .collect();
         topics.sort();
-        control::PubsubTopicsResponse { topics }
+        topics
     }
 
-    pub(super) fn pubsub_peers(&self, topic: &str) -> control::PeerList {
+    /// The peers known to be subscribed to `topic`.
+    pub fn pubsub_peers(&self, topic: &str) -> Vec<PeerId> {
         let hash = IdentTopic::new(topic).hash();
-        let mut peer_ids: Vec<String> = self
+        let mut peers: Vec<PeerId> = self
             .swarm
             .behaviour()
             .gossipsub
             .all_peers()
             .filter(|(_, topics)| topics.contains(&&hash))
-            .map(|(p, _)| p.to_string())
+            .map(|(p, _)| *p)
             .collect();
-        peer_ids.sort();
-        control::PeerList { peer_ids }
+        peers.sort_by_key(|p| p.to_base58());
+        peers
     }
 
-    pub(super) fn pubsub_subscribe(&mut self, topic: String, reply: Reply<SubscriberRx>) {
+    /// Subscribes a local client to `topic`: Gossipsub subscribes on the first one.
+    pub fn pubsub_subscribe(&mut self, topic: String, reply: Reply<SubscriberRx>) {
         if let Some(e) = topic_error(&topic) {
             let _ = reply.send(Err(e));
             return;
@@ -170,7 +184,7 @@ impl Node {
         let t = IdentTopic::new(topic.clone());
         if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&t) {
             let _ = reply.send(Err(ApiError::new(
-                ErrorCode::Failed,
+                Code::Failed,
                 format!("cannot subscribe to {topic}: {e}"),
             )));
             return;
@@ -185,12 +199,9 @@ impl Node {
         let _ = reply.send(Ok(rx));
     }
 
-    pub(super) fn pubsub_publish(
-        &mut self,
-        topic: String,
-        data: Vec<u8>,
-        reply: Reply<control::PubsubPublishResponse>,
-    ) {
+    /// Publishes `data` to `topic`, signed; answers with the message id. Local subscribers
+    /// get it too.
+    pub fn pubsub_publish(&mut self, topic: String, data: Vec<u8>, reply: Reply<String>) {
         if let Some(e) = topic_error(&topic) {
             let _ = reply.send(Err(e));
             return;
@@ -219,7 +230,7 @@ impl Node {
             Err(Some(gossipsub::PublishError::AllQueuesFull(n))) => {
                 // Back-pressure for pipelining clients: nothing was sent, try again shortly.
                 let _ = reply.send(Err(ApiError::new(
-                    ErrorCode::Unavailable,
+                    Code::Unavailable,
                     format!("cannot publish to {topic} now: the send queues to all {n} subscribed peers are full; slow down and retry"),
                 )));
                 return;
@@ -233,7 +244,7 @@ impl Node {
                     _ => "",
                 };
                 let _ = reply.send(Err(ApiError::new(
-                    ErrorCode::Failed,
+                    Code::Failed,
                     format!("cannot publish to {topic}: {e}{hint}"),
                 )));
                 return;
@@ -245,7 +256,7 @@ impl Node {
                 .strip_prefix(&*base58(&me))
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            let msg = control::PubsubMessage {
+            let msg = Delivery {
                 topic,
                 from: base58(&me).to_string(),
                 seq_no,
@@ -254,10 +265,10 @@ impl Node {
             };
             self.deliver_local(&t.hash(), &msg);
         }
-        let _ = reply.send(Ok(control::PubsubPublishResponse { message_id }));
+        let _ = reply.send(Ok(message_id));
     }
 
-    fn deliver_local(&mut self, topic: &TopicHash, msg: &control::PubsubMessage) {
+    fn deliver_local(&mut self, topic: &TopicHash, msg: &Delivery) {
         if self.pubsub.deliver(topic, msg) {
             self.pubsub.subscribers.remove(topic);
             self.swarm
@@ -336,7 +347,7 @@ impl Node {
         if ignored.is_some() {
             return;
         }
-        let msg = control::PubsubMessage {
+        let msg = Delivery {
             topic: message.topic.to_string(),
             from: message
                 .source

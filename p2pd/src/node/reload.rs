@@ -2,10 +2,9 @@
 //! rate limits, trusted and bootstrap peers, the dial filter, bans from disk and the log filter.
 //! Keys that only take effect at start-up are reported back instead.
 
-use super::Node;
+use super::{Node, Reloaded};
 use crate::config::Config;
 use crate::policy::store::Edits;
-use p2pd_proto::control;
 
 /// Keys read only at start-up, with how to compare them.
 fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
@@ -46,7 +45,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 }
 
 impl Node {
-    pub(super) fn apply_config(&mut self, new: Config, bans: Edits) -> control::ReloadResponse {
+    /// Applies a re-read, validated config and what the operator edited in bans.json.
+    pub fn apply_config(&mut self, new: Config, bans: Edits) -> Reloaded {
         let restart = restart_needed(&self.config, &new);
         let mut applied = Vec::new();
 
@@ -98,7 +98,7 @@ impl Node {
         if !restart.is_empty() {
             tracing::warn!(keys = ?restart, "changed keys that take effect only after a restart");
         }
-        control::ReloadResponse {
+        Reloaded {
             message: format!("applied: {}", applied.join(", ")),
             restart_needed: restart,
         }
