@@ -17,8 +17,8 @@ enum Target {
     Off,
     /// A socket path: `sd_notify::notify`.
     Path,
-    /// An abstract socket, which `sd_notify` cannot reach.
-    Abstract(UnixDatagram, SocketAddr),
+    /// An abstract socket, which `sd_notify` cannot reach (or, in tests, any address).
+    Datagram(UnixDatagram, SocketAddr),
 }
 
 impl Notifier {
@@ -38,7 +38,7 @@ impl Notifier {
         let abstract_target = || -> std::io::Result<Target> {
             use std::os::linux::net::SocketAddrExt;
             let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-            Ok(Target::Abstract(UnixDatagram::unbound()?, addr))
+            Ok(Target::Datagram(UnixDatagram::unbound()?, addr))
         };
         match abstract_target() {
             Ok(target) => Notifier { target },
@@ -51,6 +51,20 @@ impl Notifier {
         }
     }
 
+    /// Notifications to the datagram socket at `path`, whatever the environment says (tests).
+    pub fn to_path(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Notifier {
+            target: Target::Datagram(UnixDatagram::unbound()?, SocketAddr::from_pathname(path)?),
+        })
+    }
+
+    /// No notifications (tests, or no service manager).
+    pub fn off() -> Self {
+        Notifier {
+            target: Target::Off,
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         !matches!(self.target, Target::Off)
     }
@@ -60,7 +74,7 @@ impl Notifier {
         let sent = match &self.target {
             Target::Off => return,
             Target::Path => sd_notify::notify(states),
-            Target::Abstract(sock, addr) => {
+            Target::Datagram(sock, addr) => {
                 let message: String = states.iter().map(|s| format!("{s}\n")).collect();
                 sock.send_to_addr(message.as_bytes(), addr).map(drop)
             }

@@ -16,9 +16,129 @@ pub struct Pending {
     providers: BTreeSet<PeerId>,
 }
 
-#[derive(Default)]
-pub struct Dht {
-    pending: HashMap<QueryId, Pending>,
+/// The DHT queries local clients wait for, by query id (Kademlia's `QueryId`; anything in
+/// tests), and how each one's progress becomes its answer.
+pub struct Dht<K = QueryId> {
+    pending: HashMap<K, Pending>,
+}
+
+impl<K> Default for Dht<K> {
+    fn default() -> Self {
+        Dht {
+            pending: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Dht<K> {
+    /// `reply` waits for query `id`.
+    pub fn started(&mut self, id: K, query: DhtQuery, reply: Reply<DhtAnswer>) {
+        self.pending.insert(
+            id,
+            Pending {
+                query,
+                reply,
+                providers: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// The peer a pending `find-peer` looks for.
+    pub fn looking_for(&self, id: &K) -> Option<PeerId> {
+        match self.pending.get(id)?.query {
+            DhtQuery::FindPeer(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Feeds one progress event of query `id`; `known` is what the node already knows of the
+    /// peer a `find-peer` looks for. Answers the caller when the query is decided and returns
+    /// true when Kademlia can stop it early (a record was found).
+    pub fn progress(
+        &mut self,
+        id: K,
+        result: QueryResult,
+        last: bool,
+        known: Option<DhtAnswer>,
+    ) -> bool {
+        let Some(mut p) = self.pending.remove(&id) else {
+            return false;
+        };
+        let mut stop = false;
+        let outcome: Option<Result<DhtAnswer, ApiError>> = match (&p.query, result) {
+            (DhtQuery::Get(key), QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(r)))) => {
+                stop = true;
+                Some(Ok(DhtAnswer::Record {
+                    key: key.clone(),
+                    value: r.record.value,
+                    from: r.peer,
+                }))
+            }
+            (DhtQuery::Get(key), QueryResult::GetRecord(_)) if last => Some(Err(not_found(format!("no value for key {:?} in the DHT", show(key))))),
+            (DhtQuery::Get(_), QueryResult::GetRecord(_)) => None,
+            (DhtQuery::Put(key, _), QueryResult::PutRecord(r)) => Some(match r {
+                Ok(_) => Ok(DhtAnswer::Done),
+                Err(kad::PutRecordError::QuorumFailed { .. }) => Err(failed(format!(
+                    "stored {:?} locally but no other DHT server accepted it (are peers connected? see p2pctl peers)",
+                    show(key)
+                ))),
+                Err(e) => Err(failed(format!("put failed: {e}"))),
+            }),
+            (DhtQuery::Provide(key), QueryResult::StartProviding(r)) => Some(match r {
+                Ok(_) => Ok(DhtAnswer::Done),
+                Err(e) => Err(failed(format!("announcing as provider of {:?} failed: {e}", show(key)))),
+            }),
+            (DhtQuery::Providers(key), QueryResult::GetProviders(r)) => {
+                if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r {
+                    p.providers.extend(providers);
+                }
+                last.then(|| {
+                    if p.providers.is_empty() {
+                        Err(not_found(format!("no providers for key {:?}", show(key))))
+                    } else {
+                        Ok(peer_list(std::mem::take(&mut p.providers)))
+                    }
+                })
+            }
+            (DhtQuery::Closest(_), QueryResult::GetClosestPeers(r)) => Some(match r {
+                Ok(ok) => Ok(peer_list(ok.peers.into_iter().map(|i| i.peer_id))),
+                Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
+                    Ok(peer_list(peers.into_iter().map(|i| i.peer_id)))
+                }
+                Err(e) => Err(failed(format!("closest-peers query failed: {e}"))),
+            }),
+            (DhtQuery::FindPeer(peer), QueryResult::GetClosestPeers(r)) => {
+                let peers = match r {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let found = peers.into_iter().find(|i| i.peer_id == *peer);
+                Some(match found {
+                    Some(info) => Ok(DhtAnswer::Peer {
+                        peer: *peer,
+                        addrs: info.addrs,
+                    }),
+                    None => known
+                        .ok_or_else(|| not_found(format!("peer {peer} was not found in the DHT"))),
+                })
+            }
+            _ => None,
+        };
+        match outcome {
+            Some(result) => {
+                let _ = p.reply.send(result);
+            }
+            None if !last => {
+                self.pending.insert(id, p);
+            }
+            None => {
+                let _ = p
+                    .reply
+                    .send(Err(failed("the DHT query ended without an answer".into())));
+            }
+        }
+        stop
+    }
 }
 
 fn not_found(what: String) -> ApiError {
@@ -74,14 +194,7 @@ impl Node {
             DhtQuery::Providers(key) => kad.get_providers(RecordKey::new(key)),
             DhtQuery::Closest(key) => kad.get_closest_peers(key.clone()),
         };
-        self.dht.pending.insert(
-            id,
-            Pending {
-                query,
-                reply,
-                providers: BTreeSet::new(),
-            },
-        );
+        self.dht.started(id, query, reply);
     }
 
     /// Addresses of a peer we are connected to or hold in the routing table.
@@ -101,83 +214,175 @@ impl Node {
     }
 
     pub(super) fn on_query_progress(&mut self, id: QueryId, result: QueryResult, last: bool) {
-        let Some(mut p) = self.dht.pending.remove(&id) else {
-            return;
-        };
-        let outcome: Option<Result<DhtAnswer, ApiError>> = match (&p.query, result) {
-            (DhtQuery::Get(key), QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(r)))) => {
-                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                    q.finish();
-                }
-                Some(Ok(DhtAnswer::Record {
-                    key: key.clone(),
-                    value: r.record.value,
-                    from: r.peer,
-                }))
-            }
-            (DhtQuery::Get(key), QueryResult::GetRecord(_)) if last => Some(Err(not_found(format!("no value for key {:?} in the DHT", show(key))))),
-            (DhtQuery::Get(_), QueryResult::GetRecord(_)) => None,
-            (DhtQuery::Put(key, _), QueryResult::PutRecord(r)) => Some(match r {
-                Ok(_) => Ok(DhtAnswer::Done),
-                Err(kad::PutRecordError::QuorumFailed { .. }) => Err(failed(format!(
-                    "stored {:?} locally but no other DHT server accepted it (are peers connected? see p2pctl peers)",
-                    show(key)
-                ))),
-                Err(e) => Err(failed(format!("put failed: {e}"))),
-            }),
-            (DhtQuery::Provide(key), QueryResult::StartProviding(r)) => Some(match r {
-                Ok(_) => Ok(DhtAnswer::Done),
-                Err(e) => Err(failed(format!("announcing as provider of {:?} failed: {e}", show(key)))),
-            }),
-            (DhtQuery::Providers(key), QueryResult::GetProviders(r)) => {
-                if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r {
-                    p.providers.extend(providers);
-                }
-                last.then(|| {
-                    if p.providers.is_empty() {
-                        Err(not_found(format!("no providers for key {:?}", show(key))))
-                    } else {
-                        Ok(peer_list(std::mem::take(&mut p.providers)))
-                    }
-                })
-            }
-            (DhtQuery::Closest(_), QueryResult::GetClosestPeers(r)) => Some(match r {
-                Ok(ok) => Ok(peer_list(ok.peers.into_iter().map(|i| i.peer_id))),
-                Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
-                    Ok(peer_list(peers.into_iter().map(|i| i.peer_id)))
-                }
-                Err(e) => Err(failed(format!("closest-peers query failed: {e}"))),
-            }),
-            (DhtQuery::FindPeer(peer), QueryResult::GetClosestPeers(r)) => {
-                let peers = match r {
-                    Ok(ok) => ok.peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                };
-                let found = peers.into_iter().find(|i| i.peer_id == *peer);
-                Some(match found {
-                    Some(info) => Ok(DhtAnswer::Peer {
-                        peer: *peer,
-                        addrs: info.addrs,
-                    }),
-                    None => self
-                        .known_addrs(peer)
-                        .ok_or_else(|| not_found(format!("peer {peer} was not found in the DHT"))),
-                })
-            }
-            _ => None,
-        };
-        match outcome {
-            Some(result) => {
-                let _ = p.reply.send(result);
-            }
-            None if !last => {
-                self.dht.pending.insert(id, p);
-            }
-            None => {
-                let _ = p
-                    .reply
-                    .send(Err(failed("the DHT query ended without an answer".into())));
+        let known = self
+            .dht
+            .looking_for(&id)
+            .and_then(|peer| self.known_addrs(&peer));
+        if self.dht.progress(id, result, last, known) {
+            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                q.finish();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kad::{GetClosestPeersOk, PeerInfo, PeerRecord};
+    use tokio::sync::oneshot;
+
+    type Answer = oneshot::Receiver<Result<DhtAnswer, ApiError>>;
+
+    fn start(dht: &mut Dht<u32>, id: u32, query: DhtQuery) -> Answer {
+        let (reply, rx) = oneshot::channel();
+        dht.started(id, query, reply);
+        rx
+    }
+
+    fn answer(rx: &mut Answer) -> Option<Result<DhtAnswer, ApiError>> {
+        rx.try_recv().ok()
+    }
+
+    #[test]
+    fn a_found_record_answers_and_stops_the_query() {
+        let mut dht = Dht::default();
+        let mut rx = start(&mut dht, 1, DhtQuery::Get(b"k".to_vec()));
+        let from = PeerId::random();
+        let found = QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(PeerRecord {
+            peer: Some(from),
+            record: Record::new(RecordKey::new(&b"k"), b"v".to_vec()),
+        })));
+        assert!(dht.progress(1, found, false, None));
+        assert_eq!(
+            answer(&mut rx).unwrap().unwrap(),
+            DhtAnswer::Record {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                from: Some(from)
+            }
+        );
+        // A late event for the answered query is ignored.
+        let late = QueryResult::GetRecord(Err(kad::GetRecordError::NotFound {
+            key: RecordKey::new(&b"k"),
+            closest_peers: vec![],
+        }));
+        assert!(!dht.progress(1, late, true, None));
+    }
+
+    #[test]
+    fn no_record_is_not_found_only_at_the_last_step() {
+        let mut dht = Dht::default();
+        let mut rx = start(&mut dht, 1, DhtQuery::Get(b"k".to_vec()));
+        let none = || {
+            QueryResult::GetRecord(Ok(GetRecordOk::FinishedWithNoAdditionalRecord {
+                cache_candidates: Default::default(),
+            }))
+        };
+        dht.progress(1, none(), false, None);
+        assert!(answer(&mut rx).is_none());
+        dht.progress(1, none(), true, None);
+        let e = answer(&mut rx).unwrap().unwrap_err();
+        assert_eq!(e.code, Code::NotFound);
+        assert!(e.message.contains("no value for key \"k\""), "{e}");
+    }
+
+    #[test]
+    fn providers_gather_over_the_steps() {
+        let mut dht = Dht::default();
+        let mut rx = start(&mut dht, 7, DhtQuery::Providers(b"k".to_vec()));
+        let (a, b) = (PeerId::random(), PeerId::random());
+        for p in [a, b] {
+            let step = QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
+                key: RecordKey::new(&b"k"),
+                providers: [p].into(),
+            }));
+            dht.progress(7, step, false, None);
+        }
+        assert!(answer(&mut rx).is_none());
+        let end = QueryResult::GetProviders(Ok(GetProvidersOk::FinishedWithNoAdditionalRecord {
+            closest_peers: vec![],
+        }));
+        dht.progress(7, end, true, None);
+        let DhtAnswer::Peers(mut got) = answer(&mut rx).unwrap().unwrap() else {
+            panic!("not a peer list")
+        };
+        got.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_put_no_server_accepted_says_so() {
+        let mut dht = Dht::default();
+        let mut rx = start(&mut dht, 1, DhtQuery::Put(b"k".to_vec(), b"v".to_vec()));
+        let r = QueryResult::PutRecord(Err(kad::PutRecordError::QuorumFailed {
+            key: RecordKey::new(&b"k"),
+            success: vec![],
+            quorum: std::num::NonZeroUsize::MIN,
+        }));
+        dht.progress(1, r, true, None);
+        let e = answer(&mut rx).unwrap().unwrap_err();
+        assert_eq!(e.code, Code::Failed);
+        assert!(e.message.contains("no other DHT server accepted it"), "{e}");
+    }
+
+    #[test]
+    fn find_peer_falls_back_to_what_the_node_knows() {
+        let mut dht = Dht::default();
+        let target = PeerId::random();
+        let mut rx = start(&mut dht, 1, DhtQuery::FindPeer(target));
+        assert_eq!(dht.looking_for(&1), Some(target));
+        let others = QueryResult::GetClosestPeers(Ok(GetClosestPeersOk {
+            key: vec![],
+            peers: vec![PeerInfo {
+                peer_id: PeerId::random(),
+                addrs: vec![],
+            }],
+        }));
+        let known = DhtAnswer::Peer {
+            peer: target,
+            addrs: vec!["/ip4/192.0.2.1/tcp/1".parse().unwrap()],
+        };
+        dht.progress(1, others.clone(), true, Some(known.clone()));
+        assert_eq!(answer(&mut rx).unwrap().unwrap(), known);
+        let mut rx = start(&mut dht, 2, DhtQuery::FindPeer(target));
+        dht.progress(2, others, true, None);
+        assert_eq!(answer(&mut rx).unwrap().unwrap_err().code, Code::NotFound);
+    }
+
+    #[test]
+    fn closest_peers_after_a_timeout_are_still_an_answer() {
+        let mut dht = Dht::default();
+        let mut rx = start(&mut dht, 1, DhtQuery::Closest(b"k".to_vec()));
+        let p = PeerId::random();
+        let r = QueryResult::GetClosestPeers(Err(kad::GetClosestPeersError::Timeout {
+            key: vec![],
+            peers: vec![PeerInfo {
+                peer_id: p,
+                addrs: vec![],
+            }],
+        }));
+        dht.progress(1, r, true, None);
+        assert_eq!(answer(&mut rx).unwrap().unwrap(), DhtAnswer::Peers(vec![p]));
+    }
+
+    #[test]
+    fn a_query_that_ends_without_its_kind_of_result_fails() {
+        let mut dht = Dht::default();
+        let mut rx = start(&mut dht, 1, DhtQuery::Provide(b"k".to_vec()));
+        let unrelated = QueryResult::Bootstrap(Ok(kad::BootstrapOk {
+            peer: PeerId::random(),
+            num_remaining: 0,
+        }));
+        dht.progress(1, unrelated.clone(), false, None);
+        assert!(answer(&mut rx).is_none());
+        dht.progress(1, unrelated, true, None);
+        assert!(answer(&mut rx)
+            .unwrap()
+            .unwrap_err()
+            .message
+            .contains("ended without an answer"));
     }
 }

@@ -15,6 +15,7 @@ mod types;
 
 pub use command::{ApiError, Code, Command, DhtQuery, NodeHandle, Reply, TrustAction};
 pub use pubsub::{Delivery, SubscriberRx};
+pub use service::ServiceState;
 pub use types::{
     Connected, ConnectionView, DhtAnswer, LimitView, PeerView, Reloaded, Status, TrustedView,
 };
@@ -81,26 +82,6 @@ pub struct Node {
     handle: NodeHandle,
     service: ServiceState,
     p2p: crate::metrics::P2pMetrics,
-}
-
-/// Where the node stands with the service manager.
-pub struct ServiceState {
-    pub notifier: Arc<crate::sd::Notifier>,
-    /// Listeners that have not reported an address yet.
-    unbound: HashSet<ListenerId>,
-    ready_sent: bool,
-    last_status: String,
-}
-
-impl ServiceState {
-    pub fn new(notifier: Arc<crate::sd::Notifier>) -> Self {
-        ServiceState {
-            notifier,
-            unbound: HashSet::new(),
-            ready_sent: false,
-            last_status: String::new(),
-        }
-    }
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux) and QUIC-v1 behind the policy's gate, DNS,
@@ -214,7 +195,7 @@ impl Node {
                 .listen_on(a.0.clone())
                 .map_err(|e| listen_error(&a.0, &e))?;
             self.listeners.insert(id);
-            self.service.unbound.insert(id);
+            self.service.listener_added(id);
         }
         Ok(())
     }
@@ -312,7 +293,7 @@ impl Node {
                 }
                 _ = beat.tick() => self.on_tick(),
                 _ = rebootstrap.tick() => self.bootstrap(),
-                _ = service::watchdog_tick(&mut watchdog) => self.service.notifier.watchdog(),
+                _ = service::watchdog_tick(&mut watchdog) => self.service.notifier().watchdog(),
                 _ = &mut shutdown => break,
             }
         }
@@ -396,7 +377,7 @@ impl Node {
     /// The service manager was told about a reload: STATUS= goes back to the node's summary at
     /// the next tick.
     pub fn status_changed(&mut self) {
-        self.service.last_status.clear();
+        self.service.status_changed();
     }
 
     /// `p2pctl status`.
@@ -486,8 +467,7 @@ impl Node {
             } => {
                 tracing::info!(address = %address.clone().with_p2p(self.local_peer_id()).unwrap_or(address), "listening");
                 self.on_listen_addrs_changed();
-                self.service.unbound.remove(&listener_id);
-                if self.service.unbound.is_empty() {
+                if self.service.listener_bound(listener_id) {
                     self.health.set_listeners_bound();
                     self.maybe_ready();
                 }

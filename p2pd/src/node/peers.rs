@@ -142,3 +142,92 @@ impl PeerBook {
         peers
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::core::{transport::PortUse, Endpoint};
+
+    fn dialed(addr: &str) -> ConnectedPoint {
+        ConnectedPoint::Dialer {
+            address: addr.parse().unwrap(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        }
+    }
+
+    fn accepted(from: &str) -> ConnectedPoint {
+        ConnectedPoint::Listener {
+            local_addr: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            send_back_addr: from.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_by_direction_and_peer() {
+        let mut book = PeerBook::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let id = ConnectionId::new_unchecked;
+        book.connected(a, id(1), &dialed("/ip4/192.0.2.1/tcp/1"));
+        book.connected(a, id(2), &accepted("/ip4/192.0.2.1/tcp/2"));
+        book.connected(b, id(3), &accepted("/ip4/192.0.2.2/tcp/3"));
+        assert_eq!(
+            (book.len(), book.directions(), book.max_per_peer()),
+            (2, (2, 1), 2)
+        );
+        // The oldest connection's address answers for the peer.
+        assert_eq!(
+            book.address_of(&a).unwrap().to_string(),
+            "/ip4/192.0.2.1/tcp/1"
+        );
+        book.disconnected(&a, id(1));
+        assert_eq!(
+            book.address_of(&a).unwrap().to_string(),
+            "/ip4/192.0.2.1/tcp/2"
+        );
+        book.disconnected(&a, id(2));
+        assert_eq!((book.len(), book.directions()), (1, (1, 0)));
+        assert!(book.address_of(&a).is_none());
+        // A close for a connection never seen changes nothing.
+        book.disconnected(&b, id(9));
+        assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn views_carry_identity_latency_and_scores() {
+        let mut book = PeerBook::default();
+        let a = PeerId::random();
+        book.connected(
+            a,
+            ConnectionId::new_unchecked(1),
+            &dialed("/ip4/192.0.2.1/tcp/1"),
+        );
+        book.pinged(&a, Duration::from_millis(3));
+        book.identified(
+            &a,
+            &libp2p::identify::Info {
+                public_key: libp2p::identity::Keypair::generate_ed25519().public(),
+                protocol_version: "ipfs/0.1.0".into(),
+                agent_version: "test/1".into(),
+                listen_addrs: vec!["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
+                protocols: vec![
+                    libp2p::StreamProtocol::new("/b"),
+                    libp2p::StreamProtocol::new("/a"),
+                ],
+                observed_addr: "/ip4/192.0.2.9/tcp/1".parse().unwrap(),
+                signed_peer_record: None,
+            },
+        );
+        // Nothing is recorded for a peer that is not connected.
+        book.pinged(&PeerId::random(), Duration::from_millis(1));
+        let views = book.views(|_| (1.5, -2.0));
+        assert_eq!(views.len(), 1);
+        let v = &views[0];
+        assert_eq!(v.peer, a);
+        assert_eq!(v.latency, Some(Duration::from_millis(3)));
+        assert_eq!(v.agent, "test/1");
+        assert_eq!(v.protocols, ["/a", "/b"]);
+        assert_eq!((v.gossip_score, v.policy_score), (1.5, -2.0));
+        assert!(!v.connections[0].inbound);
+    }
+}

@@ -96,9 +96,50 @@ impl PubSub {
         }
     }
 
+    /// Adds a local subscriber to `topic`.
+    pub fn subscribe(&mut self, topic: TopicHash) -> SubscriberRx {
+        let (tx, rx) = subscription();
+        self.subscribers.entry(topic).or_default().push(tx);
+        rx
+    }
+
+    /// Whether `topic` has local subscribers.
+    pub fn has_subscribers(&self, topic: &TopicHash) -> bool {
+        self.subscribers.contains_key(topic)
+    }
+
+    /// The replay window's verdict on `author`'s message `seq` (and it is recorded).
+    pub fn check(&mut self, author: &PeerId, seq: u64) -> Verdict {
+        self.replay.check(author, seq)
+    }
+
+    /// Forgets the topics whose subscribers have all gone away, and returns them.
+    pub fn sweep(&mut self) -> Vec<TopicHash> {
+        let gone: Vec<TopicHash> = self
+            .subscribers
+            .iter_mut()
+            .filter_map(|(t, subs)| {
+                subs.retain(|s| !s.tx.is_closed());
+                subs.is_empty().then(|| t.clone())
+            })
+            .collect();
+        for t in &gone {
+            self.subscribers.remove(t);
+        }
+        gone
+    }
+
     /// Delivers to local subscribers of `topic`, dropping the ones that went away. Returns true
-    /// when the topic has no subscribers left.
-    fn deliver(&mut self, topic: &TopicHash, msg: &Delivery) -> bool {
+    /// when that was the last one (the topic is then forgotten).
+    pub fn deliver(&mut self, topic: &TopicHash, msg: &Delivery) -> bool {
+        let last_gone = self.deliver_to(topic, msg);
+        if last_gone {
+            self.subscribers.remove(topic);
+        }
+        last_gone
+    }
+
+    fn deliver_to(&mut self, topic: &TopicHash, msg: &Delivery) -> bool {
         let Some(subs) = self.subscribers.get_mut(topic) else {
             return false;
         };
@@ -189,12 +230,7 @@ impl Node {
             )));
             return;
         }
-        let (tx, rx) = subscription();
-        self.pubsub
-            .subscribers
-            .entry(t.hash())
-            .or_default()
-            .push(tx);
+        let rx = self.pubsub.subscribe(t.hash());
         tracing::info!(topic, "local subscriber added");
         let _ = reply.send(Ok(rx));
     }
@@ -207,7 +243,7 @@ impl Node {
             return;
         }
         let t = IdentTopic::new(topic.clone());
-        let local = self.pubsub.subscribers.contains_key(&t.hash());
+        let local = self.pubsub.has_subscribers(&t.hash());
         let result = match self
             .swarm
             .behaviour_mut()
@@ -270,7 +306,6 @@ impl Node {
 
     fn deliver_local(&mut self, topic: &TopicHash, msg: &Delivery) {
         if self.pubsub.deliver(topic, msg) {
-            self.pubsub.subscribers.remove(topic);
             self.swarm
                 .behaviour_mut()
                 .gossipsub
@@ -281,17 +316,7 @@ impl Node {
 
     /// Drops topics whose subscribers have all gone away.
     pub(super) fn pubsub_sweep(&mut self) {
-        let gone: Vec<TopicHash> = self
-            .pubsub
-            .subscribers
-            .iter_mut()
-            .filter_map(|(t, subs)| {
-                subs.retain(|s| !s.tx.is_closed());
-                subs.is_empty().then(|| t.clone())
-            })
-            .collect();
-        for t in gone {
-            self.pubsub.subscribers.remove(&t);
+        for t in self.pubsub.sweep() {
             self.swarm
                 .behaviour_mut()
                 .gossipsub
@@ -321,7 +346,7 @@ impl Node {
             Some("self_origin")
         } else {
             match (message.source, message.sequence_number) {
-                (Some(author), Some(seq)) => match self.pubsub.replay.check(&author, seq) {
+                (Some(author), Some(seq)) => match self.pubsub.check(&author, seq) {
                     Verdict::Fresh => None,
                     Verdict::Replay => Some("replay"),
                     Verdict::TooOld => Some("too_old"),
@@ -369,4 +394,82 @@ fn local_seq_no() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(data: &[u8]) -> Delivery {
+        Delivery {
+            topic: "t".into(),
+            from: "a".into(),
+            seq_no: 1,
+            data: data.to_vec(),
+            message_id: "m".into(),
+        }
+    }
+
+    fn topic(name: &str) -> TopicHash {
+        IdentTopic::new(name).hash()
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_each_message_and_gives_its_budget_back() {
+        let mut p = PubSub::default();
+        let (mut a, mut b) = (p.subscribe(topic("t")), p.subscribe(topic("t")));
+        assert!(p.has_subscribers(&topic("t")) && !p.has_subscribers(&topic("u")));
+        assert!(!p.deliver(&topic("t"), &message(b"hello")));
+        assert!(!p.deliver(&topic("u"), &message(b"nobody")));
+        assert_eq!(a.recv().await.unwrap().data, b"hello");
+        assert_eq!(b.queued.load(Ordering::Relaxed), 5);
+        assert_eq!(b.recv().await.unwrap().data, b"hello");
+        assert_eq!(b.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_loses_messages_beyond_its_byte_budget_but_stays() {
+        let mut p = PubSub::default();
+        let mut slow = p.subscribe(topic("t"));
+        let big = vec![0u8; SUBSCRIBER_BYTES / 2 + 1];
+        p.deliver(&topic("t"), &message(&big));
+        p.deliver(&topic("t"), &message(&big));
+        assert_eq!(slow.queued.load(Ordering::Relaxed), big.len());
+        assert_eq!(slow.recv().await.unwrap().data.len(), big.len());
+        // Room again: the next one arrives.
+        p.deliver(&topic("t"), &message(b"after"));
+        assert_eq!(slow.recv().await.unwrap().data, b"after");
+        assert!(p.has_subscribers(&topic("t")));
+    }
+
+    #[test]
+    fn subscribers_that_left_are_dropped_and_their_topic_forgotten() {
+        let mut p = PubSub::default();
+        let a = p.subscribe(topic("t"));
+        let b = p.subscribe(topic("t"));
+        let c = p.subscribe(topic("u"));
+        drop(a);
+        assert!(!p.deliver(&topic("t"), &message(b"x")), "b is still there");
+        drop(b);
+        assert!(p.deliver(&topic("t"), &message(b"x")), "the last one left");
+        assert!(!p.has_subscribers(&topic("t")));
+        drop(c);
+        assert_eq!(p.sweep(), vec![topic("u")]);
+        assert!(p.sweep().is_empty());
+    }
+
+    #[test]
+    fn replays_are_caught_and_the_windows_survive_a_restart() {
+        let mut p = PubSub::default();
+        let author = PeerId::random();
+        assert_eq!(p.check(&author, 10), Verdict::Fresh);
+        assert_eq!(p.check(&author, 10), Verdict::Replay);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REPLAY_FILE);
+        std::fs::write(&path, p.replay_json()).unwrap();
+        let mut q = PubSub::default();
+        q.load_replay(&path);
+        assert_eq!(q.check(&author, 10), Verdict::Replay);
+        assert_eq!(q.check(&author, 11), Verdict::Fresh);
+    }
 }
