@@ -33,13 +33,16 @@ struct Handler {
     socket: PathBuf,
     owner_uid: u32,
     stats: Arc<Stats>,
-    task: JoinHandle<()>,
+    /// Always `Some` until removed.
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Handler {
     fn drop(&mut self) {
         // Dropping the task drops its `IncomingStreams`, which unregisters the protocol.
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -148,17 +151,25 @@ impl Forwarder {
                 socket,
                 owner_uid: caller_uid,
                 stats,
-                task,
+                task: Some(task),
             },
         );
         Ok(())
     }
 
-    pub fn remove(&self, name: &str) -> Result<(), ApiError> {
-        self.handlers()
-            .remove(name)
-            .map(drop)
-            .ok_or_else(|| ApiError::new(Code::NotFound, format!("{name} is not served")))
+    /// Stops serving `name`; returns once the protocol is unregistered, so it can be served
+    /// again at once.
+    pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
+        let removed = self.handlers().remove(name);
+        let mut handler = removed
+            .ok_or_else(|| ApiError::new(Code::NotFound, format!("{name} is not served")))?;
+        if let Some(task) = handler.task.take() {
+            task.abort();
+            // An aborted task's future (holding the registration) is dropped by the runtime
+            // soon after, not here: wait for it.
+            let _ = task.await;
+        }
+        Ok(())
     }
 
     /// The served protocols, their sockets and stream counts.
@@ -267,4 +278,75 @@ where
         activity.notify_one();
     }
     let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarder() -> Forwarder {
+        let behaviour = libp2p_stream::Behaviour::new();
+        Forwarder::new(behaviour.new_control(), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn protocol_names_are_checked_and_the_daemons_are_reserved() {
+        assert!(protocol("/myapp/echo/1.0.0").is_ok());
+        for reserved in [
+            "/ipfs/bitswap/1.2.0",
+            "/libp2p/circuit/relay/0.2.0/hop",
+            "/p2pd/block/1.0.0",
+        ] {
+            assert!(protocol(reserved).unwrap_err().message.contains("reserved"));
+        }
+        for bad in ["echo", "/with space", &format!("/{}", "x".repeat(300))] {
+            assert_eq!(protocol(bad).unwrap_err().code, Code::BadRequest, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_protocol_is_served_once_listed_and_removed() {
+        let f = forwarder();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("app.sock");
+        let _app = tokio::net::UnixListener::bind(&socket).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        f.serve("/myapp/echo/1.0.0", socket.clone(), me).unwrap();
+        let again = f
+            .serve("/myapp/echo/1.0.0", socket.clone(), me)
+            .unwrap_err();
+        assert!(again.message.contains("already served"), "{again}");
+        assert_eq!(
+            f.list(),
+            [HandlerView {
+                protocol: "/myapp/echo/1.0.0".into(),
+                socket: socket.clone(),
+                active_streams: 0,
+                total_streams: 0,
+                owner_uid: me,
+            }]
+        );
+        f.remove("/myapp/echo/1.0.0").await.unwrap();
+        assert!(f.list().is_empty());
+        assert_eq!(
+            f.remove("/myapp/echo/1.0.0").await.unwrap_err().code,
+            Code::NotFound
+        );
+        // Removed means free: it can be served again.
+        f.serve("/myapp/echo/1.0.0", socket, me).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_an_existing_absolute_socket_can_be_served() {
+        let f = forwarder();
+        let e = f.serve("/a/1", "rel.sock".into(), 0).unwrap_err();
+        assert!(e.message.contains("not an absolute path"), "{e}");
+        let e = f
+            .serve("/a/1", "/nonexistent/p2pd-test.sock".into(), 0)
+            .unwrap_err();
+        assert!(
+            e.message.contains("start the application's listener first"),
+            "{e}"
+        );
+    }
 }

@@ -129,3 +129,30 @@ fn no_tls_secret_is_written_whatever_the_environment_says() {
         );
     }
 }
+
+/// A dial from the listen port to a peer that is connected to us from its own listen port is
+/// the same address pair as that connection: the dial goes from a new port instead (libp2p-tcp
+/// does so on EADDRNOTAVAIL, the node on EADDRINUSE) and succeeds.
+#[test]
+fn a_dial_that_collides_with_an_existing_connection_goes_from_a_new_port() {
+    let a = Node::start("a", NodeOpts::default());
+    let b = Node::start("b", NodeOpts::default());
+    let b_id = b.peer_id();
+    // B dials A: the connection runs between the two listen ports.
+    assert!(b
+        .ctl(&["connect", &a.multiaddr(Transport::Tcp)])
+        .status
+        .success());
+    // A dials B's address without its peer id (so it is not "already connected"): from A's
+    // listen port that is the same address pair.
+    let b_addr = b.multiaddr(Transport::Tcp);
+    let bare = b_addr.split("/p2p/").next().expect("address");
+    let out = a.ctl(&["--json", "connect", bare]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["peer_id"], b_id.as_str(), "{v}");
+}

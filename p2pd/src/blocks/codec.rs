@@ -209,3 +209,132 @@ pub fn open(
     };
     Ok((block.hash.clone(), data, block))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::sha256;
+
+    /// A store holding one block of `data`; returns it with the block's hash.
+    fn store_with(data: &[u8]) -> (tempfile::TempDir, BlockStore, [u8; 32]) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        let mut w = store.writer(0).unwrap();
+        w.write(data).unwrap();
+        let meta = w.finish(None).unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        (dir, store, sha256(data))
+    }
+
+    fn ask(hash: &[u8; 32], chunk: i64) -> BlockRequest {
+        BlockRequest {
+            hash: hash.to_vec(),
+            chunk,
+            envelope: 0,
+        }
+    }
+
+    #[test]
+    fn manifest_and_chunks_round_trip_signed_and_compressed_when_smaller() {
+        let data: Vec<u8> = (0..CHUNK_SIZE + 100).map(|i| (i % 7) as u8).collect();
+        let (_dir, store, hash) = store_with(&data);
+        let key = Keypair::generate_ed25519();
+        let public = key.public();
+
+        let manifest = serve(&store, &key, 1024, &ask(&hash, -1));
+        let (claimed, bytes, _) = open(manifest, Some(&public)).unwrap();
+        assert_eq!(claimed, hash.to_vec());
+        let manifest = BlockManifest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            (manifest.size, manifest.chunk_hashes.len()),
+            (data.len() as u64, 2)
+        );
+
+        // Repetitive data compresses: sent compressed, opened whole.
+        let first = serve(&store, &key, 1024, &ask(&hash, 0));
+        assert!(first.compressed);
+        let (claimed, bytes, _) = open(first, Some(&public)).unwrap();
+        assert_eq!(bytes, data[..CHUNK_SIZE]);
+        assert_eq!(claimed, sha256(&data[..CHUNK_SIZE]).to_vec());
+        // Below the threshold: sent as it is.
+        let last = serve(&store, &key, 1024, &ask(&hash, 1));
+        assert!(!last.compressed);
+        assert_eq!(open(last, Some(&public)).unwrap().1, data[CHUNK_SIZE..]);
+    }
+
+    #[test]
+    fn random_data_goes_uncompressed() {
+        // Hash output: incompressible.
+        let data: Vec<u8> = (0..2048u32)
+            .flat_map(|i| sha256(&i.to_le_bytes()))
+            .collect();
+        let (_dir, store, hash) = store_with(&data);
+        let key = Keypair::generate_ed25519();
+        let r = serve(&store, &key, 1024, &ask(&hash, 0));
+        assert!(!r.compressed);
+        assert_eq!(open(r, Some(&key.public())).unwrap().1, data);
+    }
+
+    #[test]
+    fn a_forged_or_tampered_answer_is_refused() {
+        let (_dir, store, hash) = store_with(b"some block");
+        let key = Keypair::generate_ed25519();
+        let other = Keypair::generate_ed25519();
+        let r = serve(&store, &key, 1024, &ask(&hash, 0));
+        assert!(open(r.clone(), Some(&other.public()))
+            .unwrap_err()
+            .contains("bad signature"));
+        let mut tampered = r;
+        tampered.block.as_mut().unwrap().ttl += 1;
+        assert!(open(tampered, Some(&key.public()))
+            .unwrap_err()
+            .contains("bad signature"));
+    }
+
+    #[test]
+    fn unknown_blocks_bad_hashes_and_missing_chunks_are_answered_with_an_error() {
+        let (_dir, store, hash) = store_with(b"x");
+        let key = Keypair::generate_ed25519();
+        let said = |r: BlockResponse| open(r, None).unwrap_err();
+        assert!(said(serve(&store, &key, 1024, &ask(&[9; 32], 0))).contains("not found"));
+        let short = BlockRequest {
+            hash: vec![1, 2],
+            chunk: 0,
+            envelope: 0,
+        };
+        assert!(said(serve(&store, &key, 1024, &short)).contains("32 bytes"));
+        assert!(said(serve(&store, &key, 1024, &ask(&hash, 5))).contains("no chunk 5"));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_before_allocating() {
+        let huge = vec![0u8; CHUNK_SIZE * 4];
+        let packed = snap::raw::Encoder::new().compress_vec(&huge).unwrap();
+        let r = BlockResponse {
+            block: Some(Block {
+                data: packed,
+                ..Default::default()
+            }),
+            compressed: true,
+            ..Default::default()
+        };
+        assert!(open(r, None).unwrap_err().contains("exceeds"));
+    }
+
+    #[tokio::test]
+    async fn frames_over_the_cap_are_refused() {
+        let mut wire = Vec::new();
+        let big = SignedMessage {
+            payload: vec![0; MAX_REQUEST + 1],
+            ..Default::default()
+        };
+        write_msg(&mut futures::io::Cursor::new(&mut wire), &big)
+            .await
+            .unwrap();
+        let e = read_msg::<SignedMessage, _>(&mut futures::io::Cursor::new(wire), MAX_REQUEST)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("exceeds"), "{e}");
+    }
+}

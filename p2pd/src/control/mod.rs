@@ -561,7 +561,7 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         }
         K::StreamServe(r) => stream::serve(ctx, caller, r).into(),
         K::StreamList(_) => stream::list(ctx).into(),
-        K::StreamRemove(r) => stream::remove(ctx, caller, r).into(),
+        K::StreamRemove(r) => stream::remove(ctx, caller, r).await.into(),
         K::Ban(r) => policy::ban(node, caller, r).await.into(),
         K::Unban(r) => policy::unban(node, caller, r).await.into(),
         K::Bans(_) => policy::bans(node).await.into(),

@@ -39,9 +39,13 @@ pub fn list(ctx: &Ctx) -> Result<Kind, ApiError> {
     Ok(Kind::StreamList(StreamList { handlers }))
 }
 
-pub fn remove(ctx: &Ctx, caller: &Caller, req: StreamRemoveRequest) -> Result<Kind, ApiError> {
+pub async fn remove(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: StreamRemoveRequest,
+) -> Result<Kind, ApiError> {
     caller.audit("stream_rm", &req.protocol);
-    ctx.streams.remove(&req.protocol)?;
+    ctx.streams.remove(&req.protocol).await?;
     Ok(Kind::Ack(Ack {}))
 }
 

@@ -5,6 +5,7 @@
 mod blocks;
 mod command;
 mod dht;
+mod dials;
 mod peers;
 mod policy;
 mod pubsub;
@@ -31,7 +32,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::metrics::{Metrics, Recorder, Registry};
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::SwarmEvent;
 use libp2p::{
     autonat, identify, identity::Keypair, kad, noise, ping, tls, Multiaddr, PeerId, Swarm,
 };
@@ -61,9 +62,8 @@ pub struct Node {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     peers: PeerBook,
-    dials: HashMap<ConnectionId, Reply<Connected>>,
-    /// Dials whose connection is up, answered once identify confirms the peer kept it.
-    confirming: HashMap<ConnectionId, (Reply<Connected>, Connected)>,
+    /// Dials local clients wait for.
+    dials: dials::Dials,
     listeners: HashSet<ListenerId>,
     health: Arc<Health>,
     metrics: Metrics,
@@ -160,8 +160,7 @@ impl Node {
             swarm,
             commands,
             peers: PeerBook::default(),
-            dials: HashMap::new(),
-            confirming: HashMap::new(),
+            dials: Default::default(),
             listeners: HashSet::new(),
             health,
             metrics,
@@ -416,6 +415,11 @@ impl Node {
     /// Dials `target`; answers once the peer is identified on the new connection (or at once
     /// when already connected).
     pub fn connect(&mut self, target: Multiaddr, reply: Reply<Connected>) {
+        self.dial_for(target, false, reply)
+    }
+
+    /// Dials `target` for a waiting client, from a new port when `new_port`.
+    fn dial_for(&mut self, target: Multiaddr, new_port: bool, reply: Reply<Connected>) {
         let opts = match addr::peer_id_of(&target) {
             Some(peer) if peer == self.local_peer_id() => {
                 let _ = reply.send(Err(ApiError::new(
@@ -438,16 +442,29 @@ impl Node {
                 }));
                 return;
             }
-            Some(peer) => DialOpts::peer_id(peer)
-                .addresses(vec![addr::without_peer_id(&target)])
-                .condition(PeerCondition::Always)
-                .build(),
-            None => DialOpts::unknown_peer_id().address(target.clone()).build(),
+            Some(peer) => {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(vec![addr::without_peer_id(&target)])
+                    .condition(PeerCondition::Always);
+                if new_port {
+                    opts.allocate_new_port().build()
+                } else {
+                    opts.build()
+                }
+            }
+            None => {
+                let opts = DialOpts::unknown_peer_id().address(target.clone());
+                if new_port {
+                    opts.allocate_new_port().build()
+                } else {
+                    opts.build()
+                }
+            }
         };
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                self.dials.insert(id, reply);
+                self.dials.started(id, target, new_port, reply);
             }
             Err(e) => {
                 let _ = reply.send(Err(ApiError::new(
@@ -492,14 +509,8 @@ impl Node {
                     .behaviour_mut()
                     .policy
                     .trusted_connected(&peer_id);
-                if let Some(reply) = self.dials.remove(&connection_id) {
-                    let answer = Connected {
-                        peer: peer_id,
-                        address: endpoint.get_remote_address().clone(),
-                        already_connected: false,
-                    };
-                    self.confirming.insert(connection_id, (reply, answer));
-                }
+                self.dials
+                    .established(connection_id, peer_id, endpoint.get_remote_address());
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -517,12 +528,7 @@ impl Node {
                     );
                 }
                 self.count_connections();
-                if let Some((reply, _)) = self.confirming.remove(&connection_id) {
-                    let _ = reply.send(Err(ApiError::new(
-                        Code::Failed,
-                        format!("{peer_id} closed the connection right after the handshake; it may have banned this node or be at its connection limit"),
-                    )));
-                }
+                self.dials.closed(connection_id, &peer_id);
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -531,11 +537,13 @@ impl Node {
             } => {
                 tracing::debug!(peer_id = ?peer_id, error = %error, "dial failed");
                 self.p2p.dial_failures.inc();
-                if let Some(reply) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(ApiError::new(
-                        Code::Failed,
-                        format!("dial failed: {}", error_chain(&error)),
-                    )));
+                let why = error_chain(&error);
+                let clients = self.dials.waits_for(connection_id);
+                if let Some(retry) = self.dials.failed(connection_id, &why) {
+                    tracing::debug!(address = %retry.target, "the dial from the listen port collided; dialling from a new port");
+                    self.dial_for(retry.target, true, retry.reply);
+                } else if !clients && dials::collided(&why) {
+                    self.redial_from_new_port(peer_id, &error);
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -563,19 +571,33 @@ impl Node {
         self.health.set_counts(self.peers.len(), rt);
     }
 
+    /// A dial of the node's own (DHT, bootstrap, trusted peers) collided on the listen port:
+    /// the same addresses again from a new port, so a peer is not unreachable for the minute a
+    /// closed connection stays in TIME_WAIT.
+    fn redial_from_new_port(&mut self, peer: Option<PeerId>, error: &libp2p::swarm::DialError) {
+        let (Some(peer), libp2p::swarm::DialError::Transport(tried)) = (peer, error) else {
+            return;
+        };
+        let addrs: Vec<Multiaddr> = tried.iter().map(|(a, _)| a.clone()).collect();
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .allocate_new_port()
+            .build();
+        tracing::debug!(peer_id = %peer, "a dial from the listen port collided; dialling from a new port");
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(peer_id = %peer, error = %error_chain(&e), "redial not started");
+        }
+    }
+
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Identify(ev) => {
                 self.metrics.record(&ev);
-                let confirmed = match &ev {
-                    identify::Event::Received { connection_id, .. }
-                    | identify::Event::Error { connection_id, .. } => {
-                        self.confirming.remove(connection_id)
-                    }
-                    _ => None,
-                };
-                if let Some((reply, answer)) = confirmed {
-                    let _ = reply.send(Ok(answer));
+                if let identify::Event::Received { connection_id, .. }
+                | identify::Event::Error { connection_id, .. } = &ev
+                {
+                    self.dials.identified(*connection_id);
                 }
                 if let identify::Event::Received { peer_id, info, .. } = ev {
                     self.on_identified(peer_id, info);
