@@ -74,6 +74,15 @@ fn json_line<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
+/// The answer for people, or with `--json` the message itself.
+fn show<T: serde::Serialize>(cli: &Cli, message: &T, text: impl FnOnce(&T) -> String) -> String {
+    if cli.json {
+        json_line(message)
+    } else {
+        text(message)
+    }
+}
+
 /// The argument itself, or all of standard input for "-".
 fn arg_bytes(arg: &str) -> Result<Vec<u8>, ClientError> {
     if arg != "-" {
@@ -135,11 +144,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         }
         Cmd::Peers { verbose } => {
             let p = client.peers(*verbose).await?;
-            if cli.json {
-                json_line(&p)
-            } else {
-                render::peers_text(&p, *verbose)
-            }
+            show(cli, &p, |p| render::peers_text(p, *verbose))
         }
         Cmd::Connect { multiaddr } => {
             let c = client.connect_peer(multiaddr, wire_deadline(cli)).await?;
@@ -195,11 +200,7 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         }
         Cmd::Bans => {
             let list = client.bans().await?;
-            if cli.json {
-                json_line(&list)
-            } else {
-                render::bans(&list)
-            }
+            show(cli, &list, render::bans)
         }
         Cmd::Diag => {
             let (report, failed) = diag::run(&mut client, cli.json).await?;
@@ -243,22 +244,14 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
                 TrustCmd::Rm { target } => client.trust_remove(&target.peer).await?,
                 TrustCmd::Ls => client.trust_list().await?,
             };
-            if cli.json {
-                json_line(&list)
-            } else {
-                render::trusted(&list)
-            }
+            show(cli, &list, render::trusted)
         }
         Cmd::Limits { set } => {
             let list = match set {
                 None => client.limits().await?,
                 Some(LimitsCmd::Set { name, value }) => client.limits_set(name, value).await?,
             };
-            if cli.json {
-                json_line(&list)
-            } else {
-                render::limits(&list)
-            }
+            show(cli, &list, render::limits)
         }
     })
 }
@@ -485,11 +478,7 @@ async fn stream(cli: &Cli, mut client: Client, cmd: &StreamCmd) -> Result<String
         }
         StreamCmd::Ls => {
             let list = client.stream_list().await?;
-            if cli.json {
-                json_line(&list)
-            } else {
-                render::streams(&list)
-            }
+            show(cli, &list, render::streams)
         }
         StreamCmd::Rm { protocol } => {
             client.stream_remove(protocol).await?;
