@@ -4,6 +4,7 @@
 pub mod frame;
 pub mod http;
 pub mod json;
+pub mod limits;
 pub mod paths;
 pub mod target;
 

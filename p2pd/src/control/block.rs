@@ -10,8 +10,6 @@ use p2pd_proto::control::{
     client_frame, request, response::Kind, BlockData, BlockGetRequest, BlockPutRequest, BlockStat,
     BlockStatRequest, BlockVerifyRequest, BlockVerifyResponse, ClientFrame, ErrorCode, Request,
 };
-use p2pd_proto::{frame, MAX_FRAME_BYTES};
-use tokio::io::AsyncRead;
 
 fn stat_of(m: &Meta) -> BlockStat {
     BlockStat {
@@ -50,7 +48,7 @@ fn io_error(e: impl std::fmt::Display) -> ApiError {
 
 /// Reads the rest of an upload (frames with the same request id until `last`), storing it as it
 /// arrives, then announces the block as a provider record.
-pub async fn put<R: AsyncRead + Unpin>(
+pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
     ctx: &Ctx,
     caller: &Caller,
     rd: &mut R,
@@ -66,7 +64,7 @@ pub async fn put<R: AsyncRead + Unpin>(
         if part.last {
             break;
         }
-        part = match frame::read_message::<ClientFrame, _>(rd, MAX_FRAME_BYTES).await {
+        part = match super::bounds::read_frame(rd, &ctx.budget, super::bounds::DEADLINES).await {
             Ok(Some(ClientFrame {
                 frame:
                     Some(client_frame::Frame::Request(Request {

@@ -8,9 +8,6 @@ use p2pd_proto::control::{
 use std::time::Duration;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest value accepted by `dht put` (Kademlia's record store refuses bigger ones).
-pub const MAX_VALUE: usize = 65 * 1024;
-
 async fn run(node: &NodeHandle, query: DhtQuery, timeout_ms: u64) -> Result<Kind, ApiError> {
     let limit = match timeout_ms {
         0 => DEFAULT_TIMEOUT,
@@ -70,12 +67,6 @@ pub async fn get(node: &NodeHandle, req: DhtGetRequest) -> Result<Kind, ApiError
 
 pub async fn put(node: &NodeHandle, caller: &Caller, req: DhtPutRequest) -> Result<Kind, ApiError> {
     caller.audit("dht_put", &String::from_utf8_lossy(&req.key));
-    if req.value.len() > MAX_VALUE {
-        return Err(ApiError::new(
-            Code::BadRequest,
-            format!("the value is {} bytes; the DHT accepts at most {MAX_VALUE} (store large data with `block put`)", req.value.len()),
-        ));
-    }
     run(
         node,
         DhtQuery::Put(key(req.key)?, req.value),

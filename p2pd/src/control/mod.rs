@@ -6,6 +6,7 @@
 //! frame ends that connection, and the number of concurrent clients is bounded.
 
 mod block;
+mod bounds;
 mod connect;
 mod dht;
 mod disconnect;
@@ -32,12 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 
 /// A client must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Concurrent control connections; more are refused with UNAVAILABLE.
-const MAX_CLIENTS: usize = 256;
 
 /// What a socket lets its callers do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +74,8 @@ impl Caller {
 /// large transfers never pass through the event loop).
 pub struct Ctx {
     pub node: NodeHandle,
+    /// What all clients together may hold in frames being read.
+    pub budget: bounds::Budget,
     pub peer_id: libp2p::PeerId,
     pub store: crate::blocks::BlockStore,
     pub streams: crate::streams::Forwarder,
@@ -84,7 +84,7 @@ pub struct Ctx {
 
 pub struct ControlServer {
     ctx: Arc<Ctx>,
-    slots: Arc<Semaphore>,
+    slots: Arc<bounds::Slots>,
 }
 
 impl ControlServer {
@@ -98,14 +98,14 @@ impl ControlServer {
         ControlServer {
             ctx: Arc::new(Ctx {
                 node,
+                budget: bounds::Budget::new(bounds::FRAMES_BUDGET),
                 peer_id,
                 store,
                 streams,
                 reloader,
             }),
-            // Shared by both sockets: the read-only one cannot starve the control socket of
-            // more than this.
-            slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
+            // Shared by both sockets, with a quota per uid and slots kept for root.
+            slots: bounds::Slots::new(),
         }
     }
 
@@ -129,21 +129,20 @@ impl ControlServer {
                     }
                 };
                 let ctx = ctx.clone();
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                let caller = caller_of(&stream, access);
+                match slots.take(caller.uid) {
+                    Ok(slot) => {
                         tokio::spawn(async move {
-                            serve(stream, ctx, access).await;
-                            drop(permit);
+                            serve(stream, ctx, caller).await;
+                            drop(slot);
                         });
                     }
-                    Err(_) => {
+                    Err(why) => {
                         tokio::spawn(async move {
                             let mut stream = stream;
-                            let _ = send_error(
-                                &mut stream,
-                                0,
-                                ErrorCode::Unavailable,
-                                "too many control clients; try again",
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                send_error(&mut stream, 0, ErrorCode::Unavailable, &why),
                             )
                             .await;
                         });
@@ -314,8 +313,7 @@ where
 }
 
 /// Serves one client until it closes or breaks the protocol.
-async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>, access: Access) {
-    let caller = caller_of(&stream, access);
+async fn serve(mut stream: UnixStream, ctx: Arc<Ctx>, caller: Caller) {
     // An opened libp2p stream takes over the connection once the framed part is done.
     if let Some((id, req)) = serve_frames(&mut stream, &ctx, caller).await {
         stream::open(&ctx, &caller, id, req, stream).await;
@@ -334,18 +332,21 @@ async fn serve_frames(
     // pipelines are seen together. Clients wait for StreamOpened before they send stream bytes,
     // so nothing is left in here when the connection becomes a raw pipe.
     let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
-    let read_hello = frame::read_message::<ClientFrame, _>(&mut rd, MAX_FRAME_BYTES);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello).await {
-        Ok(Ok(Some(ClientFrame {
+    let hello_within = bounds::Deadlines {
+        idle: HELLO_TIMEOUT,
+        frame: HELLO_TIMEOUT,
+    };
+    let hello = match bounds::read_frame(&mut rd, &ctx.budget, hello_within).await {
+        Ok(Some(ClientFrame {
             frame: Some(client_frame::Frame::Hello(h)),
-        }))) => h,
-        Ok(Ok(None)) | Err(_) => return None,
-        Ok(Ok(Some(_))) => {
+        })) => h,
+        Ok(None) | Err(bounds::ReadError::Idle | bounds::ReadError::Slow) => return None,
+        Ok(Some(_)) => {
             let msg = "the first frame must be a Hello";
             let _ = send_error(&mut wr, 0, ErrorCode::BadRequest, msg).await;
             return None;
         }
-        Ok(Err(e)) => {
+        Err(bounds::ReadError::Frame(e)) => {
             let _ = reject_frame(&mut wr, &e).await;
             return None;
         }
@@ -372,10 +373,26 @@ async fn serve_frames(
         return None;
     }
     loop {
-        let frame = match frame::read_message::<ClientFrame, _>(&mut rd, MAX_FRAME_BYTES).await {
+        let frame = match bounds::read_frame(&mut rd, &ctx.budget, bounds::DEADLINES).await {
             Ok(Some(f)) => f,
             Ok(None) => return None,
-            Err(e) => {
+            Err(bounds::ReadError::Idle) => {
+                let msg = format!(
+                    "no request for {}; closing the connection",
+                    humantime::format_duration(bounds::DEADLINES.idle)
+                );
+                let _ = send_error(stream, 0, ErrorCode::Unavailable, &msg).await;
+                return None;
+            }
+            Err(bounds::ReadError::Slow) => {
+                let msg = format!(
+                    "a frame did not arrive whole within {}; closing the connection",
+                    humantime::format_duration(bounds::DEADLINES.frame)
+                );
+                let _ = send_error(stream, 0, ErrorCode::BadRequest, &msg).await;
+                return None;
+            }
+            Err(bounds::ReadError::Frame(e)) => {
                 if reject_frame(stream, &e).await.is_err() || !matches!(e, FrameError::Decode(_)) {
                     return None;
                 }
@@ -386,7 +403,10 @@ async fn serve_frames(
             Some(client_frame::Frame::Request(Request {
                 id,
                 kind: Some(request::Kind::StreamOpen(req)),
-            })) => return Some((id, req)),
+            })) => match bounds::stream_open(&req) {
+                Ok(()) => return Some((id, req)),
+                Err(e) => (id, Outcome::Reply(Err(e))),
+            },
             Some(client_frame::Frame::Request(Request {
                 id,
                 kind: Some(request::Kind::BlockPut(first)),
@@ -529,6 +549,10 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         ))
         .into();
     };
+    // Sizes first: nothing below parses or logs a field longer than its bound.
+    if let Err(e) = bounds::check(&kind) {
+        return Err(e).into();
+    }
     if caller.access == Access::ReadOnly && !read_only(&kind) {
         return Err(ApiError::new(
             Code::PermissionDenied,

@@ -11,9 +11,6 @@ use p2pd_proto::control::{
 };
 use std::time::Duration;
 
-/// The longest ban reason: it is stored, listed and logged.
-pub const MAX_REASON_BYTES: usize = 1024;
-
 /// The longest timed ban: 100 years. A permanent ban is its own value (no expiry).
 pub const MAX_BAN_SECS: u64 = 100 * 365 * 86_400;
 
@@ -25,15 +22,6 @@ fn target(s: &str) -> Result<BanTarget, ApiError> {
 pub async fn ban(node: &NodeHandle, caller: &Caller, req: BanRequest) -> Result<Kind, ApiError> {
     caller.audit("ban", &req.target);
     let target = target(&req.target)?;
-    if req.reason.len() > MAX_REASON_BYTES {
-        return Err(ApiError::new(
-            Code::BadRequest,
-            format!(
-                "the reason is {} bytes long; at most {MAX_REASON_BYTES} are kept",
-                req.reason.len()
-            ),
-        ));
-    }
     if req.duration_secs > MAX_BAN_SECS {
         return Err(ApiError::new(
             Code::BadRequest,

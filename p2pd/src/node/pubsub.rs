@@ -167,7 +167,7 @@ impl PubSub {
 
 /// The longest topic name a local client may use: a topic becomes a map key, a metric label and
 /// part of every message, so its size is bounded.
-pub const MAX_TOPIC_BYTES: usize = 1024;
+pub const MAX_TOPIC_BYTES: usize = p2pd_proto::limits::TOPIC;
 
 fn topic_error(topic: &str) -> Option<ApiError> {
     if topic.is_empty() {
