@@ -94,8 +94,8 @@ pub async fn run(
     crate::persist::remove_stale_temps(&cfg.storage.data_dir);
     let bans_path = cfg.storage.data_dir.join(crate::policy::bans::FILE_NAME);
     let bans = crate::policy::bans::BanList::load(&bans_path);
-    if !bans.bans.is_empty() {
-        tracing::info!(bans = bans.bans.len(), "loaded the ban list");
+    if !bans.is_empty() {
+        tracing::info!(bans = bans.len(), "loaded the ban list");
     }
     // The node's command channel exists before the node: the ban store reports failed writes on it.
     let (tx, rx) = tokio::sync::mpsc::channel(1024);

@@ -131,7 +131,7 @@ impl Node {
 
     /// A ban-list write failed: memory goes back to what is on disk (the clients were told).
     pub(crate) fn revert_bans(&mut self, revert: crate::policy::store::Revert) {
-        let bans = revert.list.bans.len();
+        let bans = revert.list.len();
         let closed = self.policy().revert(revert);
         tracing::warn!(
             event = "bans_reverted",

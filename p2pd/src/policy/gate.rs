@@ -10,7 +10,6 @@ use ipnet::IpNet;
 use libp2p::core::transport::{DialOpts, ListenerId, TransportError, TransportEvent};
 use libp2p::core::Transport;
 use libp2p::Multiaddr;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -20,19 +19,20 @@ use std::time::Duration;
 /// Addresses never dialled: banned IPs and CIDRs (with the ban's reason) and the dial filter.
 #[derive(Debug, Default)]
 pub struct DialRules {
-    banned_ips: HashMap<IpAddr, String>,
-    banned_nets: Vec<(IpNet, String)>,
+    /// Banned IPs (as /32, /128) and CIDRs, with the ban's reason.
+    banned: super::netindex::NetIndex<String>,
     deny: Vec<IpNet>,
 }
 
 impl DialRules {
     /// Why `ip` must not be dialled, if it must not.
     pub fn refuses(&self, ip: &IpAddr) -> Option<String> {
-        if let Some(reason) = self.banned_ips.get(ip) {
-            return Some(format!("{ip} is banned: {reason}"));
-        }
-        if let Some((net, reason)) = self.banned_nets.iter().find(|(n, _)| n.contains(ip)) {
-            return Some(format!("{ip} is banned ({net}): {reason}"));
+        if let Some((net, reason)) = self.banned.covering(*ip).next() {
+            return Some(if net.prefix_len() == net.max_prefix_len() {
+                format!("{ip} is banned: {reason}")
+            } else {
+                format!("{ip} is banned ({net}): {reason}")
+            });
         }
         self.deny
             .iter()
@@ -45,15 +45,20 @@ impl DialRules {
     }
 
     pub fn set_bans(&mut self, bans: impl Iterator<Item = (IpNet, String)>) {
-        self.banned_ips.clear();
-        self.banned_nets.clear();
+        self.banned.clear();
         for (net, reason) in bans {
-            if net.prefix_len() == net.max_prefix_len() {
-                self.banned_ips.insert(net.addr(), reason);
-            } else {
-                self.banned_nets.push((net, reason));
-            }
+            self.banned.insert(net, reason);
         }
+    }
+
+    /// One more banned IP or CIDR.
+    pub fn ban(&mut self, net: IpNet, reason: String) {
+        self.banned.insert(net, reason);
+    }
+
+    /// A ban lifted.
+    pub fn unban(&mut self, net: &IpNet) {
+        self.banned.remove(net);
     }
 
     pub fn set_deny(&mut self, deny: Vec<IpNet>) {

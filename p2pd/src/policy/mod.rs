@@ -10,6 +10,7 @@ pub mod bans;
 pub mod gate;
 mod guard;
 pub mod metrics;
+pub mod netindex;
 pub mod rate;
 pub mod store;
 #[cfg(test)]
@@ -157,7 +158,6 @@ impl Policy {
         let nets: Vec<_> = self
             .guard
             .bans
-            .bans
             .iter()
             .filter(|b| b.active(now))
             .filter_map(|b| match &b.target {
@@ -197,12 +197,15 @@ impl Policy {
     /// Returns how many connections it closes.
     pub fn ban(&mut self, ban: Ban, ack: Option<Ack>) -> usize {
         let target = ban.target.clone();
+        let rule = bans::net_of(&target).map(|n| (n, ban.reason.clone()));
         let closed = self.guard.ban(ban);
         if let BanTarget::Peer(p) = &target {
             self.state_mut().rate.forget(p);
         }
         self.guard.metrics().ban("ban", target.kind());
-        self.sync_rules();
+        if let (Some((net, reason)), Ok(mut r)) = (rule, self.state().rules.write()) {
+            r.ban(net, reason);
+        }
         self.persist(ack);
         closed
     }
@@ -212,28 +215,49 @@ impl Policy {
         let gone = self.guard.bans.remove(target);
         if gone.is_some() {
             self.guard.metrics().ban("unban", target.kind());
-            self.sync_rules();
+            self.unrule(target);
         }
         self.persist(Some(ack));
         gone
     }
 
+    /// Takes a lifted IP or CIDR ban out of the transport's dial rules.
+    fn unrule(&mut self, target: &BanTarget) {
+        let Some(net) = bans::net_of(target) else {
+            return;
+        };
+        // `192.0.2.7` and `192.0.2.7/32` are one network: the rule stays while either is banned.
+        let other = match target {
+            BanTarget::Ip(ip) => BanTarget::Cidr((*ip).into()),
+            _ => BanTarget::Ip(net.addr()),
+        };
+        let still = self.guard.bans.get(&other).map(|b| b.reason.clone());
+        if let Ok(mut r) = self.state().rules.write() {
+            match still {
+                Some(reason) if net.prefix_len() == net.max_prefix_len() => r.ban(net, reason),
+                _ => r.unban(&net),
+            }
+        }
+    }
+
     /// True when a ban on exactly `target` is listed (active or about to expire).
     pub fn has_ban(&self, target: &BanTarget) -> bool {
-        self.guard.bans.bans.iter().any(|b| b.target == *target)
+        self.guard.bans.get(target).is_some()
     }
 
     /// Bans in effect.
     pub fn active_bans(&self) -> impl Iterator<Item = &Ban> {
         let now = now_unix();
-        self.guard.bans.bans.iter().filter(move |b| b.active(now))
+        self.guard.bans.iter().filter(move |b| b.active(now))
     }
 
     /// Drops expired bans (and writes the list when any went).
     pub fn expire(&mut self) -> Vec<Ban> {
         let gone = self.guard.bans.expire(now_unix());
         if !gone.is_empty() {
-            self.sync_rules();
+            for b in &gone {
+                self.unrule(&b.target);
+            }
             self.persist(None);
         }
         gone

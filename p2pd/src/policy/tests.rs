@@ -201,7 +201,7 @@ async fn bans_refuse_close_persist_and_lift() {
     );
     written.await.unwrap().unwrap();
     let on_disk = BanList::load(&h.path);
-    assert_eq!(on_disk.bans.len(), 1, "acknowledged, so on disk");
+    assert_eq!(on_disk.len(), 1, "acknowledged, so on disk");
     let e = h.pending("198.51.100.8").unwrap_err();
     assert!(e.contains("banned"), "{e}");
     let dial: Multiaddr = "/ip4/198.51.100.9/udp/1/quic-v1".parse().unwrap();
@@ -224,7 +224,7 @@ async fn bans_refuse_close_persist_and_lift() {
     written.await.unwrap().unwrap();
     assert!(h.policy.refuses_addr(&dial).is_none());
     h.pending("198.51.100.8").unwrap();
-    assert_eq!(BanList::load(&h.path).bans.len(), 1);
+    assert_eq!(BanList::load(&h.path).len(), 1);
 }
 
 #[tokio::test]
@@ -287,7 +287,7 @@ async fn operator_edits_merge_without_losing_newer_changes() {
     now.sort();
     assert_eq!(now, ["192.0.2.2", "192.0.2.3"]);
     h.policy.state().store.flush().await;
-    assert_eq!(BanList::load(&h.path).bans.len(), 2);
+    assert_eq!(BanList::load(&h.path).len(), 2);
 }
 
 #[tokio::test]
