@@ -198,10 +198,34 @@ impl BanList {
         due.iter().filter_map(|t| self.remove(t)).collect()
     }
 
-    /// Loads `bans.json`; a missing file is an empty list, a corrupt one is moved aside.
+    /// Loads `bans.json` and replays the changes journalled after it (`bans.journal`); a
+    /// missing file is an empty list, a corrupt one is moved aside; a journal line cut short by a
+    /// crash (never acknowledged) ends the replay.
     pub fn load(path: &Path) -> BanList {
-        crate::persist::load_state(path, "the ban list", |b| serde_json::from_slice(b))
-            .unwrap_or_default()
+        let mut list: BanList =
+            crate::persist::load_state(path, "the ban list", |b| serde_json::from_slice(b))
+                .unwrap_or_default();
+        let journal = journal_path(path);
+        let Ok(text) = std::fs::read_to_string(&journal) else {
+            return list;
+        };
+        let mut replayed = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<Change>(line) {
+                Ok(c) => {
+                    c.apply(&mut list);
+                    replayed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %journal.display(), error = %e, replayed, "the ban journal ends in a line cut short (a crash before it was acknowledged); the rest is ignored");
+                    break;
+                }
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(changes = replayed, "replayed the ban journal");
+        }
+        list
     }
 
     /// Writes the list by atomic replace; returns the bytes written.
@@ -209,6 +233,44 @@ impl BanList {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         crate::persist::replace(path, &json, 0o600)?;
         Ok(json)
+    }
+}
+
+/// The journal beside `bans.json`: changes made since it was last written, one JSON line each.
+pub fn journal_path(bans: &Path) -> std::path::PathBuf {
+    bans.with_extension("journal")
+}
+
+/// One change to the list, as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    Ban { ban: Ban },
+    Unban { target: BanTarget },
+    Trust { peer: String },
+    Untrust { peer: String },
+}
+
+impl Change {
+    /// Applies the change; applying it twice is the same as once (a journal replayed onto a
+    /// list that already holds it changes nothing).
+    pub fn apply(&self, list: &mut BanList) {
+        match self {
+            Change::Ban { ban } => list.add(ban.clone()),
+            Change::Unban { target } => {
+                list.remove(target);
+            }
+            Change::Trust { peer } => {
+                if let Ok(p) = peer.parse() {
+                    list.trusted.insert(p);
+                }
+            }
+            Change::Untrust { peer } => {
+                if let Ok(p) = peer.parse::<PeerId>() {
+                    list.trusted.remove(&p);
+                }
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub mod store;
 mod tests;
 
 use crate::config::{Config, Limits};
-use bans::{Ban, BanList, BanTarget};
+use bans::{Ban, BanList, BanTarget, Change};
 use gate::SharedRules;
 use guard::{AddressLimits, Guard};
 use libp2p::swarm::NetworkBehaviour;
@@ -187,10 +187,10 @@ impl Policy {
             .and_then(|r| r.refuses_addr(addr))
     }
 
-    /// Writes the list; `ack` runs once it is durable.
-    fn persist(&self, ack: Option<Ack>) {
+    /// Writes the changes; `ack` runs once they are durable.
+    fn persist(&self, changes: Vec<Change>, ack: Option<Ack>) {
         let s = self.state();
-        s.store.save(self.guard.bans.clone(), s.epoch, ack);
+        s.store.save(changes, s.epoch, ack);
     }
 
     /// Adds (or replaces) a ban, closes what it covers, and acknowledges once it is on disk.
@@ -198,6 +198,7 @@ impl Policy {
     pub fn ban(&mut self, ban: Ban, ack: Option<Ack>) -> usize {
         let target = ban.target.clone();
         let rule = bans::net_of(&target).map(|n| (n, ban.reason.clone()));
+        let change = Change::Ban { ban: ban.clone() };
         let closed = self.guard.ban(ban);
         if let BanTarget::Peer(p) = &target {
             self.state_mut().rate.forget(p);
@@ -206,7 +207,7 @@ impl Policy {
         if let (Some((net, reason)), Ok(mut r)) = (rule, self.state().rules.write()) {
             r.ban(net, reason);
         }
-        self.persist(ack);
+        self.persist(vec![change], ack);
         closed
     }
 
@@ -217,7 +218,10 @@ impl Policy {
             self.guard.metrics().ban("unban", target.kind());
             self.unrule(target);
         }
-        self.persist(Some(ack));
+        let change = Change::Unban {
+            target: target.clone(),
+        };
+        self.persist(vec![change], Some(ack));
         gone
     }
 
@@ -258,15 +262,22 @@ impl Policy {
             for b in &gone {
                 self.unrule(&b.target);
             }
-            self.persist(None);
+            let changes = gone
+                .iter()
+                .map(|b| Change::Unban {
+                    target: b.target.clone(),
+                })
+                .collect();
+            self.persist(changes, None);
         }
         gone
     }
 
     /// Applies what an operator edited in bans.json (reload); acknowledges once written.
     pub fn apply_edits(&mut self, edits: Edits, ack: Option<Ack>) -> usize {
+        let changes = edits.changes();
         let closed = self.apply(edits);
-        self.persist(ack);
+        self.persist(changes, ack);
         closed
     }
 
@@ -336,7 +347,10 @@ impl Policy {
     /// Trusts a peer at runtime (persisted); acknowledges once written.
     pub fn trust(&mut self, peer: PeerId, addr: Option<Multiaddr>, ack: Ack) {
         self.add_trust(peer, addr, false);
-        self.persist(Some(ack));
+        let change = Change::Trust {
+            peer: peer.to_string(),
+        };
+        self.persist(vec![change], Some(ack));
     }
 
     /// Removes a runtime trust; a peer trusted in the config file stays trusted.
@@ -351,7 +365,10 @@ impl Policy {
         }
         self.guard.bans.trusted.remove(peer);
         self.drop_trust_if_unused(peer);
-        self.persist(Some(ack));
+        let change = Change::Untrust {
+            peer: peer.to_string(),
+        };
+        self.persist(vec![change], Some(ack));
         Ok(())
     }
 

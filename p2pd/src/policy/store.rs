@@ -1,17 +1,21 @@
-//! The durable side of the ban list: one writer task owns `bans.json`.
+//! The durable side of the ban list: one writer task owns `bans.json` and `bans.journal`.
 //!
-//! A change is acknowledged only after the list that contains it has been written by atomic
-//! replace (fsync'd file and directory). Changes that arrive while a write is in flight are
-//! written together by the next one (group commit), so a burst of bans costs a few writes, not
-//! one each. The writer also remembers what it last wrote: a reload compares the file with that,
-//! so what an operator edited by hand is told apart from changes made since (see [`Edits`]).
+//! A change is acknowledged only after it is durable: while the list is small (up to
+//! [`SMALL_LIST`] bans) the whole list is written by atomic replace (fsync'd file and
+//! directory), so `bans.json` is always current; a larger list takes each change as one line
+//! appended to the journal (fsync'd), and `bans.json` is rewritten (compaction) only once the
+//! journal holds as many changes as the list has bans, so a change costs the same with 2,000
+//! bans or 100,000. A restart loads `bans.json` and replays the journal. Changes that arrive
+//! while a write is in flight are written together by the next one (group commit). The writer
+//! also remembers what it last wrote to `bans.json`: a reload compares the file with that, so
+//! what an operator edited by hand is told apart from changes made since (see [`Edits`]).
 //!
 //! When a write fails (disk full, read-only), the changes it carried are refused and memory must
 //! not keep them: the writer moves to a new *epoch* and hands the node the list that is on disk
 //! ([`Revert`]); writes made before the node took it back (older epochs) are refused too, so
 //! memory never holds what a restart would not load.
 
-use super::bans::{Ban, BanList, BanTarget};
+use super::bans::{journal_path, Ban, BanList, BanTarget, Change};
 use libp2p::PeerId;
 use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
@@ -30,9 +34,15 @@ pub fn ack_channel() -> (Ack, oneshot::Receiver<Result<(), String>>) {
     )
 }
 
+/// Up to this many bans the whole list is rewritten per change; beyond, changes are journalled.
+pub const SMALL_LIST: usize = 1024;
+/// The journal is compacted into `bans.json` once it has this many lines, or as many as the
+/// list has bans if that is more.
+const MIN_COMPACTION: usize = 4096;
+
 enum Job {
     Write {
-        list: BanList,
+        changes: Vec<Change>,
         epoch: u64,
         ack: Option<Ack>,
     },
@@ -81,6 +91,22 @@ impl Edits {
         }
     }
 
+    /// The changes that make a list what the edits say.
+    pub fn changes(&self) -> Vec<Change> {
+        let bans = self.bans.iter().map(|b| Change::Ban { ban: b.clone() });
+        let unbans = self
+            .unbans
+            .iter()
+            .map(|t| Change::Unban { target: t.clone() });
+        let trusted = self.trusted.iter().map(|p| Change::Trust {
+            peer: p.to_string(),
+        });
+        let untrusted = self.untrusted.iter().map(|p| Change::Untrust {
+            peer: p.to_string(),
+        });
+        unbans.chain(bans).chain(untrusted).chain(trusted).collect()
+    }
+
     /// The difference from `written` (what p2pd wrote) to `file` (what is there now).
     pub fn between(written: &BanList, file: &BanList) -> Edits {
         Edits {
@@ -124,11 +150,15 @@ impl BanStore {
         BanStore { tx }
     }
 
-    /// Queues `list` (made in `epoch`) for writing; `ack` runs once it is on disk, or with the
-    /// reason it is not.
-    pub fn save(&self, list: BanList, epoch: u64, ack: Option<Ack>) {
+    /// Queues `changes` (made in `epoch`) for writing; `ack` runs once they are on disk, or
+    /// with the reason they are not.
+    pub fn save(&self, changes: Vec<Change>, epoch: u64, ack: Option<Ack>) {
         if let Err(mpsc::error::SendError(Job::Write { ack: Some(ack), .. })) =
-            self.tx.send(Job::Write { list, epoch, ack })
+            self.tx.send(Job::Write {
+                changes,
+                epoch,
+                ack,
+            })
         {
             ack(Err("the ban list writer has stopped".into()));
         }
@@ -152,42 +182,86 @@ impl BanStore {
     }
 }
 
-type Stamp = [u8; 32];
-
-/// A digest of the file's bytes, to notice that someone else wrote it (size and time stamps can
-/// repeat within a clock tick).
-fn digest(bytes: &[u8]) -> Stamp {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
-}
+/// Who wrote `bans.json` last, told cheaply: its inode (atomic replace makes a new one), size
+/// and modification time in nanoseconds.
+type Stamp = (u64, u64, i128);
 
 fn stamp(path: &std::path::Path) -> Option<Stamp> {
-    std::fs::read(path).ok().map(|b| digest(&b))
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    Some((m.ino(), m.len(), mtime))
 }
 
-/// The writer's memory: what it last wrote, and operator edits not yet applied by a reload.
+/// The writer's memory: the list as a restart would load it, what `bans.json` holds, and
+/// operator edits not yet applied by a reload.
 struct Writer {
     path: PathBuf,
+    /// `bans.json` and the journal together.
     written: BanList,
+    /// What `bans.json` holds (as p2pd wrote it, or as an operator edited it).
+    snapshot: BanList,
     stamp: Option<Stamp>,
+    journal_lines: usize,
     unapplied: Edits,
+}
+
+/// What undoes `change` on `list` (as it is before the change).
+fn inverse(change: &Change, list: &BanList) -> Option<Change> {
+    match change {
+        Change::Ban { ban } => Some(match list.get(&ban.target) {
+            Some(old) => Change::Ban { ban: old.clone() },
+            None => Change::Unban {
+                target: ban.target.clone(),
+            },
+        }),
+        Change::Unban { target } => list.get(target).map(|old| Change::Ban { ban: old.clone() }),
+        Change::Trust { peer } => peer
+            .parse()
+            .ok()
+            .filter(|p| !list.trusted.contains(p))
+            .map(|_| Change::Untrust { peer: peer.clone() }),
+        Change::Untrust { peer } => peer
+            .parse()
+            .ok()
+            .filter(|p| list.trusted.contains(p))
+            .map(|_| Change::Trust { peer: peer.clone() }),
+    }
+}
+
+/// Appends `lines` to the journal and syncs it; on failure the journal is cut back to where it
+/// was, so no half-written change is left behind.
+fn append(journal: &std::path::Path, lines: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(journal)?;
+    let before = f.metadata()?.len();
+    let written = f.write_all(lines).and_then(|()| f.sync_data());
+    if written.is_err() {
+        let _ = f.set_len(before).and_then(|()| f.sync_data());
+    }
+    written
 }
 
 impl Writer {
     /// Reads the file if someone changed it since our last write, and keeps what they edited,
     /// so that our next write cannot lose it before a reload applies it.
     async fn collect_edits(&mut self) {
+        let now = stamp(&self.path);
+        if now == self.stamp {
+            return;
+        }
         let p = self.path.clone();
-        let known = self.stamp;
         let read = tokio::task::spawn_blocking(move || {
             let bytes = std::fs::read(&p).ok()?;
-            let now = Some(digest(&bytes));
-            (now != known).then(|| (serde_json::from_slice::<BanList>(&bytes), now))
+            Some(serde_json::from_slice::<BanList>(&bytes))
         })
         .await
         .ok()
         .flatten();
-        let Some((parsed, now)) = read else {
+        let Some(parsed) = read else {
             return;
         };
         let file = match parsed {
@@ -198,37 +272,74 @@ impl Writer {
                 return;
             }
         };
-        {
-            let edits = Edits::between(&self.written, &file);
-            if !edits.is_empty() {
-                tracing::info!(path = %self.path.display(), "bans.json was edited by hand; the edits apply at the next reload");
-            }
-            self.unapplied.then(edits);
-            self.written = file;
-            self.stamp = now;
+        let edits = Edits::between(&self.snapshot, &file);
+        if !edits.is_empty() {
+            tracing::info!(path = %self.path.display(), "bans.json was edited by hand; the edits apply at the next reload");
         }
+        self.unapplied.then(edits);
+        self.snapshot = file;
+        self.stamp = now;
     }
 
-    async fn write(&mut self, list: BanList) -> Result<(), String> {
+    async fn write(&mut self, changes: Vec<Change>) -> Result<(), String> {
         self.collect_edits().await;
-        let p = self.path.clone();
-        let copy = list.clone();
-        let save = move || copy.save(&p).map(|written| digest(&written));
-        match tokio::task::spawn_blocking(save).await {
-            Ok(Ok(now)) => {
-                self.written = list;
-                self.stamp = Some(now);
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot save the ban list (disk full or read-only?); the changes it carried are refused and undone");
-                Err(format!(
-                    "not done: {} could not be written ({e}); free space or make it writable, then retry",
-                    self.path.display()
-                ))
-            }
-            Err(e) => Err(format!("the ban list writer failed: {e}")),
+        // Applied first (the compaction writes the result); undone if the write fails.
+        let mut undo = Vec::with_capacity(changes.len());
+        for c in &changes {
+            undo.extend(inverse(c, &self.written));
+            c.apply(&mut self.written);
         }
+        let journal = journal_path(&self.path);
+        let compact = self.written.len() <= SMALL_LIST
+            || self.journal_lines + changes.len() > self.written.len().max(MIN_COMPACTION);
+        let result = if compact {
+            let list = std::mem::take(&mut self.written);
+            let path = self.path.clone();
+            let journalled = self.journal_lines > 0 || journal.exists();
+            let (list, saved) = tokio::task::spawn_blocking(move || {
+                let saved = list.save(&path).and_then(|_| {
+                    // The journal's changes are in the file now; a crash before this replays
+                    // them onto it, which changes nothing.
+                    if journalled {
+                        crate::persist::replace(&journal, b"", 0o600)?;
+                    }
+                    Ok(())
+                });
+                (list, saved)
+            })
+            .await
+            .map_err(|e| format!("the ban list writer failed: {e}"))?;
+            self.written = list;
+            if saved.is_ok() {
+                self.snapshot = self.written.clone();
+                self.stamp = stamp(&self.path);
+                self.journal_lines = 0;
+            }
+            saved
+        } else {
+            let mut lines = Vec::new();
+            for c in &changes {
+                serde_json::to_writer(&mut lines, c).map_err(|e| e.to_string())?;
+                lines.push(b'\n');
+            }
+            let appended = tokio::task::spawn_blocking(move || append(&journal, &lines))
+                .await
+                .map_err(|e| format!("the ban list writer failed: {e}"))?;
+            if appended.is_ok() {
+                self.journal_lines += changes.len();
+            }
+            appended
+        };
+        result.map_err(|e| {
+            for c in undo.iter().rev() {
+                c.apply(&mut self.written);
+            }
+            tracing::error!(path = %self.path.display(), error = %e, "cannot save the ban list (disk full or read-only?); the changes it carried are refused and undone");
+            format!(
+                "not done: {} could not be written ({e}); free space or make it writable, then retry",
+                self.path.display()
+            )
+        })
     }
 }
 
@@ -238,27 +349,45 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Job>,
     on_failure: OnFailure,
 ) {
+    // What bans.json holds alone (without the journal), to tell an operator's edits apart.
+    let snapshot = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<BanList>(&b).ok())
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    };
+    let journal_lines = std::fs::read(journal_path(&path))
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0);
     let mut w = Writer {
         stamp: stamp(&path),
         path,
         written: loaded,
+        snapshot,
+        journal_lines,
         unapplied: Edits::default(),
     };
     let mut epoch = 0;
     let mut last_failure = String::new();
     while let Some(job) = rx.recv().await {
-        let mut newest = None;
+        let mut changes = Vec::new();
         let mut acks = Vec::new();
         let mut stale = Vec::new();
         let mut queries = Vec::new();
         let mut flushes = Vec::new();
         let mut take = |job: Job| match job {
             Job::Write {
-                list,
+                changes: c,
                 epoch: e,
                 ack,
             } if e == epoch => {
-                newest = Some(list);
+                changes.extend(c);
                 acks.extend(ack);
             }
             // Made before the node went back to the list on disk: it carries refused changes.
@@ -273,8 +402,8 @@ async fn writer(
         for ack in stale {
             ack(Err(last_failure.clone()));
         }
-        if let Some(list) = newest {
-            let result = w.write(list).await;
+        if !changes.is_empty() || !acks.is_empty() {
+            let result = w.write(changes).await;
             if let Err(e) = &result {
                 epoch += 1;
                 last_failure = e.clone();
@@ -349,9 +478,10 @@ pub mod tests {
         let mut list = BanList::default();
         let mut waits = Vec::new();
         for i in 0..50 {
-            list.add(ban(&format!("192.0.2.{i}"), "x"));
+            let b = ban(&format!("192.0.2.{i}"), "x");
+            list.add(b.clone());
             let (ack, rx) = ack_channel();
-            store.save(list.clone(), 0, Some(ack));
+            store.save(vec![Change::Ban { ban: b }], 0, Some(ack));
             waits.push((i, rx));
         }
         for (i, rx) in waits {
@@ -366,8 +496,105 @@ pub mod tests {
         // A hand edit that does not parse is not read as an empty list.
         std::fs::write(&path, b"{\"bans\": [").unwrap();
         assert!(store.edits().await.is_empty());
-        store.save(list.clone(), 0, None);
+        // The next change rewrites it.
+        let again = list.iter().next().cloned().unwrap();
+        store.save(vec![Change::Ban { ban: again }], 0, None);
         store.flush().await;
         assert_eq!(BanList::load(&path), list);
+    }
+
+    /// A large list takes changes as journal lines: a restart replays them, a line cut short by
+    /// a crash ends the replay, and compaction folds the journal into the file.
+    #[tokio::test]
+    async fn large_lists_journal_their_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bans.json");
+        let journal = journal_path(&path);
+        let mut list = BanList::default();
+        for i in 0..(SMALL_LIST as u32 + 10) {
+            list.add(ban(
+                &std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(),
+                "x",
+            ));
+        }
+        list.save(&path).unwrap();
+        let store = BanStore::start(path.clone(), list.clone(), ignore_failures());
+        let size = std::fs::metadata(&path).unwrap().len();
+        let (ack, rx) = ack_channel();
+        let extra = ban("192.0.2.200", "journalled");
+        store.save(vec![Change::Ban { ban: extra.clone() }], 0, Some(ack));
+        rx.await.unwrap().unwrap();
+        // Acknowledged from the journal: bans.json was not rewritten.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap().lines().count(),
+            1
+        );
+        list.add(extra.clone());
+        assert_eq!(BanList::load(&path), list);
+        // A torn last line (a crash mid-append, never acknowledged) is ignored.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"op\":\"ban\",\"ba"))
+            .unwrap();
+        assert_eq!(BanList::load(&path), list);
+        std::fs::write(&journal, b"").unwrap();
+        // Enough changes and the journal is folded into the file.
+        let unbans: Vec<Change> = list
+            .iter()
+            .take(SMALL_LIST / 2)
+            .map(|b| Change::Unban {
+                target: b.target.clone(),
+            })
+            .collect();
+        for c in &unbans {
+            c.apply(&mut list);
+        }
+        let (ack, rx) = ack_channel();
+        store.save(vec![Change::Ban { ban: extra }], 0, None);
+        store.save(unbans, 0, Some(ack));
+        rx.await.unwrap().unwrap();
+        // The list fell under SMALL_LIST: written whole, journal emptied.
+        assert_eq!(BanList::load(&path), list);
+        let on_disk: BanList = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(on_disk, list);
+        assert_eq!(std::fs::read(&journal).unwrap(), b"");
+    }
+
+    /// A journal append that fails refuses the change, and the writer hands back the list
+    /// without it.
+    #[tokio::test]
+    async fn a_failed_journal_append_is_refused_and_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bans.json");
+        let mut list = BanList::default();
+        for i in 0..(SMALL_LIST as u32 + 1) {
+            list.add(ban(
+                &std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(),
+                "x",
+            ));
+        }
+        list.save(&path).unwrap();
+        // The journal cannot be opened for appending: a directory is in its place.
+        std::fs::create_dir(journal_path(&path)).unwrap();
+        let (tx, mut reverted) = tokio::sync::mpsc::unbounded_channel();
+        let on_failure: OnFailure = Box::new(move |r: Revert| {
+            let _ = tx.send(r);
+            Box::pin(async {})
+        });
+        let store = BanStore::start(path.clone(), list.clone(), on_failure);
+        let (ack, rx) = ack_channel();
+        store.save(
+            vec![Change::Ban {
+                ban: ban("192.0.2.1", "refused"),
+            }],
+            0,
+            Some(ack),
+        );
+        let e = rx.await.unwrap().unwrap_err();
+        assert!(e.contains("could not be written"), "{e}");
+        let r = reverted.recv().await.unwrap();
+        assert_eq!((r.epoch, r.list), (1, list));
     }
 }
