@@ -55,10 +55,17 @@ pub enum Cmd {
     /// Stream forwarding between libp2p protocols and local applications.
     #[command(subcommand)]
     Stream(StreamCmd),
-    /// Ban a peer id, an IP address or a CIDR: its connections close and it is refused.
+    /// Ban a peer id, an IP address or a CIDR (or every one listed in a file): its connections
+    /// close and it is refused.
     Ban {
         /// A peer id (12D3KooW...), an IP address (192.0.2.7) or a CIDR (10.0.0.0/8).
-        target: BanTarget,
+        #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
+        target: Option<BanTarget>,
+        /// Ban every target listed in FILE ("-": standard input), one per line; "#" starts a
+        /// comment, blank lines are skipped. Prints how many were banned and which lines were
+        /// not, and why.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
         /// Lift the ban after this long (e.g. 1h, 30m); without it the ban is permanent.
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
         duration: Option<Duration>,

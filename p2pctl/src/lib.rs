@@ -566,6 +566,29 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("empty ban answer".into()))
     }
 
+    /// Bans every target in `targets` for `duration` (None: permanently) as few changes (at
+    /// most [`p2pd_proto::limits::IMPORT_TARGETS`] per request); returns how many were banned
+    /// and the ones the daemon refused, with why.
+    pub async fn ban_import(
+        &mut self,
+        targets: &[BanTarget],
+        duration: Option<Duration>,
+        reason: Option<&str>,
+    ) -> Result<control::BanImportResponse, ClientError> {
+        let mut all = control::BanImportResponse::default();
+        for chunk in targets.chunks(p2pd_proto::limits::IMPORT_TARGETS) {
+            let req = control::BanImportRequest {
+                targets: chunk.iter().map(|t| t.to_string()).collect(),
+                duration_secs: wire_secs(duration),
+                reason: reason.unwrap_or_default().into(),
+            };
+            let r = expect_kind!(self.request::Kind::BanImport(req), BanImport)?;
+            all.accepted += r.accepted;
+            all.rejected.extend(r.rejected);
+        }
+        Ok(all)
+    }
+
     pub async fn unban(&mut self, target: &BanTarget) -> Result<(), ClientError> {
         let req = control::UnbanRequest {
             target: target.to_string(),
@@ -573,8 +596,23 @@ impl Client {
         expect_kind!(self.request::Kind::Unban(req), Ack).map(|_| ())
     }
 
+    /// Every ban in force (fetched a page at a time).
     pub async fn bans(&mut self) -> Result<control::BanList, ClientError> {
-        expect_kind!(self.request::Kind::Bans(control::BansRequest {}), BanList)
+        let mut all = control::BanList::default();
+        loop {
+            let req = control::BansRequest {
+                offset: u32::try_from(all.bans.len()).unwrap_or(u32::MAX),
+                limit: 0,
+            };
+            let page = expect_kind!(self.request::Kind::Bans(req), BanList)?;
+            all.total = page.total;
+            let done =
+                page.bans.is_empty() || all.bans.len() + page.bans.len() >= page.total as usize;
+            all.bans.extend(page.bans);
+            if done {
+                return Ok(all);
+            }
+        }
     }
 
     /// The trusted peers, configured and runtime.

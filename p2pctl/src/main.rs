@@ -83,6 +83,38 @@ fn show<T: serde::Serialize>(cli: &Cli, message: &T, text: impl FnOnce(&T) -> St
     }
 }
 
+/// The targets of a blocklist (one per line, "#" comments, blank lines skipped), and the lines
+/// that are no target, as "line N: TEXT" with why.
+fn read_blocklist(
+    file: &std::path::Path,
+) -> Result<(Vec<p2pctl::BanTarget>, Vec<control::RejectedTarget>), ClientError> {
+    let text = if file.as_os_str() == "-" {
+        String::from_utf8_lossy(&arg_bytes("-")?).into_owned()
+    } else {
+        std::fs::read_to_string(file).map_err(|e| {
+            ClientError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", file.display()),
+            ))
+        })?
+    };
+    let (mut targets, mut rejected) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        match entry.parse() {
+            Ok(t) => targets.push(t),
+            Err(why) => rejected.push(control::RejectedTarget {
+                target: format!("line {}: {entry}", i + 1),
+                reason: why,
+            }),
+        }
+    }
+    Ok((targets, rejected))
+}
+
 /// The argument itself, or all of standard input for "-".
 fn arg_bytes(arg: &str) -> Result<Vec<u8>, ClientError> {
     if arg != "-" {
@@ -171,10 +203,42 @@ async fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, ClientError>
         Cmd::Block(cmd) => block(cli, client, cmd).await?,
         Cmd::Stream(cmd) => stream(cli, client, cmd).await?,
         Cmd::Ban {
+            from_file: Some(file),
+            duration,
+            reason,
+            ..
+        } => {
+            let (targets, mut rejected) = read_blocklist(file)?;
+            let mut r = client
+                .ban_import(&targets, *duration, reason.as_deref())
+                .await?;
+            rejected.append(&mut r.rejected);
+            r.rejected = rejected;
+            show(cli, &r, |r| {
+                let mut out = format!(
+                    "banned {} targets from {}; {} rejected\n",
+                    r.accepted,
+                    file.display(),
+                    r.rejected.len()
+                );
+                for x in &r.rejected {
+                    out.push_str(&format!("  {}: {}\n", x.target, x.reason));
+                }
+                out
+            })
+        }
+        Cmd::Ban {
             target,
             duration,
             reason,
+            ..
         } => {
+            // clap asks for one of the two.
+            let Some(target) = target else {
+                return Err(ClientError::Protocol(
+                    "a ban needs a target or --from-file".into(),
+                ));
+            };
             let e = client.ban(target, *duration, reason.as_deref()).await?;
             if cli.json {
                 json_line(&e)

@@ -28,3 +28,7 @@ pub const LIMIT_VALUE: usize = 64;
 pub const LOG_FILTER: usize = 4096;
 /// A pub/sub message (Gossipsub's own limit).
 pub const MESSAGE: usize = 1 << 20;
+/// Targets in one ban import request (a client sends a long blocklist in several).
+pub const IMPORT_TARGETS: usize = 10_000;
+/// Bans in one answer to `bans` (a larger list comes in pages).
+pub const BANS_PAGE: usize = 10_000;

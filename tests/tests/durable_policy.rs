@@ -463,3 +463,68 @@ fn a_full_disk_refuses_changes_and_keeps_what_was_acknowledged() {
     );
     assert!(n.stop().success());
 }
+
+/// A published blocklist of 50,000 lines goes in with one command: comments and blank lines
+/// skipped, lines that are no target listed with why, every ban listed (in pages), refused at
+/// once, and still there after a restart (from the journal).
+#[test]
+fn a_blocklist_of_50000_lines_is_imported_in_one_step() {
+    let mut n = Node::start("n", opts());
+    let mut text = String::from("# a published blocklist\n\n");
+    for i in 0..49_990u32 {
+        let [_, _, c, d] = (0xc612_0000 + i).to_be_bytes();
+        match i % 10 {
+            0 => text.push_str(&format!("10.{c}.{d}.0/24  # a range\n")),
+            _ => text.push_str(&format!("198.18.{c}.{d}\n")),
+        }
+    }
+    text.push_str("127.0.0.2\nnot-an-address\n300.1.1.1\n10.0.0.0/33\n");
+    let file = n.dir.join("blocklist.txt");
+    std::fs::write(&file, &text).expect("write the list");
+    let out = n.ctl(&[
+        "--json",
+        "ban",
+        "--from-file",
+        file.to_str().expect("path"),
+        "--reason",
+        "blocklist",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["accepted"], 49_991, "{v}");
+    let rejected: Vec<String> = v["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .map(|r| r["target"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            "line 49994: not-an-address",
+            "line 49995: 300.1.1.1",
+            "line 49996: 10.0.0.0/33"
+        ]
+    );
+    let count = |n: &Node| n.ctl_json(&["bans"])["bans"].as_array().map_or(0, Vec::len);
+    assert_eq!(count(&n), 49_991);
+    // A banned address is refused at once.
+    let target = p2pd_e2e::socket_addr(&n.multiaddr(Transport::Tcp));
+    let mut s = p2pd_e2e::connect_from([127, 0, 0, 2], target);
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = std::io::Write::write_all(&mut s, b"\x13/multistream/1.0.0\n");
+    let mut buf = [0u8; 64];
+    let answered = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    assert_eq!(answered, 0, "a banned address was answered");
+    // Durable: a restart (after a kill, no clean shutdown) loads them all.
+    let pid = nix::unistd::Pid::from_raw(n.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    n.reap();
+    n.spawn(&opts());
+    assert_eq!(count(&n), 49_991);
+}

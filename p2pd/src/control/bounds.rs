@@ -278,6 +278,22 @@ pub fn check(kind: &Kind) -> Result<(), ApiError> {
             within("reason", r.reason.len(), max::REASON)
         }
         Kind::Unban(r) => within("ban target", r.target.len(), max::BAN_TARGET),
+        Kind::BanImport(r) => {
+            if r.targets.len() > max::IMPORT_TARGETS {
+                return Err(ApiError::new(
+                    Code::BadRequest,
+                    format!(
+                        "{} targets in one import; at most {} are accepted (send the rest in another)",
+                        r.targets.len(),
+                        max::IMPORT_TARGETS
+                    ),
+                ));
+            }
+            for t in &r.targets {
+                within("ban target", t.len(), max::BAN_TARGET)?;
+            }
+            within("reason", r.reason.len(), max::REASON)
+        }
         // A peer id, or a multiaddr ending in /p2p/ID.
         Kind::Trust(r) => within("trust target", r.target.len(), max::MULTIADDR),
         Kind::LimitsSet(r) => {

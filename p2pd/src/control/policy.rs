@@ -6,8 +6,9 @@ use crate::node::Code;
 use crate::node::{ApiError, LimitView, NodeHandle, TrustAction, TrustedView};
 use crate::policy::bans::{Ban, BanTarget};
 use p2pd_proto::control::{
-    response::Kind, trust_request::Action, BanEntry, BanList, BanRequest, LimitEntry, LimitList,
-    LimitsSetRequest, TrustList, TrustRequest, TrustedPeer, UnbanRequest,
+    response::Kind, trust_request::Action, BanEntry, BanImportRequest, BanImportResponse, BanList,
+    BanRequest, BansRequest, LimitEntry, LimitList, LimitsSetRequest, RejectedTarget, TrustList,
+    TrustRequest, TrustedPeer, UnbanRequest,
 };
 use std::time::Duration;
 
@@ -19,19 +20,23 @@ fn target(s: &str) -> Result<BanTarget, ApiError> {
         .map_err(|e: String| ApiError::new(Code::BadRequest, e))
 }
 
-pub async fn ban(node: &NodeHandle, caller: &Caller, req: BanRequest) -> Result<Kind, ApiError> {
-    caller.audit("ban", &req.target);
-    let target = target(&req.target)?;
-    if req.duration_secs > MAX_BAN_SECS {
+/// A ban's duration on the wire (seconds, 0 = permanent), checked.
+fn duration(secs: u64) -> Result<Option<Duration>, ApiError> {
+    if secs > MAX_BAN_SECS {
         return Err(ApiError::new(
             Code::BadRequest,
             format!(
-                "a timed ban lasts at most 100 years ({MAX_BAN_SECS} s; {} s asked); leave out --for for a permanent ban",
-                req.duration_secs
+                "a timed ban lasts at most 100 years ({MAX_BAN_SECS} s; {secs} s asked); leave out --for for a permanent ban"
             ),
         ));
     }
-    let duration = (req.duration_secs > 0).then(|| Duration::from_secs(req.duration_secs));
+    Ok((secs > 0).then(|| Duration::from_secs(secs)))
+}
+
+pub async fn ban(node: &NodeHandle, caller: &Caller, req: BanRequest) -> Result<Kind, ApiError> {
+    caller.audit("ban", &req.target);
+    let target = target(&req.target)?;
+    let duration = duration(req.duration_secs)?;
     let by = format!("uid {}", caller.uid);
     let reason = req.reason;
     let ban = node
@@ -39,6 +44,42 @@ pub async fn ban(node: &NodeHandle, caller: &Caller, req: BanRequest) -> Result<
         .await?;
     Ok(Kind::BanList(BanList {
         bans: vec![entry(&ban)],
+        total: 1,
+    }))
+}
+
+/// Many bans as one change: targets parsed here (off the event loop), added together, and
+/// acknowledged once all are durable; the ones that cannot be banned are listed with why.
+pub async fn ban_import(
+    node: &NodeHandle,
+    caller: &Caller,
+    req: BanImportRequest,
+) -> Result<Kind, ApiError> {
+    caller.audit("ban_import", &format!("{} targets", req.targets.len()));
+    let duration = duration(req.duration_secs)?;
+    let mut rejected = Vec::new();
+    let mut targets = Vec::with_capacity(req.targets.len());
+    for t in req.targets {
+        match t.parse::<BanTarget>() {
+            Ok(target) => targets.push(target),
+            Err(e) => rejected.push(RejectedTarget {
+                target: t,
+                reason: e,
+            }),
+        }
+    }
+    let by = format!("uid {}", caller.uid);
+    let reason = req.reason;
+    let (accepted, refused) = node
+        .ask(move |n, reply| n.ban_many(targets, duration, reason, by, reply))
+        .await?;
+    rejected.extend(refused.into_iter().map(|(t, why)| RejectedTarget {
+        target: t.to_string(),
+        reason: why,
+    }));
+    Ok(Kind::BanImport(BanImportResponse {
+        accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
+        rejected,
     }))
 }
 
@@ -54,10 +95,17 @@ pub async fn unban(
     Ok(Kind::Ack(p2pd_proto::control::Ack {}))
 }
 
-pub async fn bans(node: &NodeHandle) -> Result<Kind, ApiError> {
-    let bans = node.call(|n| Ok(n.bans())).await?;
+pub async fn bans(node: &NodeHandle, req: BansRequest) -> Result<Kind, ApiError> {
+    let page = p2pd_proto::limits::BANS_PAGE;
+    let limit = match req.limit as usize {
+        0 => page,
+        n => n.min(page),
+    };
+    let offset = req.offset as usize;
+    let (bans, total) = node.call(move |n| Ok(n.bans_page(offset, limit))).await?;
     Ok(Kind::BanList(BanList {
         bans: bans.iter().map(entry).collect(),
+        total: u32::try_from(total).unwrap_or(u32::MAX),
     }))
 }
 

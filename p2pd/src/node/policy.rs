@@ -129,6 +129,87 @@ impl Node {
         self.purge_from_dht(&target);
     }
 
+    /// Bans many targets as one change (an import); answers with how many were banned and the
+    /// ones refused (this node's own id), once all are on disk.
+    pub fn ban_many(
+        &mut self,
+        targets: Vec<BanTarget>,
+        duration: Option<Duration>,
+        reason: String,
+        by: String,
+        reply: Reply<(usize, Vec<(BanTarget, String)>)>,
+    ) {
+        let me = BanTarget::Peer(self.local_peer_id());
+        let now = now_unix();
+        let reason = if reason.is_empty() {
+            "imported".to_string()
+        } else {
+            reason
+        };
+        let (mine, targets): (Vec<_>, Vec<_>) = targets.into_iter().partition(|t| *t == me);
+        let refused: Vec<(BanTarget, String)> = mine
+            .into_iter()
+            .map(|t| (t, "that is this node's own peer id".to_string()))
+            .collect();
+        let bans: Vec<Ban> = targets
+            .into_iter()
+            .map(|target| Ban {
+                target,
+                reason: reason.clone(),
+                created_unix: now,
+                expires_unix: duration.map(|d| now.saturating_add(d.as_secs().max(1))),
+                created_by: by.clone(),
+            })
+            .collect();
+        let accepted = bans.len();
+        let banned: Vec<BanTarget> = bans.iter().map(|b| b.target.clone()).collect();
+        let closed = self
+            .policy()
+            .ban_many(bans, Some(ack_with(reply, (accepted, refused))));
+        tracing::warn!(event = "ban_import", bans = accepted, reason = %reason, by = %by, closed_connections = closed, "banned a list of targets");
+        self.purge_many_from_dht(&banned);
+    }
+
+    /// [`Node::purge_from_dht`] for many targets: one pass over the routing table.
+    fn purge_many_from_dht(&mut self, targets: &[BanTarget]) {
+        let mut nets = crate::policy::netindex::NetIndex::default();
+        let mut peers = std::collections::HashSet::new();
+        for t in targets {
+            match crate::policy::bans::net_of(t) {
+                Some(n) => {
+                    nets.insert(n, ());
+                }
+                None => {
+                    if let BanTarget::Peer(p) = t {
+                        peers.insert(*p);
+                    }
+                }
+            }
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for p in &peers {
+            kad.remove_peer(p);
+        }
+        if nets.is_empty() {
+            return;
+        }
+        let mut covered = Vec::new();
+        for bucket in kad.kbuckets() {
+            for e in bucket.iter() {
+                for a in e.node.value.iter() {
+                    let hit =
+                        crate::addr::ip_of(a).is_some_and(|ip| nets.covering(ip).next().is_some());
+                    if hit {
+                        covered.push((*e.node.key.preimage(), a.clone()));
+                    }
+                }
+            }
+        }
+        for (p, a) in covered {
+            kad.remove_address(&p, &a);
+        }
+    }
+
     /// A ban-list write failed: memory goes back to what is on disk (the clients were told).
     pub(crate) fn revert_bans(&mut self, revert: crate::policy::store::Revert) {
         let bans = revert.list.len();
@@ -184,14 +265,16 @@ impl Node {
         tracing::info!(event = "unban", ban_target = %target, by = %by, "unbanned");
     }
 
-    /// The bans in force.
-    pub fn bans(&self) -> Vec<Ban> {
-        self.swarm
-            .behaviour()
-            .policy
+    /// `limit` of the bans in force from `offset` (by target), and how many are in force.
+    pub fn bans_page(&self, offset: usize, limit: usize) -> (Vec<Ban>, usize) {
+        let policy = &self.swarm.behaviour().policy;
+        let page = policy
             .active_bans()
+            .skip(offset)
+            .take(limit)
             .cloned()
-            .collect()
+            .collect();
+        (page, policy.active_bans().count())
     }
 
     /// Removes expired bans (called every second).

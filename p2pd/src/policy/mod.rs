@@ -211,6 +211,27 @@ impl Policy {
         closed
     }
 
+    /// Adds many bans as one change (one durable write); returns how many connections they
+    /// close.
+    pub fn ban_many(&mut self, bans: Vec<Ban>, ack: Option<Ack>) -> usize {
+        let mut closed = 0;
+        let mut changes = Vec::with_capacity(bans.len());
+        for ban in bans {
+            let target = ban.target.clone();
+            if let (Some(net), Ok(mut r)) = (bans::net_of(&target), self.state().rules.write()) {
+                r.ban(net, ban.reason.clone());
+            }
+            changes.push(Change::Ban { ban: ban.clone() });
+            closed += self.guard.ban(ban);
+            if let BanTarget::Peer(p) = &target {
+                self.state_mut().rate.forget(p);
+            }
+            self.guard.metrics().ban("ban", target.kind());
+        }
+        self.persist(changes, ack);
+        closed
+    }
+
     /// Lifts a ban; `ack` runs once that is on disk.
     pub fn unban(&mut self, target: &BanTarget, ack: Ack) -> Option<Ban> {
         let gone = self.guard.bans.remove(target);

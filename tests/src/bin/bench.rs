@@ -23,6 +23,8 @@ struct Sizes {
     paced: usize,
     peers: Vec<usize>,
     round_trips: usize,
+    /// Bans in the list at the end, and how many changes are timed at each end.
+    bans: (usize, usize),
 }
 
 impl Sizes {
@@ -35,6 +37,7 @@ impl Sizes {
                 paced: 200,
                 peers: vec![50],
                 round_trips: 200,
+                bans: (5_000, 200),
             }
         } else {
             Sizes {
@@ -46,6 +49,7 @@ impl Sizes {
                 paced: 1_000,
                 peers: vec![50, 500],
                 round_trips: 2_000,
+                bans: (100_000, 1_000),
             }
         }
     }
@@ -303,6 +307,37 @@ fn blocks(file: &Path) -> (f64, f64) {
     let get_rate = size / MIB / start.elapsed().as_secs_f64();
     assert!(st.success(), "block get failed:\n{}", b.log());
     (put_rate, get_rate)
+}
+
+/// ms per `ban` (one change, acknowledged once durable) over the first `window` bans of an
+/// empty list, and over the last `window` of a list grown to `total` (the middle imported).
+fn ban_costs(total: usize, window: usize) -> (f64, f64) {
+    let node = Node::start("bench-bans", opts(Transport::Tcp));
+    let target = |i: usize| -> p2pctl::BanTarget {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32);
+        a.to_string().parse().expect("target")
+    };
+    rt().block_on(async {
+        let mut c = p2pctl::Client::connect(&node.socket)
+            .await
+            .expect("connect");
+        let timed = async |from: usize, c: &mut p2pctl::Client| {
+            let t = Instant::now();
+            for i in from..from + window {
+                c.ban(&target(i), None, Some("bench")).await.expect("ban");
+            }
+            t.elapsed().as_secs_f64() * 1e3 / window as f64
+        };
+        let first = timed(0, &mut c).await;
+        let middle: Vec<_> = (window..total - window).map(target).collect();
+        let r = c
+            .ban_import(&middle, None, Some("bench"))
+            .await
+            .expect("import");
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected.first());
+        let last = timed(total - window, &mut c).await;
+        (first, last)
+    })
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -660,6 +695,11 @@ fn main() {
         "ms",
         "/bin/true exec",
     );
+    let ban_last = row(
+        format!("ban, one change, last {} of {}", sizes.bans.1, sizes.bans.0),
+        "ms",
+        "first changes",
+    );
 
     for run in 1..=runs {
         eprintln!("bench: run {run} of {runs}");
@@ -733,6 +773,12 @@ fn main() {
                 .values
                 .push(exec_ms(&bin("p2pctl"), &["--socket", &sock, "status"]));
             rows[ctl_exec].base.push(exec_ms(&true_bin, &[]));
+        }
+
+        if want("bans") {
+            let (first, last) = ban_costs(sizes.bans.0, sizes.bans.1);
+            rows[ban_last].values.push(last);
+            rows[ban_last].base.push(first);
         }
     }
     rows.retain(|r| !r.values.is_empty());
