@@ -259,6 +259,20 @@ async fn send_error<W: AsyncWrite + Unpin>(
     frame::write_message(w, &error_frame(id, code, message)).await
 }
 
+/// Tells the client why its connection closes: `what` `after`.
+async fn closing<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    code: ErrorCode,
+    what: &str,
+    after: Duration,
+) -> std::io::Result<()> {
+    let msg = format!(
+        "{what} {}; closing the connection",
+        humantime::format_duration(after)
+    );
+    send_error(w, 0, code, &msg).await
+}
+
 /// Streams `items` as responses with `more = true` until the stream ends (then a final Ack) or
 /// the client closes or sends anything (which ends the stream).
 async fn stream_responses<R, W>(
@@ -377,19 +391,16 @@ async fn serve_frames(
             Ok(Some(f)) => f,
             Ok(None) => return None,
             Err(bounds::ReadError::Idle) => {
-                let msg = format!(
-                    "no request for {}; closing the connection",
-                    humantime::format_duration(bounds::DEADLINES.idle)
-                );
-                let _ = send_error(stream, 0, ErrorCode::Unavailable, &msg).await;
+                let (what, after) = ("no request for", bounds::DEADLINES.idle);
+                let _ = closing(stream, ErrorCode::Unavailable, what, after).await;
                 return None;
             }
             Err(bounds::ReadError::Slow) => {
-                let msg = format!(
-                    "a frame did not arrive whole within {}; closing the connection",
-                    humantime::format_duration(bounds::DEADLINES.frame)
+                let (what, after) = (
+                    "a frame did not arrive whole within",
+                    bounds::DEADLINES.frame,
                 );
-                let _ = send_error(stream, 0, ErrorCode::BadRequest, &msg).await;
+                let _ = closing(stream, ErrorCode::BadRequest, what, after).await;
                 return None;
             }
             Err(bounds::ReadError::Frame(e)) => {

@@ -445,6 +445,16 @@ pub mod tests {
         }
     }
 
+    /// A list of `n` IP bans (10.0.0.0 on).
+    fn listed(n: usize) -> BanList {
+        let mut list = BanList::default();
+        for i in 0..n as u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            list.add(ban(&ip.to_string(), "x"));
+        }
+        list
+    }
+
     pub fn ignore_failures() -> OnFailure {
         Box::new(|_| Box::pin(async {}))
     }
@@ -510,13 +520,7 @@ pub mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bans.json");
         let journal = journal_path(&path);
-        let mut list = BanList::default();
-        for i in 0..(SMALL_LIST as u32 + 10) {
-            list.add(ban(
-                &std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(),
-                "x",
-            ));
-        }
+        let mut list = listed(SMALL_LIST + 10);
         list.save(&path).unwrap();
         let store = BanStore::start(path.clone(), list.clone(), ignore_failures());
         let size = std::fs::metadata(&path).unwrap().len();
@@ -568,13 +572,7 @@ pub mod tests {
     async fn a_failed_journal_append_is_refused_and_undone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bans.json");
-        let mut list = BanList::default();
-        for i in 0..(SMALL_LIST as u32 + 1) {
-            list.add(ban(
-                &std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(),
-                "x",
-            ));
-        }
+        let list = listed(SMALL_LIST + 1);
         list.save(&path).unwrap();
         // The journal cannot be opened for appending: a directory is in its place.
         std::fs::create_dir(journal_path(&path)).unwrap();
