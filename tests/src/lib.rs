@@ -1,6 +1,8 @@
 //! Test harness: real `p2pd` processes on 127.0.0.1 with their own temp dirs, driven by the
 //! real `p2pctl` binary. Every wait is a poll for a condition with a deadline.
 
+pub mod soak;
+
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};

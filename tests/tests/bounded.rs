@@ -216,3 +216,18 @@ fn stalled_large_frames_stay_within_the_budget() {
     );
     drop(flood);
 }
+
+/// A short soak: under a mixed load (control clients, a peer joining and leaving every round,
+/// gossip, blocks) the hub's RSS and open descriptors level off. `scripts/soak.sh` runs it long.
+#[test]
+fn rss_and_descriptors_level_off_under_a_mixed_load() {
+    let samples = p2pd_e2e::soak::run(Duration::from_secs(45), Duration::from_secs(3));
+    eprint!("{}", p2pd_e2e::soak::table(&samples));
+    assert!(
+        samples.last().is_some_and(|s| s.rounds >= 10),
+        "too little load"
+    );
+    if let Err(e) = p2pd_e2e::soak::levels_off(&samples, 0.25) {
+        panic!("{e}\n{}", p2pd_e2e::soak::table(&samples));
+    }
+}
