@@ -29,6 +29,9 @@ pub struct Dials {
     dialling: HashMap<ConnectionId, Dialling>,
     /// Connected, waiting for identify to confirm the peer kept the connection.
     confirming: HashMap<ConnectionId, (Reply<Connected>, Connected)>,
+    /// Peers the node's own dials were made again for from a new port this second: at most
+    /// once each, whatever the errors.
+    redialled: std::collections::HashSet<PeerId>,
 }
 
 impl Dials {
@@ -117,6 +120,16 @@ pub fn collided(why: &str) -> bool {
 }
 
 impl Dials {
+    /// Whether one of the node's own dials to `peer` may be made again from a new port now.
+    pub fn may_redial(&mut self, peer: PeerId) -> bool {
+        self.redialled.insert(peer)
+    }
+
+    /// Once a second: redials may happen again.
+    pub fn tick(&mut self) {
+        self.redialled.clear();
+    }
+
     /// Whether a local client waits for dial `id`.
     pub fn waits_for(&self, id: ConnectionId) -> bool {
         self.dialling.contains_key(&id)
@@ -189,6 +202,16 @@ mod tests {
         assert!(d.failed(other, "x").is_none());
         assert!(rx.try_recv().is_err());
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn the_nodes_own_dials_are_redialled_once_a_second_at_most() {
+        let mut d = Dials::default();
+        let p = PeerId::random();
+        assert!(d.may_redial(p));
+        assert!(!d.may_redial(p));
+        d.tick();
+        assert!(d.may_redial(p));
     }
 
     #[test]

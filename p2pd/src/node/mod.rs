@@ -578,6 +578,9 @@ impl Node {
         let (Some(peer), libp2p::swarm::DialError::Transport(tried)) = (peer, error) else {
             return;
         };
+        if !self.dials.may_redial(peer) {
+            return;
+        }
         let addrs: Vec<Multiaddr> = tried.iter().map(|(a, _)| a.clone()).collect();
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
@@ -764,6 +767,7 @@ impl Node {
     }
 
     fn on_tick(&mut self) {
+        self.dials.tick();
         let g = &self.swarm.behaviour().gossipsub;
         self.p2p.gossip_peers.set(g.all_mesh_peers().count() as i64);
         self.p2p.pubsub_topics.set(g.topics().count() as i64);

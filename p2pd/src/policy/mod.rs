@@ -270,6 +270,11 @@ impl Policy {
         self.guard.bans.get(target).is_some()
     }
 
+    /// Bans listed (in force, or expired and not yet swept).
+    pub fn ban_count(&self) -> usize {
+        self.guard.bans.len()
+    }
+
     /// Bans in effect.
     pub fn active_bans(&self) -> impl Iterator<Item = &Ban> {
         let now = now_unix();
