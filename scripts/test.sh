@@ -30,6 +30,7 @@ promtool test rules packaging/prometheus/p2pd-alerts.test.yml
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check
+  (cd fuzz && cargo fmt --check)
 else
   echo "warning: rustfmt is not installed; skipping the format check" >&2
 fi
@@ -49,6 +50,10 @@ cargo test --workspace --locked
 # be measured (the figures themselves mean nothing here; scripts/bench.sh is the real run).
 target/debug/bench --quick > target/bench-quick.txt 2>&1 || { cat target/bench-quick.txt; exit 1; }
 tail -n 25 target/bench-quick.txt
+
+# Every fuzz target for a bounded time from its seeds (0 crashes, or the run fails); the long
+# runs are scripts/fuzz.sh with a longer time.
+scripts/fuzz.sh 60
 
 # Packages: .deb and .rpm built and checked, and the system test in a booted systemd.
 scripts/check-packages.sh

@@ -1,6 +1,9 @@
 //! `cargo xtask docs OUT`: man pages p2pd(8) and p2pctl(1) and the bash, zsh and fish
 //! completions, generated from the clap definitions (the single source of truth for flags), plus
 //! the hand-written p2pd.toml(5) copied beside them.
+//! `cargo xtask fuzz-seeds DIR`: the fuzz targets' seed corpora (see seeds.rs).
+
+mod seeds;
 
 use anyhow::{bail, Context};
 use clap::CommandFactory;
@@ -248,6 +251,7 @@ fn main() -> anyhow::Result<()> {
         .as_slice()
     {
         ["docs", out] => docs(Path::new(out)),
-        _ => bail!("usage: cargo xtask docs OUTDIR"),
+        ["fuzz-seeds", out] => seeds::generate(Path::new(out)),
+        _ => bail!("usage: cargo xtask docs OUTDIR | fuzz-seeds OUTDIR"),
     }
 }

@@ -61,15 +61,25 @@ async fn manifest(
     peer: PeerId,
 ) -> Result<(BlockManifest, u64), String> {
     let (claimed, manifest, ttl) = request(node, peer, hash, -1).await?;
+    Ok((check_manifest(hash, &claimed, &manifest)?, ttl))
+}
+
+/// A provider's manifest of `hash` (`claimed` is the hash its answer names), decoded and
+/// checked for plausibility before anything is allocated for the block.
+pub fn check_manifest(
+    hash: &Hash,
+    claimed: &[u8],
+    manifest: &[u8],
+) -> Result<BlockManifest, String> {
     if claimed != hash {
         return Err("the manifest names another block".into());
     }
-    let m = BlockManifest::decode(manifest.as_slice())
-        .map_err(|e| format!("undecodable manifest: {e}"))?;
+    let m = BlockManifest::decode(manifest).map_err(|e| format!("undecodable manifest: {e}"))?;
     let expected_chunks = m.size.div_ceil(CHUNK_SIZE as u64).max(1);
     if m.size > MAX_BLOCK_SIZE
         || m.chunk_size as usize != CHUNK_SIZE
         || m.chunk_hashes.len() as u64 != expected_chunks
+        || m.chunk_hashes.iter().any(|h| h.len() != 32)
     {
         return Err(format!(
             "implausible manifest ({} bytes, {} chunks)",
@@ -77,7 +87,7 @@ async fn manifest(
             m.chunk_hashes.len()
         ));
     }
-    Ok((m, ttl))
+    Ok(m)
 }
 
 /// One chunk from `peer`, verified against the manifest (hashing off the async workers).

@@ -6,7 +6,7 @@
 //! frame ends that connection, and the number of concurrent clients is bounded.
 
 mod block;
-mod bounds;
+pub mod bounds;
 mod connect;
 mod dht;
 mod disconnect;
