@@ -36,9 +36,10 @@ cargo fuzz build --sanitizer none
 summary=()
 failed=0
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t" "artifacts/$t"
-  log="artifacts/$t/run.log"
-  stamp="artifacts/$t/.started"
+  mkdir -p "corpus/$t" "artifacts/$t" target/logs
+  # Not in artifacts/: cargo-fuzz names the newest file there as the failing input.
+  log="target/logs/$t.log"
+  stamp="target/logs/$t.started"
   touch "$stamp"
   echo "== $t: ${secs}s"
   status=0
@@ -51,7 +52,9 @@ for t in "${targets[@]}"; do
   crashes=$(find "artifacts/$t" -type f -newer "$stamp" \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | wc -l)
   if [ "$status" -ne 0 ]; then
     failed=1
-    tail -n 40 "$log"
+    # The panic and where, not the input's bytes.
+    grep -a -m1 -A12 -E "panicked at|ERROR: libFuzzer" "$log" | cut -c1-300 || tail -n 20 "$log"
+    ls -l "artifacts/$t"
   fi
   summary+=("$(printf '%-16s %12s %8s %8s' "$t" "${execs:-?}" "$corpus" "$crashes")")
 done

@@ -244,17 +244,42 @@ fn checks(
         ),
         (n, c) => check("bootstrap peers", Verdict::Pass, format!("{c} of {n} connected"), "", ""),
     });
-    out.push(match status.nat_status.as_str() {
-        "private" => check(
+    out.push(nat_check(status));
+    out
+}
+
+/// Reachability: what AutoNAT found, the relays this node is reachable through, and whether
+/// hole punching gets direct connections through its NAT.
+fn nat_check(s: &StatusResponse) -> Check {
+    let relays = s.relay_addrs.join(", ");
+    let (punched, failed) = (s.hole_punch_succeeded, s.hole_punch_failed);
+    match s.nat_status.as_str() {
+        "private" if s.relay_addrs.is_empty() => check(
             "NAT",
             Verdict::Warn,
-            "private (behind NAT)".into(),
-            "peers cannot dial this node directly (symmetric NAT or a firewall)",
-            "relay and hole punching are on; forward the listen port and set network.external for direct reachability",
+            format!("private, no relay reservation ({})", s.nat_source),
+            "peers cannot dial this node (it is behind a NAT or a firewall) and no relay holds a slot for it yet",
+            "add a relay to network.relays (or connect to a peer that relays); for a direct path, forward the listen port to this host and set network.external",
         ),
-        other => check("NAT", Verdict::Pass, other.into(), "", ""),
-    });
-    out
+        "private" if failed > 0 && punched == 0 => check(
+            "NAT",
+            Verdict::Warn,
+            format!(
+                "private; reachable through a relay ({relays}); hole punching failed {failed} times{}",
+                if s.hole_punch_error.is_empty() { String::new() } else { format!(" (last: {})", s.hole_punch_error) }
+            ),
+            "direct connections cannot be opened through this NAT (a symmetric NAT or a firewall): a relay is being used",
+            "for a direct path, forward the listen port to this host and set network.external (P2P_EXTERNAL_ADDRS) to its public address",
+        ),
+        "private" => check(
+            "NAT",
+            Verdict::Pass,
+            format!("private; reachable through a relay ({relays}); hole punching upgraded {punched} connections to direct"),
+            "",
+            "",
+        ),
+        other => check("NAT", Verdict::Pass, format!("{other} ({})", s.nat_source), "", ""),
+    }
 }
 
 /// Runs every check; returns the report and whether anything failed.

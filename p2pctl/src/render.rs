@@ -81,7 +81,30 @@ pub fn status_text(s: &StatusResponse) -> String {
         ),
         ("routing table", format!("{} peers", s.routing_table_size)),
         ("DHT mode", s.dht_mode.clone()),
-        ("NAT", s.nat_status.clone()),
+        ("NAT", format!("{} ({})", s.nat_status, s.nat_source)),
+        ("relayed at", or_dash(&s.relay_addrs)),
+        (
+            "relay server",
+            if s.relay_serving {
+                "on (relays for others)".into()
+            } else {
+                "off until this node has a confirmed external address".into()
+            },
+        ),
+        (
+            "hole punching",
+            format!(
+                "{} upgraded to direct, {} failed{}; {} relayed connections",
+                s.hole_punch_succeeded,
+                s.hole_punch_failed,
+                if s.hole_punch_error.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (last: {})", s.hole_punch_error)
+                },
+                s.connections_relayed
+            ),
+        ),
         ("open files", s.open_files_limit.to_string()),
     ];
     rows.iter().map(|(k, v)| format!("{k:<14} {v}\n")).collect()

@@ -9,19 +9,22 @@ pub enum Transport {
     Quic,
 }
 
-/// The peer id in a trailing `/p2p/ID`, if any.
+/// The peer id in a trailing `/p2p/ID`, if any (in a relayed address
+/// `RELAY/p2p/R/p2p-circuit/p2p/ID`, the peer behind the relay, not the relay).
 pub fn peer_id_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
+    match addr.iter().last()? {
         Protocol::P2p(id) => Some(id),
         _ => None,
-    })
+    }
 }
 
-/// The address without its `/p2p/ID` part.
+/// The address without its trailing `/p2p/ID` (a relay's own `/p2p/R` stays: the dial needs it).
 pub fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
-    addr.iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect()
+    let mut a = addr.clone();
+    if let Some(Protocol::P2p(_)) = a.iter().last() {
+        a.pop();
+    }
+    a
 }
 
 /// Which of our transports a listen address needs, if it is one we support.
@@ -51,6 +54,11 @@ pub fn is_loopback(addr: &Multiaddr) -> bool {
     }
 }
 
+/// True for an address through a relay (`.../p2p-circuit/...`).
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
 /// The IP of an address, if it starts with one.
 pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     match addr.iter().next()? {
@@ -63,6 +71,32 @@ pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peer_of_an_address_is_the_trailing_one() {
+        let relay = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+        let peer = "12D3KooWQZexzwEQ9vLNt8xQsKfchVwSxrcaKUxCcWhrPvpFwxjs";
+        let a: Multiaddr = format!("/ip4/198.51.100.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{peer}")
+            .parse()
+            .unwrap();
+        assert_eq!(peer_id_of(&a).unwrap().to_string(), peer);
+        assert_eq!(
+            without_peer_id(&a).to_string(),
+            format!("/ip4/198.51.100.1/tcp/4001/p2p/{relay}/p2p-circuit")
+        );
+        assert!(is_relayed(&a));
+        let direct: Multiaddr = format!("/ip4/198.51.100.1/tcp/4001/p2p/{relay}")
+            .parse()
+            .unwrap();
+        assert_eq!(peer_id_of(&direct).unwrap().to_string(), relay);
+        assert_eq!(
+            without_peer_id(&direct).to_string(),
+            "/ip4/198.51.100.1/tcp/4001"
+        );
+        let bare: Multiaddr = "/ip4/198.51.100.1/tcp/4001".parse().unwrap();
+        assert_eq!(peer_id_of(&bare), None);
+        assert!(!is_relayed(&bare));
+    }
 
     #[test]
     fn transports() {

@@ -114,10 +114,23 @@ impl Behaviour {
             kad,
             gossipsub,
             dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            autonat: autonat::Behaviour::new(peer_id, autonat_config(&config.network)),
             blocks: crate::blocks::codec::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
         })
+    }
+}
+
+/// AutoNAT (v1): the first probe soon after start (once the bootstrap peers are connected), a
+/// retry every 30 s while the answer is unknown or not yet confirmed, and peers' answers about
+/// private addresses taken only when the config says the network is private.
+fn autonat_config(n: &crate::config::Network) -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(5),
+        retry_interval: Duration::from_secs(30),
+        throttle_server_period: Duration::from_secs(30),
+        only_global_ips: !n.autonat_private_addrs,
+        ..Default::default()
     }
 }
 

@@ -21,6 +21,92 @@ pub struct LimitLabels {
     pub name: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// "in" or "out".
+    pub direction: String,
+}
+
+/// NAT traversal: AutoNAT probes, relay reservations and circuits, hole punching.
+#[derive(Debug, Clone, Default)]
+pub struct NatMetrics {
+    /// AutoNAT probes of this node by result: public, private, error.
+    pub probes: Family<ResultLabels, Counter>,
+    /// Reservations this node holds on relays now.
+    pub reservations: Gauge,
+    /// Reservations relays accepted (renewals included) or refused.
+    pub reservation_results: Family<ResultLabels, Counter>,
+    /// Circuits through a relay this node opened (out) or accepted (in).
+    pub circuits: Family<DirectionLabels, Counter>,
+    /// Direct connection upgrades (DCUtR hole punching) by result: success, failure.
+    pub hole_punches: Family<ResultLabels, Counter>,
+}
+
+impl NatMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = NatMetrics::default();
+        registry.register(
+            "p2p_autonat_probes",
+            "AutoNAT probes of this node's reachability by result (public, private, error)",
+            m.probes.clone(),
+        );
+        registry.register(
+            "p2p_relay_reservations",
+            "Reservations this node holds on relays now (it is reachable through them)",
+            m.reservations.clone(),
+        );
+        registry.register(
+            "p2p_relay_reservation_results",
+            "Reservation requests to relays by result (accepted, renewed, failed)",
+            m.reservation_results.clone(),
+        );
+        registry.register(
+            "p2p_relay_client_circuits",
+            "Circuits through a relay this node opened (out) or accepted (in)",
+            m.circuits.clone(),
+        );
+        registry.register(
+            "p2p_hole_punch",
+            "Direct connection upgrades of relayed connections (DCUtR) by result (success, failure)",
+            m.hole_punches.clone(),
+        );
+        for result in ["public", "private", "error"] {
+            let _ = m.probes.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        for result in ["accepted", "renewed", "failed"] {
+            let _ = m.reservation_results.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        for result in ["success", "failure"] {
+            let _ = m.hole_punches.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        for direction in ["in", "out"] {
+            let _ = m.circuits.get_or_create(&DirectionLabels {
+                direction: direction.into(),
+            });
+        }
+        m
+    }
+
+    pub fn count(family: &Family<ResultLabels, Counter>, result: &str) {
+        family
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct P2pMetrics {
     /// Limits in effect, so alerts can compare usage with them.
@@ -36,6 +122,7 @@ pub struct P2pMetrics {
     pub dial_failures: Counter,
     pub messages: Family<MessageLabels, Counter>,
     pub message_bytes: Family<MessageLabels, Counter>,
+    pub nat: NatMetrics,
 }
 
 impl P2pMetrics {
@@ -53,6 +140,7 @@ impl P2pMetrics {
             dial_failures: Counter::default(),
             messages: Family::default(),
             message_bytes: Family::default(),
+            nat: NatMetrics::register(registry),
         };
         registry.register(
             "libp2p_connections_opened",

@@ -92,13 +92,12 @@ impl FromStr for PeerRef {
     fn from_str(s: &str) -> Result<Self, String> {
         if s.starts_with('/') {
             let addr: Multiaddr = s.parse().map_err(|e| format!("{e}"))?;
-            let peer = addr
-                .iter()
-                .find_map(|p| match p {
-                    Protocol::P2p(id) => Some(id),
-                    _ => None,
-                })
-                .ok_or_else(|| "the multiaddr has no /p2p/PEER_ID part".to_string())?;
+            // The trailing /p2p/ID: behind a relay (`.../p2p/RELAY/p2p-circuit/p2p/ID`), the
+            // peer is the last one named.
+            let peer = match addr.iter().last() {
+                Some(Protocol::P2p(id)) => id,
+                _ => return Err("the multiaddr does not end in /p2p/PEER_ID".to_string()),
+            };
             Ok(PeerRef {
                 peer,
                 addr: Some(addr),

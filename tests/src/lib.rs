@@ -1,6 +1,7 @@
 //! Test harness: real `p2pd` processes on 127.0.0.1 with their own temp dirs, driven by the
 //! real `p2pctl` binary. Every wait is a poll for a condition with a deadline.
 
+pub mod lab;
 pub mod soak;
 
 use serde_json::Value;
@@ -78,6 +79,10 @@ pub struct NodeOpts {
     pub args: Vec<String>,
     /// Listen on this loopback address instead of 127.0.0.1.
     pub ip: Option<String>,
+    /// Listen on these addresses instead (`transport` and `ip` are then ignored).
+    pub listen: Vec<String>,
+    /// Run in this network namespace (see [`lab`]); p2pctl runs there too.
+    pub netns: Option<String>,
 }
 
 impl Default for NodeOpts {
@@ -89,6 +94,8 @@ impl Default for NodeOpts {
             env: vec![],
             args: vec![],
             ip: None,
+            listen: vec![],
+            netns: None,
         }
     }
 }
@@ -98,6 +105,7 @@ pub struct Node {
     pub name: String,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    netns: Option<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -114,6 +122,7 @@ impl Node {
             name: name.into(),
             socket: dir.join("control.sock"),
             dir,
+            netns: opts.netns.clone(),
             child: None,
             _tmp: Some(tmp),
         };
@@ -137,7 +146,7 @@ impl Node {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let mut cmd = clean_command(&bin("p2pd"), &self.dir);
+        let mut cmd = self.command("p2pd");
         cmd.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--control-socket")
@@ -147,9 +156,14 @@ impl Node {
         if !opts.args.iter().any(|a| a == "--log-format") {
             cmd.args(["--log-format", "text"]);
         }
-        for l in opts.transport.listen() {
-            let ip = opts.ip.as_deref().unwrap_or("127.0.0.1");
-            cmd.arg("--listen").arg(l.replace("127.0.0.1", ip));
+        if opts.listen.is_empty() {
+            for l in opts.transport.listen() {
+                let ip = opts.ip.as_deref().unwrap_or("127.0.0.1");
+                cmd.arg("--listen").arg(l.replace("127.0.0.1", ip));
+            }
+        }
+        for l in &opts.listen {
+            cmd.arg("--listen").arg(l);
         }
         for b in &opts.bootstrap {
             cmd.arg("--bootstrap").arg(b);
@@ -174,6 +188,37 @@ impl Node {
         );
     }
 
+    /// A workspace binary run as this node's: in its network namespace, if it has one.
+    pub fn command(&self, name: &str) -> Command {
+        match &self.netns {
+            None => clean_command(&bin(name), &self.dir),
+            Some(ns) => {
+                let mut c = clean_command(Path::new("ip"), &self.dir);
+                c.args(["netns", "exec", ns]).arg(bin(name));
+                c
+            }
+        }
+    }
+
+    /// This node's metrics, fetched where the node runs (its namespace, if any).
+    pub fn metrics_text(&self) -> String {
+        let addr = self.status()["metrics_addr"]
+            .as_str()
+            .expect("metrics_addr")
+            .to_string();
+        let out = self
+            .command("http_get")
+            .arg(format!("http://{addr}/metrics"))
+            .output()
+            .expect("run http_get");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).expect("running")
     }
@@ -193,7 +238,7 @@ impl Node {
 
     /// Runs p2pctl with its own `--timeout` (how long p2pctl waits for the daemon).
     pub fn ctl_within(&self, timeout: &str, args: &[&str]) -> Output {
-        clean_command(&bin("p2pctl"), &self.dir)
+        self.command("p2pctl")
             .arg("--socket")
             .arg(&self.socket)
             .arg("--timeout")

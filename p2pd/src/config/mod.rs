@@ -46,6 +46,12 @@ pub struct Network {
     pub bootstrap_interval: Text<HumanDuration>,
     /// CIDRs never dialled nor announced.
     pub dial_deny_cidrs: Vec<Text<ipnet::IpNet>>,
+    /// Relays (multiaddrs ending in /p2p/ID) to reserve a slot on when AutoNAT finds this node
+    /// private; empty: connected peers that offer relaying.
+    pub relays: Vec<Text<libp2p::Multiaddr>>,
+    /// AutoNAT also asks about and answers for private and documentation addresses (a lab, or
+    /// a private network that is the nodes' "internet"). Off: public addresses only.
+    pub autonat_private_addrs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,13 +206,17 @@ impl Config {
                 dht_mode: DhtMode::Auto,
                 bootstrap_interval: secs(300),
                 dial_deny_cidrs: vec![],
+                relays: vec![],
+                autonat_private_addrs: false,
             },
             limits: Limits {
                 max_connections: 400,
                 max_inbound: 1024,
                 max_outbound: 512,
                 max_pending_inbound: 128,
-                max_per_peer: 2,
+                // Three, not two: AutoNAT dials back on a connection of its own, and two peers
+                // probing each other each need one beside the connection they share.
+                max_per_peer: 3,
                 max_inbound_per_ip: 16,
                 max_pending_inbound_per_ip: 8,
                 inbound_rate_per_ip: 4,
@@ -298,10 +308,17 @@ impl Config {
                 ));
             }
         }
-        for a in &n.bootstrap_peers {
+        let peers = [
+            ("network.bootstrap_peers", &n.bootstrap_peers),
+            ("network.relays", &n.relays),
+        ];
+        for (key, a) in peers
+            .iter()
+            .flat_map(|(k, l)| l.iter().map(move |a| (*k, a)))
+        {
             if crate::addr::peer_id_of(a).is_none() {
                 bad.push((
-                    "network.bootstrap_peers".into(),
+                    key.into(),
                     format!(
                         "{} has no /p2p/PEER_ID part; accepted: a multiaddr ending in /p2p/PEER_ID",
                         a.0
@@ -309,7 +326,7 @@ impl Config {
                 ));
             }
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+        if let Err(e) = crate::logging::parse_filter(&self.log.filter) {
             bad.push(("log.filter".into(),
                 format!("\"{}\" is not a valid filter ({e}); accepted: e.g. \"info\" or \"info,libp2p_kad=debug\"", self.log.filter),
             ));

@@ -27,5 +27,12 @@ fn to_proto(s: Status) -> StatusResponse {
         mode: s.mode.into(),
         bootstrap_configured: s.bootstrap_configured,
         bootstrap_connected: s.bootstrap_connected,
+        nat_source: s.nat_source,
+        relay_addrs: addrs(s.relay_addrs),
+        relay_serving: s.relay_serving,
+        connections_relayed: s.connections_relayed,
+        hole_punch_succeeded: s.hole_punches.succeeded,
+        hole_punch_failed: s.hole_punches.failed,
+        hole_punch_error: s.hole_punches.last_error.unwrap_or_default(),
     }
 }

@@ -119,8 +119,18 @@ impl<S: tracing::Subscriber> Layer<S> for Output {
     }
 }
 
+/// Parses a log filter. Only ASCII is accepted: targets, levels and span names are ASCII, and
+/// tracing-subscriber's parser panics on some multi-byte text (found by the `config` fuzz
+/// target: a non-ASCII `RUST_LOG` stopped the daemon with a panic instead of a config error).
+pub fn parse_filter(filter: &str) -> Result<EnvFilter, String> {
+    if let Some(c) = filter.chars().find(|c| !c.is_ascii()) {
+        return Err(format!("it contains {c:?}; a filter is ASCII"));
+    }
+    EnvFilter::try_new(filter).map_err(|e| e.to_string())
+}
+
 pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = parse_filter(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let output = match format {
         LogFormat::Json => Output::Json,
@@ -141,7 +151,7 @@ pub fn init(format: LogFormat, filter: &str) {
 
 /// Replaces the log filter; the text is validated first.
 pub fn set_filter(filter: &str) -> Result<(), String> {
-    let f = EnvFilter::try_new(filter).map_err(|e| {
+    let f = parse_filter(filter).map_err(|e| {
         format!(
             "\"{filter}\" is not a valid filter ({e}); e.g. \"info\" or \"info,libp2p_kad=debug\""
         )
@@ -151,5 +161,21 @@ pub fn set_filter(filter: &str) -> Result<(), String> {
             .reload(f)
             .map_err(|e| format!("cannot change the log filter: {e}")),
         None => Err("logging is not initialised".into()),
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::parse_filter;
+
+    #[test]
+    fn a_non_ascii_filter_is_refused_not_a_panic() {
+        // What the `config` fuzz target found as RUST_LOG: tracing-subscriber's parser panics
+        // on it ("end byte index 87 is not a char boundary").
+        let found = "infct a\u{fffd}\u{fffd}a bootstrap node: DHT server, no outbound bootst\u{1}\0\0\0\0\0\0\0e\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}[network]";
+        let e = parse_filter(found).unwrap_err();
+        assert!(e.contains("a filter is ASCII"), "{e}");
+        assert!(parse_filter("info,libp2p_kad=debug").is_ok());
+        assert!(parse_filter("info,[").is_err());
     }
 }

@@ -6,6 +6,7 @@ mod blocks;
 mod command;
 mod dht;
 mod dials;
+mod nat;
 mod peers;
 mod policy;
 mod pubsub;
@@ -82,6 +83,9 @@ pub struct Node {
     handle: NodeHandle,
     service: ServiceState,
     p2p: crate::metrics::P2pMetrics,
+    nat: nat::Nat,
+    /// Peers to dial once the listeners are bound ([`Node::join`]).
+    to_join: Option<Vec<(PeerId, Vec<Multiaddr>)>>,
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux) and QUIC-v1 behind the policy's gate, DNS,
@@ -156,6 +160,7 @@ impl Node {
         for a in &n.external {
             swarm.add_external_address(a.0.clone());
         }
+        let nat = nat::Nat::new(n.relays.iter().map(|a| a.0.clone()));
         let mut node = Node {
             swarm,
             commands,
@@ -176,6 +181,8 @@ impl Node {
             handle,
             service,
             p2p,
+            nat,
+            to_join: None,
         };
         node.learn_trusted_addrs();
         node.p2p.set_limits(&node.config.limits);
@@ -208,7 +215,17 @@ impl Node {
             tracing::info!(peers = saved.len(), "loaded the routing table");
         }
         let peers = self.bootstrap_peers().into_iter().chain(saved).collect();
-        self.dial_known(peers);
+        // Dialled once the listeners are bound: TCP dials then leave from the listen port, so
+        // the address peers observe (and AutoNAT and hole punching use) is the one behind the
+        // NAT's mapping of that port, not a throwaway one.
+        self.to_join = Some(peers);
+    }
+
+    /// The join waiting for the listeners (or for the first tick, if one never binds).
+    fn dial_join(&mut self) {
+        if let Some(peers) = self.to_join.take() {
+            self.dial_known(peers);
+        }
     }
 
     /// The configured bootstrap peers with their addresses.
@@ -382,12 +399,13 @@ impl Node {
     /// `p2pctl status`.
     pub fn status(&mut self) -> Status {
         let (inbound, outbound) = self.peers.directions();
-        let nat = match self.swarm.behaviour().autonat.nat_status() {
+        let routing_table_size = self.routing_table_size() as u32;
+        let autonat = &self.swarm.behaviour().autonat;
+        let nat = match autonat.nat_status() {
             autonat::NatStatus::Public(_) => "public",
             autonat::NatStatus::Private => "private",
             autonat::NatStatus::Unknown => "unknown",
         };
-        let routing_table_size = self.routing_table_size() as u32;
         Status {
             peer_id: self.local_peer_id(),
             version: env!("CARGO_PKG_VERSION"),
@@ -409,6 +427,16 @@ impl Node {
                 .iter()
                 .filter(|(p, _)| self.swarm.is_connected(p))
                 .count() as u32,
+            nat_source: self.nat.source(&autonat.nat_status(), autonat.confidence()),
+            relay_addrs: self.nat.relay_addrs(),
+            // The relay server offers `hop` once the node has a confirmed external address
+            // of its own (a relayed one does not count).
+            relay_serving: self
+                .swarm
+                .external_addresses()
+                .any(|a| !addr::is_relayed(a)),
+            connections_relayed: self.peers.relayed(),
+            hole_punches: self.nat.punches.clone(),
         }
     }
 
@@ -485,6 +513,7 @@ impl Node {
                 tracing::info!(address = %address.clone().with_p2p(self.local_peer_id()).unwrap_or(address), "listening");
                 self.on_listen_addrs_changed();
                 if self.service.listener_bound(listener_id) {
+                    self.dial_join();
                     self.health.set_listeners_bound();
                     self.maybe_ready();
                 }
@@ -557,9 +586,12 @@ impl Node {
                 tracing::warn!(error = %error, "listener error")
             }
             SwarmEvent::ListenerClosed {
-                addresses, reason, ..
+                listener_id,
+                addresses,
+                reason,
             } => {
-                tracing::warn!(addresses = ?addresses, reason = ?reason, "listener closed")
+                tracing::warn!(addresses = ?addresses, reason = ?reason, "listener closed");
+                self.on_listener_closed(listener_id);
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "external address confirmed")
@@ -661,10 +693,9 @@ impl Node {
                     _ => {}
                 }
             }
-            BehaviourEvent::Dcutr(ev) => self.metrics.record(&ev),
-            BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
-                tracing::info!(old = ?old, new = ?new, "NAT status changed");
-            }
+            BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
+            BehaviourEvent::Autonat(ev) => self.on_autonat(ev),
+            BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
             _ => {}
         }
     }
@@ -706,6 +737,8 @@ impl Node {
                 self.swarm.behaviour_mut().kad.add_address(&peer, a);
             }
         }
+        // A relay just met, while this node needs one.
+        self.reserve_relays();
     }
 }
 
@@ -768,6 +801,7 @@ impl Node {
 
     fn on_tick(&mut self) {
         self.dials.tick();
+        self.dial_join();
         let g = &self.swarm.behaviour().gossipsub;
         self.p2p.gossip_peers.set(g.all_mesh_peers().count() as i64);
         self.p2p.pubsub_topics.set(g.topics().count() as i64);
@@ -776,6 +810,7 @@ impl Node {
         self.refresh_status();
         self.expire_bans();
         self.keep_trusted_connected();
+        self.reserve_relays();
         self.pubsub_sweep();
         self.swarm.behaviour_mut().policy.sweep();
         self.refresh_scores();

@@ -82,6 +82,30 @@ impl PeerBook {
             .map(|c| &c.address)
     }
 
+    /// Connected peers that offer `protocol` (from identify), each with the address of a
+    /// direct connection this node dialled (an address it can dial again).
+    pub fn offering<'a>(
+        &'a self,
+        protocol: &'a str,
+    ) -> impl Iterator<Item = (PeerId, Multiaddr)> + 'a {
+        self.peers.iter().filter_map(move |(id, p)| {
+            if !p.protocols.iter().any(|s| s == protocol) {
+                return None;
+            }
+            let dialled = p
+                .connections
+                .values()
+                .find(|c| !c.inbound && !crate::addr::is_relayed(&c.address))?;
+            Some((*id, dialled.address.clone()))
+        })
+    }
+
+    /// Connections through a relay now.
+    pub fn relayed(&self) -> u32 {
+        let all = self.peers.values().flat_map(|p| p.connections.values());
+        all.filter(|c| crate::addr::is_relayed(&c.address)).count() as u32
+    }
+
     /// Connected peers.
     pub fn ids(&self) -> impl Iterator<Item = &PeerId> {
         self.peers.keys()

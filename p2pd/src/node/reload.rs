@@ -31,6 +31,11 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "network.bootstrap",
         old.network.bootstrap != new.network.bootstrap,
     );
+    check("network.relays", old.network.relays != new.network.relays);
+    check(
+        "network.autonat_private_addrs",
+        old.network.autonat_private_addrs != new.network.autonat_private_addrs,
+    );
     check("control", old.control != new.control);
     check("metrics.addr", old.metrics != new.metrics);
     check("log.format", old.log.format != new.log.format);

@@ -23,6 +23,14 @@ pub struct Status {
     pub mode: &'static str,
     pub bootstrap_configured: u32,
     pub bootstrap_connected: u32,
+    /// How `nat_status` was learnt.
+    pub nat_source: String,
+    /// The `/p2p-circuit` addresses of the relay reservations this node holds.
+    pub relay_addrs: Vec<Multiaddr>,
+    /// This node relays for others (it offers circuit relay v2 `hop`).
+    pub relay_serving: bool,
+    pub connections_relayed: u32,
+    pub hole_punches: super::nat::Punches,
 }
 
 /// One connection of a connected peer.
