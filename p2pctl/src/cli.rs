@@ -195,15 +195,21 @@ pub enum DhtCmd {
         /// The value, or "-" to read it from standard input.
         value: String,
     },
-    /// Announce this node as a provider of KEY.
+    /// Announce this node as a provider of content, as other libp2p implementations do.
     Provide {
-        /// The record's key (any text; the DHT stores it as bytes).
+        /// A CID (v0 Qm..., or v1 bafy...) or a multihash in hex; keyed by its multihash.
         key: String,
+        /// Use KEY's bytes as they are (a raw key, not a content id).
+        #[arg(long)]
+        raw: bool,
     },
-    /// Peers that provide KEY.
+    /// Peers that provide content (found with other implementations' records too).
     Providers {
-        /// The record's key (any text; the DHT stores it as bytes).
+        /// A CID (v0 Qm..., or v1 bafy...) or a multihash in hex; keyed by its multihash.
         key: String,
+        /// Use KEY's bytes as they are (a raw key, not a content id).
+        #[arg(long)]
+        raw: bool,
     },
     /// The peers closest to KEY.
     Closest {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 
 pub mod cli;
+pub mod content;
 
 pub use p2pd_proto::control;
 pub use p2pd_proto::target::{BanTarget, Multiaddr, PeerId, PeerRef};
@@ -68,6 +69,9 @@ pub enum ClientError {
     Protocol(String),
     #[error("connection to p2pd lost: {0}")]
     Io(#[from] std::io::Error),
+    /// An argument this client refused before asking the daemon.
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn unreachable(path: &Path, e: &std::io::Error) -> ClientError {

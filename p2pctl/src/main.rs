@@ -13,6 +13,8 @@ use std::time::Duration;
 
 const EXIT_DAEMON_ERROR: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;
+/// A bad argument (as clap exits on one).
+const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
             eprintln!("p2pctl: {e}");
             ExitCode::from(match e {
                 ClientError::Unreachable(_) => EXIT_UNREACHABLE,
+                ClientError::Usage(_) => EXIT_USAGE,
                 _ => EXIT_DAEMON_ERROR,
             })
         }
@@ -421,20 +424,29 @@ async fn dht(cli: &Cli, mut client: Client, cmd: &DhtCmd) -> Result<String, Clie
                 format!("stored {key}\n")
             }
         }
-        DhtCmd::Provide { key } => {
-            client.dht_provide(key.as_bytes(), t).await?;
+        DhtCmd::Provide { key, raw } => {
+            let k = content_key(key, *raw)?;
+            client.dht_provide(&k.key, t).await?;
             if cli.json {
                 json_line(&control::DhtProvideRequest {
-                    key: key.as_bytes().to_vec(),
+                    key: k.key,
                     timeout_ms: p2pctl::timeout_ms(t),
                 })
             } else {
-                format!("providing {key}\n")
+                format!("providing {}\n", k.show())
             }
         }
-        DhtCmd::Providers { key } => peer_list(cli, client.dht_providers(key.as_bytes(), t).await?),
+        DhtCmd::Providers { key, raw } => {
+            let k = content_key(key, *raw)?;
+            peer_list(cli, client.dht_providers(&k.key, t).await?)
+        }
         DhtCmd::Closest { key } => peer_list(cli, client.dht_closest(key.as_bytes(), t).await?),
     })
+}
+
+/// A content key from the command line; a bad one is a usage error.
+fn content_key(text: &str, raw: bool) -> Result<p2pctl::content::ContentKey, ClientError> {
+    p2pctl::content::ContentKey::parse(text, raw).map_err(ClientError::Usage)
 }
 
 async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, ClientError> {

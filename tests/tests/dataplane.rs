@@ -132,9 +132,38 @@ fn dht_put_get_and_find_peer_across_nodes() {
         "{found}"
     );
 
-    assert!(a.ctl(&["dht", "provide", "some-content"]).status.success());
-    let providers = c.ctl_json(&["dht", "providers", "some-content"]);
+    // Content ids as other implementations announce them: provided as CIDv0, found as CIDv1
+    // and as the hex multihash (all the same multihash key).
+    let v0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o";
+    let out = a.ctl(&["dht", "provide", v0]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("providing {v0}\n")
+    );
+    let v1 = "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby";
+    let mh = "122046d44814b9c5af141c3aaab7c05dc5e844ead5f91f12858b021eba45768b4c0e";
+    for key in [v0, v1, mh] {
+        let providers = c.ctl_json(&["dht", "providers", key]);
+        assert!(
+            providers.to_string().contains(&a.peer_id()),
+            "{key}: {providers}"
+        );
+    }
+    // A raw key, as before, with --raw; without it, a clear refusal.
+    assert!(a
+        .ctl(&["dht", "provide", "--raw", "some-content"])
+        .status
+        .success());
+    let providers = c.ctl_json(&["dht", "providers", "--raw", "some-content"]);
     assert!(providers.to_string().contains(&a.peer_id()), "{providers}");
+    let refused = c.ctl(&["dht", "providers", "some-content"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--raw"));
     let closest = c.ctl_json(&["dht", "closest", "some-content"]);
     assert!(
         closest["peer_ids"]

@@ -14,6 +14,8 @@ pub struct Pending {
     query: DhtQuery,
     reply: Reply<DhtAnswer>,
     providers: BTreeSet<PeerId>,
+    /// Requests the query sent to peers so far, and how many were answered.
+    asked: (u32, u32),
 }
 
 /// The DHT queries local clients wait for, by query id (Kademlia's `QueryId`; anything in
@@ -39,8 +41,16 @@ impl<K: std::hash::Hash + Eq> Dht<K> {
                 query,
                 reply,
                 providers: BTreeSet::new(),
+                asked: (0, 0),
             },
         );
+    }
+
+    /// How far query `id` got: `requests` sent to peers, `answered` successfully.
+    pub fn asked(&mut self, id: &K, requests: u32, answered: u32) {
+        if let Some(p) = self.pending.get_mut(id) {
+            p.asked = (requests, answered);
+        }
     }
 
     /// The peer a pending `find-peer` looks for.
@@ -78,10 +88,17 @@ impl<K: std::hash::Hash + Eq> Dht<K> {
             (DhtQuery::Get(_), QueryResult::GetRecord(_)) => None,
             (DhtQuery::Put(key, _), QueryResult::PutRecord(r)) => Some(match r {
                 Ok(_) => Ok(DhtAnswer::Done),
-                Err(kad::PutRecordError::QuorumFailed { .. }) => Err(failed(format!(
-                    "stored {:?} locally but no other DHT server accepted it (are peers connected? see p2pctl peers)",
-                    show(key)
-                ))),
+                Err(kad::PutRecordError::QuorumFailed { .. }) => Err(failed(match p.asked {
+                    (0, _) => format!(
+                        "stored {:?} locally, but no DHT server was reachable to store it too (the routing table is empty or its peers did not answer: see p2pctl peers and the bootstrap peers)",
+                        show(key)
+                    ),
+                    (asked, answered) => format!(
+                        "stored {:?} locally, but none of the {asked} DHT servers asked stored it ({answered} answered, {} refused or did not answer; servers refuse records they cannot validate or that exceed their size limit)",
+                        show(key),
+                        asked - answered.min(asked)
+                    ),
+                })),
                 Err(e) => Err(failed(format!("put failed: {e}"))),
             }),
             (DhtQuery::Provide(key), QueryResult::StartProviding(r)) => Some(match r {
@@ -113,12 +130,21 @@ impl<K: std::hash::Hash + Eq> Dht<K> {
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
                 };
                 let found = peers.into_iter().find(|i| i.peer_id == *peer);
+                let has_addrs = |a: &DhtAnswer| matches!(a, DhtAnswer::Peer { addrs, .. } if !addrs.is_empty());
                 Some(match found {
-                    Some(info) => Ok(DhtAnswer::Peer {
+                    Some(info) if !info.addrs.is_empty() => Ok(DhtAnswer::Peer {
                         peer: *peer,
                         addrs: info.addrs,
                     }),
+                    // Found, but nobody (the peer itself included) gave an address: what this
+                    // node knows, or a clear failure — never a success with no address.
+                    Some(_) => known.filter(has_addrs).ok_or_else(|| {
+                        not_found(format!(
+                            "peer {peer} is in the DHT but no peer (itself included) gave an address for it"
+                        ))
+                    }),
                     None => known
+                        .filter(has_addrs)
                         .ok_or_else(|| not_found(format!("peer {peer} was not found in the DHT"))),
                 })
             }
@@ -207,7 +233,13 @@ impl Node {
                 }
             }
         }
-        if addrs.is_empty() && !self.swarm.is_connected(peer) {
+        // A connected peer's own listen addresses (identify) and the ones this node dialled.
+        for a in self.peers.known_addrs(peer) {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        if addrs.is_empty() {
             return None;
         }
         Some(DhtAnswer::Peer { peer: *peer, addrs })
@@ -322,10 +354,20 @@ mod tests {
             success: vec![],
             quorum: std::num::NonZeroUsize::MIN,
         }));
-        dht.progress(1, r, true, None);
+        dht.progress(1, r.clone(), true, None);
         let e = answer(&mut rx).unwrap().unwrap_err();
         assert_eq!(e.code, Code::Failed);
-        assert!(e.message.contains("no other DHT server accepted it"), "{e}");
+        assert!(e.message.contains("no DHT server was reachable"), "{e}");
+        // Servers were asked and refused: that is what the message says, not "are peers
+        // connected?".
+        let mut rx = start(&mut dht, 2, DhtQuery::Put(b"k".to_vec(), b"v".to_vec()));
+        dht.asked(&2, 3, 1);
+        dht.progress(2, r, true, None);
+        let e = answer(&mut rx).unwrap().unwrap_err();
+        assert!(
+            e.message.contains("none of the 3 DHT servers asked stored it (1 answered, 2 refused or did not answer"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -350,6 +392,32 @@ mod tests {
         let mut rx = start(&mut dht, 2, DhtQuery::FindPeer(target));
         dht.progress(2, others, true, None);
         assert_eq!(answer(&mut rx).unwrap().unwrap_err().code, Code::NotFound);
+    }
+
+    #[test]
+    fn find_peer_never_succeeds_without_an_address() {
+        let mut dht = Dht::default();
+        let target = PeerId::random();
+        // The target answered about itself, with no address.
+        let bare = QueryResult::GetClosestPeers(Ok(GetClosestPeersOk {
+            key: vec![],
+            peers: vec![PeerInfo {
+                peer_id: target,
+                addrs: vec![],
+            }],
+        }));
+        let known = DhtAnswer::Peer {
+            peer: target,
+            addrs: vec!["/ip4/192.0.2.1/tcp/1".parse().unwrap()],
+        };
+        let mut rx = start(&mut dht, 1, DhtQuery::FindPeer(target));
+        dht.progress(1, bare.clone(), true, Some(known.clone()));
+        assert_eq!(answer(&mut rx).unwrap().unwrap(), known);
+        let mut rx = start(&mut dht, 2, DhtQuery::FindPeer(target));
+        dht.progress(2, bare, true, None);
+        let e = answer(&mut rx).unwrap().unwrap_err();
+        assert_eq!(e.code, Code::NotFound);
+        assert!(e.message.contains("gave an address"), "{e}");
     }
 
     #[test]

@@ -671,6 +671,8 @@ impl Node {
                                 self.p2p.dht_query_duration.observe(d.as_secs_f64());
                             }
                         }
+                        self.dht
+                            .asked(&id, stats.num_requests(), stats.num_successes());
                         self.on_query_progress(id, result, step.last)
                     }
                     _ => {}

@@ -100,6 +100,22 @@ impl PeerBook {
         })
     }
 
+    /// Where a connected peer can be dialled: its listen addresses (from identify), then the
+    /// addresses this node dialled it at.
+    pub fn known_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let Some(p) = self.peers.get(peer) else {
+            return Vec::new();
+        };
+        let mut v: Vec<Multiaddr> = p.listen_addrs.clone();
+        for c in p.connections.values().filter(|c| !c.inbound) {
+            let a = crate::addr::without_peer_id(&c.address);
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+        v
+    }
+
     /// Connections through a relay now.
     pub fn relayed(&self) -> u32 {
         let all = self.peers.values().flat_map(|p| p.connections.values());
