@@ -1,6 +1,7 @@
 //! Test harness: real `p2pd` processes on 127.0.0.1 with their own temp dirs, driven by the
 //! real `p2pctl` binary. Every wait is a poll for a condition with a deadline.
 
+pub mod churn;
 pub mod lab;
 pub mod soak;
 
