@@ -60,3 +60,6 @@ scripts/fuzz.sh 60
 
 # Packages: .deb and .rpm built and checked, and the system test in a booted systemd.
 scripts/check-packages.sh
+
+# The container image (offline build path) and the compose network on a real Docker daemon.
+scripts/check-container.sh
