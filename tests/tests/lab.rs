@@ -196,13 +196,25 @@ fn a_private_node_reserves_a_slot_on_a_relay_and_is_reachable_through_it() {
     }));
 }
 
-#[test]
-fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
+/// A relay, node a behind a cone NAT and node b behind a `b_nat`, both with a reservation on
+/// the relay (configured), and a connected to b through it. Fields drop in order: the nodes
+/// before the lab.
+struct Relayed {
+    a: Node,
+    b: Node,
+    _relay: Node,
+    b_id: String,
+    /// When a asked for the connection.
+    started: Instant,
+    _lab: Lab,
+}
+
+fn relayed_pair(b_nat: NatKind) -> Relayed {
     let mut lab = Lab::new();
     let (r, a, b) = (
         lab.public("relay"),
         lab.behind_nat("a", NatKind::Cone),
-        lab.behind_nat("b", NatKind::Cone),
+        lab.behind_nat("b", b_nat),
     );
     let relay = relay(&r);
     let relays = [("P2P_NETWORK__RELAYS", tcp_addr(&relay, &r.ip.to_string()))];
@@ -211,7 +223,6 @@ fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
     wait_for_reservation(&na);
     let circuit_b = wait_for_reservation(&nb);
     let b_id = nb.peer_id();
-
     let started = Instant::now();
     let out = na.ctl_within("30s", &["connect", &format!("{circuit_b}/p2p/{b_id}")]);
     assert!(
@@ -219,6 +230,27 @@ fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Relayed {
+        a: na,
+        b: nb,
+        _relay: relay,
+        b_id,
+        started,
+        _lab: lab,
+    }
+}
+
+#[test]
+fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
+    // Every field bound: what a `..` leaves out is dropped at once (the relay, the lab).
+    let Relayed {
+        a: na,
+        b: nb,
+        b_id,
+        started,
+        _relay: _r,
+        _lab: _l,
+    } = relayed_pair(NatKind::Cone);
     let mut conns = Vec::new();
     let direct = wait_until(Duration::from_secs(60), || {
         conns = connections_to(&na, &b_id);
@@ -243,26 +275,14 @@ fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
 
 #[test]
 fn behind_a_symmetric_nat_the_connection_stays_relayed_and_diag_says_why() {
-    let mut lab = Lab::new();
-    let (r, a, s) = (
-        lab.public("relay"),
-        lab.behind_nat("a", NatKind::Cone),
-        lab.behind_nat("s", NatKind::Symmetric),
-    );
-    let relay = relay(&r);
-    let relays = [("P2P_NETWORK__RELAYS", tcp_addr(&relay, &r.ip.to_string()))];
-    let na = node("a", &a, Some(&relay), &relays);
-    let ns = node("s", &s, Some(&relay), &relays);
-    wait_for_reservation(&na);
-    let circuit_s = wait_for_reservation(&ns);
-    let s_id = ns.peer_id();
-    let out = na.ctl_within("30s", &["connect", &format!("{circuit_s}/p2p/{s_id}")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
+    let Relayed {
+        a: na,
+        b: ns,
+        b_id: s_id,
+        _relay: _r,
+        _lab: _l,
+        ..
+    } = relayed_pair(NatKind::Symmetric);
     // Hole punching is tried and fails (on one side or both).
     let failed = |n: &Node| n.status()["hole_punch_failed"].as_u64().unwrap_or(0);
     let ok = wait_until(Duration::from_secs(90), || failed(&na) + failed(&ns) >= 1);
