@@ -2,7 +2,7 @@
 # Runs the coverage-guided fuzz targets (fuzz/fuzz_targets, cargo-fuzz + libFuzzer) on the stable
 # toolchain. Usage:
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    (default: 600 s each, every target)
-# CI runs `scripts/fuzz.sh 60`. Each target starts from its committed seeds (fuzz/seeds/T) and
+# CI runs `scripts/fuzz.sh 45`. Each target starts from its committed seeds (fuzz/seeds/T) and
 # the corpus earlier runs grew (fuzz/corpus/T, not committed); a crash leaves the input in
 # fuzz/artifacts/T/ and fails the run. Reproduce one with
 #   cd fuzz && cargo fuzz run --sanitizer none T artifacts/T/crash-...

@@ -56,7 +56,7 @@ tail -n 25 target/bench-quick.txt
 
 # Every fuzz target for a bounded time from its seeds (0 crashes, or the run fails); the long
 # runs are scripts/fuzz.sh with a longer time.
-scripts/fuzz.sh 60
+scripts/fuzz.sh 45
 
 # Packages: .deb and .rpm built and checked, and the system test in a booted systemd.
 scripts/check-packages.sh
