@@ -35,13 +35,22 @@ async fn read_msg<M: Message + Default, T: AsyncRead + Unpin + Send>(
     max: usize,
 ) -> io::Result<M> {
     let mut len: u64 = 0;
-    for shift in (0..64).step_by(7) {
+    let mut ended = false;
+    // At most nine bytes: a longer length prefix is malformed, never wrapped around.
+    for shift in (0..63).step_by(7) {
         let mut b = [0u8; 1];
         io.read_exact(&mut b).await?;
         len |= u64::from(b[0] & 0x7f) << shift;
         if b[0] & 0x80 == 0 {
+            ended = true;
             break;
         }
+    }
+    if !ended {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "length prefix longer than nine bytes",
+        ));
     }
     if len > max as u64 {
         return Err(io::Error::new(
@@ -289,6 +298,18 @@ mod tests {
         assert!(open(tampered, Some(&key.public()))
             .unwrap_err()
             .contains("bad signature"));
+    }
+
+    #[test]
+    fn a_length_prefix_longer_than_nine_bytes_is_refused() {
+        let mut bytes = vec![0x80u8; 9];
+        bytes.push(0x01);
+        bytes.extend_from_slice(&[0u8; 16]);
+        let mut io = futures::io::Cursor::new(bytes);
+        let r = futures::executor::block_on(read_msg::<SignedMessage, _>(&mut io, MAX_REQUEST));
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("nine bytes"), "{e}");
     }
 
     #[test]
