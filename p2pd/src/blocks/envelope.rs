@@ -6,7 +6,9 @@
 //!
 //! Version 1 signs the payload itself; version 2 signs its SHA-256 instead, which costs one
 //! hardware-accelerated pass over a 1 MiB chunk rather than the two SHA-512 passes of an Ed25519
-//! signature (and the one of its verification) plus a copy. A node answers with version 2 only
+//! signature (and the one of its verification) plus a copy; version 3 signs its BLAKE3 hash,
+//! about three times faster again than SHA-256 with the CPU's SHA extensions (AVX-512 or AVX2
+//! lanes hash the chunk's 1 KiB pieces side by side). A node answers with a newer version only
 //! when the request said it accepts it ([`ACCEPTS`]), so nodes that predate it keep working.
 
 use crate::replay::{ReplayGuard, Verdict};
@@ -16,13 +18,17 @@ use p2pd_proto::wire::SignedMessage;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The highest envelope version this node reads: what its requests accept for the answer.
-pub const ACCEPTS: u32 = 2;
+pub const ACCEPTS: u32 = 3;
 
 /// What the signature covers, by envelope version; `None` for a version this node cannot read.
 fn signed_bytes(version: u32, seq_no: u64, payload: &[u8]) -> Option<Vec<u8>> {
     let (domain, body): (&[u8], std::borrow::Cow<[u8]>) = match version {
         0 | 1 => (b"p2pd-envelope/1:", payload.into()),
         2 => (b"p2pd-envelope/2:", super::sha256(payload).to_vec().into()),
+        3 => (
+            b"p2pd-envelope/3:",
+            blake3::hash(payload).as_bytes().to_vec().into(),
+        ),
         _ => return None,
     };
     let mut v = Vec::with_capacity(domain.len() + 8 + body.len());
@@ -200,19 +206,27 @@ mod tests {
         let v2 = signer.seal_for(9, b"b".to_vec());
         assert_eq!(v2.version, ACCEPTS);
         assert_eq!(open(v2.clone(), &me, &mut guard).unwrap(), b"b");
+        // A requester that knows version 2 (the SHA-256 digest) but not 3 gets version 2.
+        let v2 = signer.seal_for(2, b"d".to_vec());
+        assert_eq!(v2.version, 2);
+        assert_eq!(open(v2, &me, &mut guard).unwrap(), b"d");
         // The version is bound by the signature's domain: relabelling it breaks the signature,
         // and so does changing the payload under a digest signature.
-        for tamper in [
-            |m: &mut SignedMessage| m.version = 1,
-            |m: &mut SignedMessage| m.payload = b"c".to_vec(),
-            |m: &mut SignedMessage| m.version = 7,
-        ] {
-            let mut m = signer.seal_for(2, b"b".to_vec());
-            tamper(&mut m);
-            assert!(matches!(
-                open(m, &me, &mut guard),
-                Err(Refusal::BadSignature(_))
-            ));
+        for version in [2, 3] {
+            for tamper in [
+                |m: &mut SignedMessage| m.version = 1,
+                |m: &mut SignedMessage| m.version = if m.version == 2 { 3 } else { 2 },
+                |m: &mut SignedMessage| m.payload = b"c".to_vec(),
+                |m: &mut SignedMessage| m.version = 7,
+            ] {
+                let mut m = signer.seal_for(version, b"b".to_vec());
+                assert_eq!(m.version, version);
+                tamper(&mut m);
+                assert!(matches!(
+                    open(m, &me, &mut guard),
+                    Err(Refusal::BadSignature(_))
+                ));
+            }
         }
     }
 }
