@@ -401,7 +401,8 @@ impl Node {
         let (inbound, outbound) = self.peers.directions();
         let routing_table_size = self.routing_table_size() as u32;
         let autonat = &self.swarm.behaviour().autonat;
-        let nat = match autonat.nat_status() {
+        let nat_status = autonat.nat_status();
+        let nat = match nat_status {
             autonat::NatStatus::Public(_) => "public",
             autonat::NatStatus::Private => "private",
             autonat::NatStatus::Unknown => "unknown",
@@ -427,7 +428,7 @@ impl Node {
                 .iter()
                 .filter(|(p, _)| self.swarm.is_connected(p))
                 .count() as u32,
-            nat_source: self.nat.source(&autonat.nat_status(), autonat.confidence()),
+            nat_source: self.nat.source(&nat_status, autonat.confidence()),
             relay_addrs: self.nat.relay_addrs(),
             // The relay server offers `hop` once the node has a confirmed external address
             // of its own (a relayed one does not count).
@@ -590,8 +591,10 @@ impl Node {
                 addresses,
                 reason,
             } => {
-                tracing::warn!(addresses = ?addresses, reason = ?reason, "listener closed");
-                self.on_listener_closed(listener_id);
+                // A relay reservation's listener says so itself (nat.rs), once.
+                if !self.on_listener_closed(listener_id) {
+                    tracing::warn!(addresses = ?addresses, reason = ?reason, "listener closed");
+                }
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "external address confirmed")

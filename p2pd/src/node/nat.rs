@@ -245,17 +245,20 @@ impl Node {
         }
     }
 
-    /// A listener closed: a reservation lost is asked for again later.
-    pub(super) fn on_listener_closed(&mut self, listener: ListenerId) {
-        if let Some(relay) = self.nat.closed(listener, Instant::now()) {
-            tracing::warn!(event = "relay_reservation_lost", relay = %relay, "the relay reservation ended; another relay is asked");
-            NatMetrics::count(&self.p2p.nat.reservation_results, "failed");
-            self.p2p
-                .nat
-                .reservations
-                .set(self.nat.reservations() as i64);
-            self.reserve_relays();
-        }
+    /// A listener closed: a reservation lost is asked for again later. True when the listener
+    /// was a relay reservation (and its end has been logged).
+    pub(super) fn on_listener_closed(&mut self, listener: ListenerId) -> bool {
+        let Some(relay) = self.nat.closed(listener, Instant::now()) else {
+            return false;
+        };
+        tracing::warn!(event = "relay_reservation_lost", relay = %relay, "the relay reservation ended; another relay is asked");
+        NatMetrics::count(&self.p2p.nat.reservation_results, "failed");
+        self.p2p
+            .nat
+            .reservations
+            .set(self.nat.reservations() as i64);
+        self.reserve_relays();
+        true
     }
 
     pub(super) fn on_relay_client(&mut self, ev: relay::client::Event) {
