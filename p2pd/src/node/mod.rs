@@ -592,7 +592,8 @@ impl Node {
                 reason,
             } => {
                 // A relay reservation's listener says so itself (nat.rs), once.
-                if !self.on_listener_closed(listener_id) {
+                let was_relay = self.on_listener_closed(listener_id);
+                if !was_relay {
                     tracing::warn!(addresses = ?addresses, reason = ?reason, "listener closed");
                 }
             }
