@@ -231,7 +231,8 @@ impl Client {
     /// to its event loop together. A publish the daemon refuses as UNAVAILABLE (its send queues
     /// to the subscribers are full) is sent again after a pause, so nothing is dropped; order is
     /// kept only within what was accepted. Returns how many were published; stops at any other
-    /// error.
+    /// error, and then the connection still owes answers (some may sit half-read in the buffer
+    /// this call read them through): connect again rather than send more requests on it.
     pub async fn pubsub_publish_many(
         &mut self,
         topic: &str,
