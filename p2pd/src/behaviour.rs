@@ -201,6 +201,12 @@ pub fn peer_scoring(
         // it must not lower an honest peer's score (a pipelined burst would graylist it). The
         // queue stays bounded either way, and publishers get UNAVAILABLE to back off.
         slow_peer_weight: 0.0,
+        // A peer's score outlives its connections for this long, so one that misbehaved cannot
+        // reconnect clean at once (serious abuse is banned by the rate limiter, persistently).
+        // libp2p keeps every score that is not positive — a peer that came and went without
+        // delivering anything has 0 — for an hour by default: under churn that was ~1 KiB per
+        // peer ever met in the last hour, the growth a long soak showed.
+        retain_score: Duration::from_secs(300),
         ..Default::default()
     };
     let thresholds = gossipsub::PeerScoreThresholds {
