@@ -21,6 +21,24 @@ fn or_dash(list: &[String]) -> String {
     }
 }
 
+/// AutoNAT v2's results, one address a line: reachable, or unreachable with why.
+fn address_tests(s: &StatusResponse) -> String {
+    let lines: Vec<String> = s
+        .address_tests
+        .iter()
+        .map(|t| {
+            if t.reachable {
+                format!("{} reachable", t.address)
+            } else if t.error.is_empty() {
+                format!("{} unreachable", t.address)
+            } else {
+                format!("{} unreachable ({})", t.address, t.error)
+            }
+        })
+        .collect();
+    or_dash(&lines)
+}
+
 /// `status --json`: the StatusResponse, and its listen and external addresses with
 /// `/p2p/PEER_ID` (ready for another node's `--bootstrap`) as `p2p_addrs`.
 #[derive(Serialize)]
@@ -82,6 +100,7 @@ pub fn status_text(s: &StatusResponse) -> String {
         ("routing table", format!("{} peers", s.routing_table_size)),
         ("DHT mode", s.dht_mode.clone()),
         ("NAT", format!("{} ({})", s.nat_status, s.nat_source)),
+        ("tested addrs", address_tests(s)),
         ("relayed at", or_dash(&s.relay_addrs)),
         (
             "relay server",

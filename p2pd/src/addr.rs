@@ -68,9 +68,80 @@ pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     }
 }
 
+/// True for an address whose IP is reachable across the internet: not private, loopback,
+/// link-local, shared (CGNAT), documentation, multicast or unspecified space. Relayed and DNS
+/// addresses are not.
+pub fn is_global(addr: &Multiaddr) -> bool {
+    !is_relayed(addr) && ip_of(addr).is_some_and(is_global_ip)
+}
+
+pub fn is_global_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_global_ip(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn global_addresses_are_the_ones_reachable_across_the_internet() {
+        for a in [
+            "/ip4/8.8.8.8/tcp/4001",
+            "/ip4/185.199.108.1/udp/4001/quic-v1",
+            "/ip6/2606:4700::1/tcp/4001",
+        ] {
+            assert!(is_global(&a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "/ip4/10.1.2.3/tcp/4001",
+            "/ip4/172.20.0.1/tcp/4001",
+            "/ip4/192.168.1.5/tcp/4001",
+            "/ip4/127.0.0.1/tcp/4001",
+            "/ip4/169.254.1.1/tcp/4001",
+            "/ip4/100.64.0.1/tcp/4001",
+            "/ip4/198.51.100.7/tcp/4001",
+            "/ip4/198.18.0.1/tcp/4001",
+            "/ip4/0.0.0.0/tcp/4001",
+            "/ip6/::1/tcp/4001",
+            "/ip6/fd00::1/tcp/4001",
+            "/ip6/fe80::1/tcp/4001",
+            "/ip6/2001:db8::1/tcp/4001",
+            "/ip6/::ffff:10.0.0.1/tcp/4001",
+            "/dns4/example.com/tcp/4001",
+            "/ip4/8.8.8.8/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA/p2p-circuit",
+        ] {
+            assert!(!is_global(&a.parse().unwrap()), "{a}");
+        }
+    }
 
     #[test]
     fn the_peer_of_an_address_is_the_trailing_one() {

@@ -2,6 +2,7 @@
 //! come first so they can deny a connection before any protocol does work for it.
 
 use crate::config::Config;
+use crate::policy::dialback::Marked;
 use libp2p::identity::Keypair;
 use libp2p::metrics::Registry;
 use libp2p::swarm::NetworkBehaviour;
@@ -37,7 +38,13 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub dcutr: dcutr::Behaviour,
-    pub autonat: autonat::Behaviour,
+    pub autonat: Marked<autonat::Behaviour>,
+    /// AutoNAT v2, beside v1: tests each address candidate on its own and confirms the ones
+    /// peers could dial back (v1 gives the node-wide answer relay reservations key on).
+    pub autonat_v2: Marked<autonat::v2::client::Behaviour>,
+    /// Answers other nodes' AutoNAT v2 tests (dial-backs go through the same gate, bans and
+    /// dial filter as every other dial).
+    pub autonat_v2_server: Marked<autonat::v2::server::Behaviour>,
     pub blocks: libp2p::request_response::Behaviour<crate::blocks::codec::BlockCodec>,
     pub streams: libp2p_stream::Behaviour,
 }
@@ -51,6 +58,7 @@ impl Behaviour {
         policy: crate::policy::Policy,
     ) -> anyhow::Result<Self> {
         let peer_id = key.public().to_peer_id();
+        let dial_backs = policy.dial_backs();
 
         let mut kad_cfg = kad::Config::new(kad::PROTOCOL_NAME);
         kad_cfg.set_query_timeout(Duration::from_secs(30));
@@ -114,7 +122,16 @@ impl Behaviour {
             kad,
             gossipsub,
             dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::Behaviour::new(peer_id, autonat_config(&config.network)),
+            autonat: Marked::new(
+                autonat::Behaviour::new(peer_id, autonat_config(&config.network)),
+                dial_backs.clone(),
+            ),
+            autonat_v2: Marked::new(
+                autonat::v2::client::Behaviour::default(),
+                dial_backs.clone(),
+            )
+            .only_global(!config.network.autonat_private_addrs),
+            autonat_v2_server: Marked::new(autonat::v2::server::Behaviour::default(), dial_backs),
             blocks: crate::blocks::codec::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
         })

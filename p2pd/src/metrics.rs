@@ -37,6 +37,10 @@ pub struct DirectionLabels {
 pub struct NatMetrics {
     /// AutoNAT probes of this node by result: public, private, error.
     pub probes: Family<ResultLabels, Counter>,
+    /// AutoNAT v2 tests of this node's addresses by result: reachable, unreachable.
+    pub address_tests: Family<ResultLabels, Counter>,
+    /// AutoNAT v2 dial-backs this node made for other nodes by result: ok, failed.
+    pub dial_backs: Family<ResultLabels, Counter>,
     /// Reservations this node holds on relays now.
     pub reservations: Gauge,
     /// Reservations relays accepted (renewals included) or refused.
@@ -54,6 +58,16 @@ impl NatMetrics {
             "p2p_autonat_probes",
             "AutoNAT probes of this node's reachability by result (public, private, error)",
             m.probes.clone(),
+        );
+        registry.register(
+            "p2p_autonat_v2_tests",
+            "AutoNAT v2 tests of this node's addresses by result (reachable, unreachable)",
+            m.address_tests.clone(),
+        );
+        registry.register(
+            "p2p_autonat_v2_dial_backs",
+            "AutoNAT v2 dial-backs this node made to test other nodes' addresses, by result (ok, failed)",
+            m.dial_backs.clone(),
         );
         registry.register(
             "p2p_relay_reservations",
@@ -79,6 +93,16 @@ impl NatMetrics {
             let _ = m.probes.get_or_create(&ResultLabels {
                 result: result.into(),
             });
+        }
+        for (family, results) in [
+            (&m.address_tests, ["reachable", "unreachable"]),
+            (&m.dial_backs, ["ok", "failed"]),
+        ] {
+            for result in results {
+                let _ = family.get_or_create(&ResultLabels {
+                    result: result.into(),
+                });
+            }
         }
         for result in ["accepted", "renewed", "failed"] {
             let _ = m.reservation_results.get_or_create(&ResultLabels {

@@ -64,6 +64,7 @@ mod tests {
             Ack,
             StatusRequest,
             StatusResponse,
+            AddressTest,
             PeersRequest,
             PeerConnection,
             PeerEntry,

@@ -79,6 +79,30 @@ fn wait_for_nat(n: &Node, want: &str) -> Value {
     last
 }
 
+/// The first of the node's addresses AutoNAT v2 found `reachable` (or not), once there is one.
+fn wait_for_address_test(n: &Node, reachable: bool) -> Value {
+    let mut last = Value::Null;
+    let mut found = Value::Null;
+    let ok = wait_until(NAT_DEADLINE, || {
+        last = n.status();
+        found = last["address_tests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["reachable"].as_bool().unwrap_or(false) == reachable)
+            .cloned()
+            .unwrap_or(Value::Null);
+        !found.is_null()
+    });
+    assert!(
+        ok,
+        "{}: AutoNAT v2 found no address with reachable={reachable}: {last}\n{}",
+        n.name,
+        n.log()
+    );
+    found
+}
+
 /// The node's first relay reservation address, once it has one.
 fn wait_for_reservation(n: &Node) -> String {
     let mut last = Value::Null;
@@ -145,6 +169,38 @@ fn nodes_learn_whether_they_are_behind_a_nat() {
     assert!(source.contains(&format!("{}", p.ip)), "{s}");
     assert!(metric(&private, "p2p_autonat_probes_total{result=\"private\"}") >= 1.0);
     assert!(metric(&public, "p2p_autonat_probes_total{result=\"public\"}") >= 1.0);
+
+    // AutoNAT v2 beside v1: the public node's own address is dialled back; the address the
+    // NAT gave the private node is not.
+    let t = wait_for_address_test(&public, true);
+    let addr = t["address"].as_str().unwrap_or_default();
+    assert!(addr.starts_with(&format!("/ip4/{}/", p.ip)), "{t}");
+    let t = wait_for_address_test(&private, false);
+    assert!(!t["error"].as_str().unwrap_or_default().is_empty(), "{t}");
+    assert_eq!(private.status()["nat_status"], "private");
+    let s = private.status();
+    assert!(
+        s["nat_source"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("AutoNAT v2: peers could not dial"),
+        "{s}"
+    );
+    assert!(metric(&public, "p2p_autonat_v2_tests_total{result=\"reachable\"}") >= 1.0);
+    assert!(
+        metric(
+            &private,
+            "p2p_autonat_v2_tests_total{result=\"unreachable\"}"
+        ) >= 1.0
+    );
+    let dial_backs = |n: &Node| {
+        metric(n, "p2p_autonat_v2_dial_backs_total{result=\"ok\"}")
+            + metric(n, "p2p_autonat_v2_dial_backs_total{result=\"failed\"}")
+    };
+    assert!(
+        dial_backs(&relay) + dial_backs(&public) + dial_backs(&private) >= 2.0,
+        "the nodes answered each other's AutoNAT v2 tests"
+    );
     // The relay offers relaying because it announces an address; the others do not.
     assert_eq!(relay.status()["relay_serving"], true);
     assert_eq!(private.status()["relay_serving"], false);

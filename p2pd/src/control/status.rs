@@ -1,7 +1,7 @@
 //! `status`: the node's summary.
 
 use crate::node::{ApiError, NodeHandle, Status};
-use p2pd_proto::control::{response::Kind, StatusRequest, StatusResponse};
+use p2pd_proto::control::{response::Kind, AddressTest, StatusRequest, StatusResponse};
 
 pub async fn handle(node: &NodeHandle, _req: StatusRequest) -> Result<Kind, ApiError> {
     let s = node.call(|n| Ok(n.status())).await?;
@@ -34,5 +34,20 @@ fn to_proto(s: Status) -> StatusResponse {
         hole_punch_succeeded: s.hole_punches.succeeded,
         hole_punch_failed: s.hole_punches.failed,
         hole_punch_error: s.hole_punches.last_error.unwrap_or_default(),
+        address_tests: s
+            .address_tests
+            .into_iter()
+            .map(|(a, t)| AddressTest {
+                address: a.to_string(),
+                reachable: t.reachable,
+                tested_by: t.by.to_string(),
+                error: t.error.unwrap_or_default(),
+                tested_unix: t
+                    .at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default(),
+            })
+            .collect(),
     }
 }

@@ -34,9 +34,7 @@ use libp2p::metrics::{Metrics, Recorder, Registry};
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{
-    autonat, identify, identity::Keypair, kad, noise, ping, tls, Multiaddr, PeerId, Swarm,
-};
+use libp2p::{identify, identity::Keypair, kad, noise, ping, tls, Multiaddr, PeerId, Swarm};
 use peers::PeerBook;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -402,11 +400,7 @@ impl Node {
         let routing_table_size = self.routing_table_size() as u32;
         let autonat = &self.swarm.behaviour().autonat;
         let nat_status = autonat.nat_status();
-        let nat = match nat_status {
-            autonat::NatStatus::Public(_) => "public",
-            autonat::NatStatus::Private => "private",
-            autonat::NatStatus::Unknown => "unknown",
-        };
+        let nat = self.nat.reach(&nat_status).as_str();
         Status {
             peer_id: self.local_peer_id(),
             version: env!("CARGO_PKG_VERSION"),
@@ -438,6 +432,12 @@ impl Node {
                 .any(|a| !addr::is_relayed(a)),
             connections_relayed: self.peers.relayed(),
             hole_punches: self.nat.punches.clone(),
+            address_tests: self
+                .nat
+                .tested_addrs()
+                .iter()
+                .map(|(a, t)| (a.clone(), t.clone()))
+                .collect(),
         }
     }
 
@@ -701,6 +701,8 @@ impl Node {
             }
             BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
             BehaviourEvent::Autonat(ev) => self.on_autonat(ev),
+            BehaviourEvent::AutonatV2(ev) => self.on_autonat_v2(ev),
+            BehaviourEvent::AutonatV2Server(ev) => self.on_autonat_v2_server(ev),
             BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
             _ => {}
         }

@@ -1,6 +1,12 @@
 //! NAT traversal: what AutoNAT found and how, relay reservations taken while the node is
 //! private, and the results of hole punching (DCUtR) on relayed connections.
 //!
+//! Two AutoNATs run side by side. v1 asks peers to dial the node back and keeps a node-wide
+//! public/private answer with a confidence; v2 tests each candidate address (what peers
+//! observe) on its own, confirms the reachable ones as external addresses, and answers other
+//! nodes' tests. The node is public when v1 says so or v2 confirmed an address, private when
+//! v1 says so or v2 found only unreachable addresses, and unknown before either answers.
+//!
 //! A node AutoNAT finds private asks up to [`WANT_RELAYS`] relays for a reservation: those in
 //! `network.relays` first, then connected peers that offer relaying (circuit relay v2 `hop`,
 //! seen in identify). The reservation is a listener on `RELAY/p2p-circuit`; the relay client
@@ -15,12 +21,45 @@ use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::{autonat, dcutr, relay, Multiaddr, PeerId};
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Relays a private node holds reservations on at once.
 pub const WANT_RELAYS: usize = 2;
 /// How long after a relay refused or dropped the reservation it (or another) is asked again.
 pub const RETRY: Duration = Duration::from_secs(30);
+
+/// Addresses AutoNAT v2 tested that are remembered, the most recently tested ones (behind a
+/// symmetric NAT every peer observes another port).
+pub const MAX_TESTED: usize = 32;
+
+/// Whether peers can dial this node, from both AutoNATs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    #[default]
+    Unknown,
+    Public,
+    Private,
+}
+
+impl Reach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Unknown => "unknown",
+            Reach::Public => "public",
+            Reach::Private => "private",
+        }
+    }
+}
+
+/// What AutoNAT v2 found about one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tested {
+    pub reachable: bool,
+    /// The peer that dialled back (or could not).
+    pub by: PeerId,
+    pub error: Option<String>,
+    pub at: SystemTime,
+}
 
 /// The NAT traversal state the node keeps.
 #[derive(Debug, Default)]
@@ -34,6 +73,10 @@ pub struct Nat {
     /// Relays not asked again before the instant.
     backoff: HashMap<PeerId, Instant>,
     probes: Probes,
+    /// AutoNAT v2's results by address.
+    tested: BTreeMap<Multiaddr, Tested>,
+    /// The answer last acted on (relays reserved or given up).
+    reach: Reach,
     pub punches: Punches,
 }
 
@@ -147,23 +190,114 @@ impl Nat {
         }
     }
 
-    /// How the NAT status was learnt, in words for `p2pctl status`.
+    /// AutoNAT v2 tested `addr`. Only the [`MAX_TESTED`] most recent addresses are kept.
+    pub fn tested(&mut self, addr: Multiaddr, result: Tested) {
+        self.tested.insert(addr, result);
+        while self.tested.len() > MAX_TESTED {
+            let oldest = self
+                .tested
+                .iter()
+                .min_by_key(|(_, t)| t.at)
+                .map(|(a, _)| a.clone());
+            match oldest {
+                Some(a) => self.tested.remove(&a),
+                None => break,
+            };
+        }
+    }
+
+    /// AutoNAT v2's results, by address.
+    pub fn tested_addrs(&self) -> &BTreeMap<Multiaddr, Tested> {
+        &self.tested
+    }
+
+    /// The node-wide answer from v1's `status` and v2's results.
+    pub fn reach(&self, status: &autonat::NatStatus) -> Reach {
+        if matches!(status, autonat::NatStatus::Public(_))
+            || self.tested.values().any(|t| t.reachable)
+        {
+            Reach::Public
+        } else if matches!(status, autonat::NatStatus::Private) || !self.tested.is_empty() {
+            Reach::Private
+        } else {
+            Reach::Unknown
+        }
+    }
+
+    /// Records `now` as the answer acted on; the previous one when it changed.
+    pub fn reach_changed(&mut self, now: Reach) -> Option<Reach> {
+        let old = std::mem::replace(&mut self.reach, now);
+        (old != now).then_some(old)
+    }
+
+    /// How the NAT status was learnt, in words for `p2pctl status`: v2's per-address results
+    /// first (when it has any), then v1's answer.
     pub fn source(&self, status: &autonat::NatStatus, confidence: usize) -> String {
+        let v1 = self.v1_source(status, confidence);
+        match self.v2_source() {
+            Some(v2) => format!("{v2}; {v1}"),
+            None => v1,
+        }
+    }
+
+    fn v2_source(&self) -> Option<String> {
+        if self.tested.is_empty() {
+            return None;
+        }
+        let (reachable, unreachable): (Vec<_>, Vec<_>) =
+            self.tested.iter().partition(|(_, t)| t.reachable);
+        let listed = |v: &[(&Multiaddr, &Tested)]| {
+            let mut s = v
+                .iter()
+                .take(2)
+                .map(|(a, _)| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if v.len() > 2 {
+                s.push_str(&format!(" and {} more", v.len() - 2));
+            }
+            s
+        };
+        Some(if reachable.is_empty() {
+            let why = unreachable
+                .iter()
+                .max_by_key(|(_, t)| t.at)
+                .and_then(|(_, t)| t.error.as_deref())
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            format!(
+                "AutoNAT v2: peers could not dial {} back{why}",
+                listed(&unreachable)
+            )
+        } else {
+            let by = reachable
+                .iter()
+                .max_by_key(|(_, t)| t.at)
+                .map(|(_, t)| t.by.to_string())
+                .unwrap_or_default();
+            format!(
+                "AutoNAT v2: {} reachable (dialled back by {by})",
+                listed(&reachable)
+            )
+        })
+    }
+
+    fn v1_source(&self, status: &autonat::NatStatus, confidence: usize) -> String {
         let p = &self.probes;
         match status {
             autonat::NatStatus::Public(addr) => format!(
-                "AutoNAT: peers dialled {addr} back ({} of {} probes; confidence {confidence})",
+                "AutoNAT v1: peers dialled {addr} back ({} of {} probes; confidence {confidence})",
                 p.public,
                 p.public + p.private
             ),
             autonat::NatStatus::Private => format!(
-                "AutoNAT: peers could not dial this node back ({} of {} probes; confidence {confidence})",
+                "AutoNAT v1: peers could not dial this node back ({} of {} probes; confidence {confidence})",
                 p.private,
                 p.public + p.private
             ),
             autonat::NatStatus::Unknown => match &p.last_error {
-                Some(e) => format!("AutoNAT: no answer yet ({e})"),
-                None => "AutoNAT: no probe yet".into(),
+                Some(e) => format!("AutoNAT v1: no answer yet ({e})"),
+                None => "AutoNAT v1: no probe yet".into(),
             },
         }
     }
@@ -186,17 +320,8 @@ impl Node {
         let m = &self.p2p.nat;
         match ev {
             autonat::Event::StatusChanged { old, new } => {
-                tracing::info!(event = "nat_status", old = ?old, new = ?new, "NAT status changed");
-                match new {
-                    autonat::NatStatus::Private => self.reserve_relays(),
-                    autonat::NatStatus::Public(_) => {
-                        for l in self.nat.give_up() {
-                            self.swarm.remove_listener(l);
-                        }
-                        self.p2p.nat.reservations.set(0);
-                    }
-                    autonat::NatStatus::Unknown => {}
-                }
+                tracing::debug!(old = ?old, new = ?new, "AutoNAT v1 status changed");
+                self.nat_changed();
             }
             autonat::Event::OutboundProbe(autonat::OutboundProbeEvent::Response { .. }) => {
                 NatMetrics::count(&m.probes, "public");
@@ -218,11 +343,71 @@ impl Node {
         }
     }
 
+    /// AutoNAT v2 tested one of this node's addresses.
+    pub(super) fn on_autonat_v2(&mut self, ev: autonat::v2::client::Event) {
+        let reachable = ev.result.is_ok();
+        let error = ev.result.err().map(|e| e.to_string());
+        NatMetrics::count(
+            &self.p2p.nat.address_tests,
+            if reachable {
+                "reachable"
+            } else {
+                "unreachable"
+            },
+        );
+        if reachable {
+            tracing::info!(event = "autonat_v2", address = %ev.tested_addr, server = %ev.server, reachable, "a peer dialled this address back: it is reachable");
+        } else {
+            tracing::info!(event = "autonat_v2", address = %ev.tested_addr, server = %ev.server, reachable, error = error.as_deref().unwrap_or_default(), "a peer could not dial this address back");
+        }
+        self.nat.tested(
+            ev.tested_addr,
+            Tested {
+                reachable,
+                by: ev.server,
+                error,
+                at: SystemTime::now(),
+            },
+        );
+        self.nat_changed();
+    }
+
+    /// This node tested another node's address for it.
+    pub(super) fn on_autonat_v2_server(&mut self, ev: autonat::v2::server::Event) {
+        let ok = ev.result.is_ok();
+        NatMetrics::count(&self.p2p.nat.dial_backs, if ok { "ok" } else { "failed" });
+        tracing::debug!(peer_id = %ev.client, address = %ev.tested_addr, ok, "dialled a peer back for its AutoNAT v2 test");
+    }
+
+    /// The node-wide answer now, from both AutoNATs.
+    pub(super) fn reach(&self) -> Reach {
+        self.nat.reach(&self.swarm.behaviour().autonat.nat_status())
+    }
+
+    /// Acts on a change of the node-wide answer: a private node asks relays for reservations,
+    /// a public one gives them up.
+    fn nat_changed(&mut self) {
+        let now = self.reach();
+        let Some(old) = self.nat.reach_changed(now) else {
+            return;
+        };
+        let autonat = &self.swarm.behaviour().autonat;
+        let source = self.nat.source(&autonat.nat_status(), autonat.confidence());
+        tracing::info!(event = "nat_status", old = old.as_str(), new = now.as_str(), source = %source, "NAT status changed");
+        match now {
+            Reach::Private => self.reserve_relays(),
+            Reach::Public => {
+                for l in self.nat.give_up() {
+                    self.swarm.remove_listener(l);
+                }
+                self.p2p.nat.reservations.set(0);
+            }
+            Reach::Unknown => {}
+        }
+    }
+
     pub(super) fn is_private(&self) -> bool {
-        matches!(
-            self.swarm.behaviour().autonat.nat_status(),
-            autonat::NatStatus::Private
-        )
+        self.reach() == Reach::Private
     }
 
     /// While private: asks relays for reservations until [`WANT_RELAYS`] are asked.
@@ -393,7 +578,7 @@ mod tests {
         let mut nat = Nat::default();
         assert_eq!(
             nat.source(&autonat::NatStatus::Unknown, 0),
-            "AutoNAT: no probe yet"
+            "AutoNAT v1: no probe yet"
         );
         nat.probed(Err(
             "no connected peer can probe it; connect to public peers".into(),
@@ -405,7 +590,70 @@ mod tests {
         nat.probed(Ok(false));
         assert_eq!(
             nat.source(&autonat::NatStatus::Private, 1),
-            "AutoNAT: peers could not dial this node back (2 of 2 probes; confidence 1)"
+            "AutoNAT v1: peers could not dial this node back (2 of 2 probes; confidence 1)"
         );
+    }
+
+    fn test(reachable: bool, secs: u64) -> Tested {
+        Tested {
+            reachable,
+            by: relay(9).0,
+            error: (!reachable).then(|| "server failed to establish a connection".into()),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn both_autonats_make_the_answer_and_a_reachable_address_wins() {
+        let mut nat = Nat::default();
+        let unknown = autonat::NatStatus::Unknown;
+        let private = autonat::NatStatus::Private;
+        assert_eq!(nat.reach(&unknown), Reach::Unknown);
+        assert_eq!(nat.reach(&private), Reach::Private);
+        let public = autonat::NatStatus::Public("/ip4/198.51.100.7/tcp/4001".parse().unwrap());
+        assert_eq!(nat.reach(&public), Reach::Public);
+
+        // v2 alone: an unreachable address makes the node private...
+        let mapped: Multiaddr = "/ip4/198.51.100.7/tcp/50123".parse().unwrap();
+        nat.tested(mapped.clone(), test(false, 1));
+        assert_eq!(nat.reach(&unknown), Reach::Private);
+        let s = nat.source(&unknown, 0);
+        assert!(
+            s.starts_with(
+                "AutoNAT v2: peers could not dial /ip4/198.51.100.7/tcp/50123 back: server failed"
+            ),
+            "{s}"
+        );
+        assert!(s.ends_with("; AutoNAT v1: no probe yet"), "{s}");
+
+        // ...and one reachable address makes it public, whatever v1 says.
+        let direct: Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
+        nat.tested(direct, test(true, 2));
+        assert_eq!(nat.reach(&private), Reach::Public);
+        let s = nat.source(&private, 1);
+        assert!(
+            s.starts_with(&format!(
+                "AutoNAT v2: /ip4/198.51.100.7/tcp/4001 reachable (dialled back by {})",
+                relay(9).0
+            )),
+            "{s}"
+        );
+
+        assert_eq!(nat.reach_changed(Reach::Public), Some(Reach::Unknown));
+        assert_eq!(nat.reach_changed(Reach::Public), None);
+    }
+
+    #[test]
+    fn only_the_most_recent_tested_addresses_are_kept() {
+        let mut nat = Nat::default();
+        for port in 0..(MAX_TESTED as u64 + 10) {
+            let addr: Multiaddr = format!("/ip4/198.51.100.7/tcp/{}", 40000 + port)
+                .parse()
+                .unwrap();
+            nat.tested(addr, test(false, port));
+        }
+        assert_eq!(nat.tested_addrs().len(), MAX_TESTED);
+        let oldest = nat.tested_addrs().values().map(|t| t.at).min().unwrap();
+        assert_eq!(oldest, SystemTime::UNIX_EPOCH + Duration::from_secs(10));
     }
 }

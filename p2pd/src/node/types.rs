@@ -31,6 +31,8 @@ pub struct Status {
     pub relay_serving: bool,
     pub connections_relayed: u32,
     pub hole_punches: super::nat::Punches,
+    /// AutoNAT v2's results by address.
+    pub address_tests: Vec<(Multiaddr, super::nat::Tested)>,
 }
 
 /// One connection of a connected peer.

@@ -4,9 +4,11 @@
 //! connections still in their handshake (per address and in all), a cap on established inbound
 //! connections, and a token bucket on new connections. Trusted addresses bypass the per-address
 //! and pending limits; trusted peers bypass the per-address cap once their id is known. After the
-//! handshake: peer bans. A new ban closes every connection it covers.
+//! handshake: peer bans, and `limits.max_per_peer` with room for AutoNAT dial-backs beside it
+//! (see `dialback.rs`). A new ban closes every connection it covers.
 
 use super::bans::{Ban, BanList, BanTarget};
+use super::dialback::{DialBacks, DIAL_BACKS_PER_PEER};
 use super::metrics::PolicyMetrics;
 use super::rate::BucketConfig;
 use crate::config::values::{IpRange, Text};
@@ -49,6 +51,7 @@ pub struct AddressLimits {
     pub max_pending_per_ip: u32,
     pub max_inbound_per_ip: u32,
     pub new_per_ip: BucketConfig,
+    pub max_per_peer: u32,
 }
 
 impl AddressLimits {
@@ -61,6 +64,7 @@ impl AddressLimits {
                 capacity: l.inbound_burst_per_ip.into(),
                 refill_per_sec: l.inbound_rate_per_ip.into(),
             },
+            max_per_peer: l.max_per_peer,
         }
     }
 }
@@ -71,10 +75,19 @@ struct Tokens {
     at: Instant,
 }
 
+/// A peer's established connections: the ones `limits.max_per_peer` counts, and AutoNAT
+/// dial-backs beyond it.
+#[derive(Debug, Default, Clone, Copy)]
+struct PerPeer {
+    counted: u32,
+    dial_backs: u32,
+}
+
 struct Connection {
     peer: PeerId,
     ip: Option<IpAddr>,
     inbound: bool,
+    dial_back: bool,
 }
 
 /// Logs refusals at info level, at most `BURST` lines per `WINDOW`, then one summary line, so a
@@ -121,6 +134,12 @@ pub struct Guard {
     inbound_per_ip: HashMap<IpAddr, u32>,
     new_per_ip: HashMap<IpAddr, Tokens>,
     connections: HashMap<ConnectionId, Connection>,
+    per_peer: HashMap<PeerId, PerPeer>,
+    /// Let in as dial-backs, not established yet.
+    dial_backs_admitted: HashSet<ConnectionId>,
+    dial_backs: DialBacks,
+    /// Our dial-backs under way, with the addresses named in the transport's rules.
+    dial_back_addrs: HashMap<ConnectionId, Vec<Multiaddr>>,
     metrics: PolicyMetrics,
     log: RefusalLog,
     actions: VecDeque<ToSwarm<Infallible, Infallible>>,
@@ -158,6 +177,10 @@ impl Guard {
             inbound_per_ip: HashMap::new(),
             new_per_ip: HashMap::new(),
             connections: HashMap::new(),
+            per_peer: HashMap::new(),
+            dial_backs_admitted: HashSet::new(),
+            dial_backs: DialBacks::default(),
+            dial_back_addrs: HashMap::new(),
             metrics,
             log: RefusalLog {
                 window_start: Instant::now(),
@@ -171,6 +194,33 @@ impl Guard {
 
     pub fn metrics(&self) -> &PolicyMetrics {
         &self.metrics
+    }
+
+    /// The dial-backs the AutoNAT behaviours record for this guard.
+    pub fn dial_backs(&self) -> DialBacks {
+        self.dial_backs.clone()
+    }
+
+    /// `limits.max_per_peer`: room for one more connection of `peer`, or a dial-back beyond it
+    /// when `dial_back` says the connection is one (asked only when the limit is reached).
+    fn per_peer_room(
+        &mut self,
+        id: ConnectionId,
+        peer: &PeerId,
+        dial_back: impl FnOnce(&DialBacks) -> bool,
+    ) -> Result<(), String> {
+        let held = self.per_peer.get(peer).copied().unwrap_or_default();
+        if held.counted < self.limits.max_per_peer || self.trusted_peers.contains(peer) {
+            return Ok(());
+        }
+        if held.dial_backs < DIAL_BACKS_PER_PEER && dial_back(&self.dial_backs) {
+            self.dial_backs_admitted.insert(id);
+            return Ok(());
+        }
+        Err(format!(
+            "peer {peer} already has {} connections (limits.max_per_peer)",
+            held.counted
+        ))
     }
 
     pub fn set_limits(&mut self, limits: AddressLimits) {
@@ -207,6 +257,16 @@ impl Guard {
         self.metrics.refused(reason);
         self.log.note(remote, reason, &why);
         denied(why)
+    }
+
+    /// The transport gives a dial-back a shorter deadline (`gate.rs`) while it is under way.
+    fn dial_back_ended(&mut self, id: ConnectionId) {
+        if let Some(addrs) = self.dial_back_addrs.remove(&id) {
+            let mut rules = self.state.rules.write().unwrap_or_else(|e| e.into_inner());
+            for a in &addrs {
+                rules.dial_back_ended(a);
+            }
+        }
     }
 
     fn check_peer(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
@@ -329,7 +389,7 @@ impl NetworkBehaviour for Guard {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: PeerId,
         _local: &Multiaddr,
         remote: &Multiaddr,
@@ -352,34 +412,48 @@ impl NetworkBehaviour for Guard {
                 return Err(self.refuse(remote, "inbound_per_ip", why));
             }
         }
+        let now = Instant::now();
+        if let Err(why) = self.per_peer_room(id, &peer, |d| d.take_expected(&peer, now)) {
+            return Err(self.refuse(remote, "per_peer", why));
+        }
         Ok(dummy::ConnectionHandler)
     }
 
     fn handle_pending_outbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: Option<PeerId>,
-        _addresses: &[Multiaddr],
+        addresses: &[Multiaddr],
         _: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
         if let Some(p) = peer {
             self.check_peer(&p)?;
+        }
+        if self.dial_backs.is_dialing(id) {
+            let mut rules = self.state.rules.write().unwrap_or_else(|e| e.into_inner());
+            for a in addresses {
+                rules.dial_back_started(a);
+            }
+            drop(rules);
+            self.dial_back_addrs.insert(id, addresses.to_vec());
         }
         Ok(vec![])
     }
 
     fn handle_established_outbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: PeerId,
         addr: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        let ours = self.dial_backs.take_dialing(id);
         self.check_peer(&peer)?;
         if let Some(why) = crate::addr::ip_of(addr).and_then(|ip| self.ip_ban(&ip)) {
             return Err(denied(why));
         }
+        self.per_peer_room(id, &peer, |_| ours).map_err(denied)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -396,12 +470,21 @@ impl NetworkBehaviour for Guard {
                         bump(&mut self.inbound_per_ip, ip_key(ip));
                     }
                 }
+                self.dial_back_ended(e.connection_id);
+                let dial_back = self.dial_backs_admitted.remove(&e.connection_id);
+                let held = self.per_peer.entry(e.peer_id).or_default();
+                if dial_back {
+                    held.dial_backs += 1;
+                } else {
+                    held.counted += 1;
+                }
                 self.connections.insert(
                     e.connection_id,
                     Connection {
                         peer: e.peer_id,
                         ip,
                         inbound,
+                        dial_back,
                     },
                 );
             }
@@ -409,11 +492,27 @@ impl NetworkBehaviour for Guard {
                 if let Some(key) = self.pending.remove(&e.connection_id).flatten() {
                     drop_one(&mut self.pending_per_ip, key);
                 }
+                self.dial_backs_admitted.remove(&e.connection_id);
+            }
+            FromSwarm::DialFailure(e) => {
+                self.dial_back_ended(e.connection_id);
+                self.dial_backs.take_dialing(e.connection_id);
+                self.dial_backs_admitted.remove(&e.connection_id);
             }
             FromSwarm::ConnectionClosed(e) => {
                 if let Some(c) = self.connections.remove(&e.connection_id) {
                     if let (true, Some(ip)) = (c.inbound, c.ip) {
                         drop_one(&mut self.inbound_per_ip, ip_key(ip));
+                    }
+                    if let Some(held) = self.per_peer.get_mut(&c.peer) {
+                        if c.dial_back {
+                            held.dial_backs = held.dial_backs.saturating_sub(1);
+                        } else {
+                            held.counted = held.counted.saturating_sub(1);
+                        }
+                        if held.counted == 0 && held.dial_backs == 0 {
+                            self.per_peer.remove(&c.peer);
+                        }
                     }
                 }
             }

@@ -40,6 +40,7 @@ pub const CONNECTION_REASONS: &[&str] = &[
     "pending_per_ip",
     "inbound_per_ip",
     "rate_per_ip",
+    "per_peer",
 ];
 
 #[derive(Clone)]

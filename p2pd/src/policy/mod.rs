@@ -7,6 +7,7 @@
 //! opens. `bans.json` is an output, written by [`store`] before a change is acknowledged.
 
 pub mod bans;
+pub mod dialback;
 pub mod gate;
 mod guard;
 pub mod metrics;
@@ -74,12 +75,13 @@ pub struct Policy {
 }
 
 fn connection_limits(l: &Limits) -> connection_limits::ConnectionLimits {
-    // Pending inbound connections are the guard's: trusted addresses bypass that limit.
+    // Pending inbound connections are the guard's: trusted addresses bypass that limit. So is
+    // `max_per_peer`, with room for AutoNAT dial-backs beside it: this is the ceiling of both.
     connection_limits::ConnectionLimits::default()
         .with_max_established(Some(l.max_connections))
         .with_max_established_incoming(Some(l.max_inbound))
         .with_max_established_outgoing(Some(l.max_outbound))
-        .with_max_established_per_peer(Some(l.max_per_peer))
+        .with_max_established_per_peer(Some(l.max_per_peer + dialback::DIAL_BACKS_PER_PEER))
 }
 
 fn memory_limits(l: &Limits) -> memory_connection_limits::Behaviour {
@@ -142,6 +144,11 @@ impl Policy {
 
     pub fn metrics(&self) -> &PolicyMetrics {
         self.guard.metrics()
+    }
+
+    /// What the AutoNAT behaviours record so their dial-backs find room (`dialback.rs`).
+    pub fn dial_backs(&self) -> dialback::DialBacks {
+        self.guard.dial_backs()
     }
 
     fn state(&self) -> &PolicyState {

@@ -172,6 +172,90 @@ async fn pending_and_established_limits_per_address() {
 }
 
 #[tokio::test]
+async fn a_peer_gets_room_beyond_max_per_peer_only_for_autonat_dial_backs() {
+    use super::dialback::DIAL_BACKS_PER_PEER;
+    use libp2p::core::transport::PortUse;
+    use libp2p::core::Endpoint;
+    let mut config = Config::default();
+    config.limits.max_per_peer = 2;
+    let mut h = Harness::new(config);
+    let peer = PeerId::random();
+    let dial_backs = h.policy.dial_backs();
+    let inbound = |h: &mut Harness, n: u8| {
+        let ip = format!("127.0.1.{n}");
+        let id = h.pending(&ip).unwrap();
+        h.establish(id, &ip, peer).map(|()| id)
+    };
+
+    inbound(&mut h, 1).unwrap();
+    inbound(&mut h, 2).unwrap();
+    let e = inbound(&mut h, 3).unwrap_err();
+    assert!(e.contains("limits.max_per_peer"), "{e}");
+
+    // Our AutoNAT client asked the peer to dial back (twice): two more connections, no third.
+    dial_backs.asked(peer, std::time::Instant::now());
+    dial_backs.asked(peer, std::time::Instant::now());
+    let back = inbound(&mut h, 4).expect("the dial-back asked for");
+    inbound(&mut h, 5).expect("the second dial-back asked for");
+    assert!(
+        inbound(&mut h, 6).is_err(),
+        "nothing more than was asked for"
+    );
+
+    // Our AutoNAT server dials the peer back: that dial has room, another dial does not.
+    let dial = |h: &mut Harness, ours: bool| {
+        let id = h.id();
+        if ours {
+            dial_backs.dialing(id);
+        }
+        let target = addr("127.0.2.1", 4001);
+        h.policy
+            .handle_pending_outbound_connection(
+                id,
+                Some(peer),
+                std::slice::from_ref(&target),
+                Endpoint::Dialer,
+            )
+            .map_err(|e| crate::node::error_chain(&e))?;
+        h.policy
+            .handle_established_outbound_connection(
+                id,
+                peer,
+                &target,
+                Endpoint::Dialer,
+                PortUse::New,
+            )
+            .map_err(|e| crate::node::error_chain(&e))?;
+        let endpoint = ConnectedPoint::Dialer {
+            address: target,
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        h.policy
+            .on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id: peer,
+                connection_id: id,
+                endpoint: &endpoint,
+                failed_addresses: &[],
+                other_established: 0,
+            }));
+        Ok::<_, String>(id)
+    };
+    let e = dial(&mut h, false).unwrap_err();
+    assert!(e.contains("limits.max_per_peer"), "{e}");
+    dial(&mut h, true).expect("our own dial-back");
+    dial(&mut h, true).expect("our own dial-back");
+    // The peer holds max_per_peer + DIAL_BACKS_PER_PEER now: not one more, even a dial-back.
+    assert_eq!(DIAL_BACKS_PER_PEER, 4);
+    assert!(dial(&mut h, true).is_err());
+
+    // A dial-back that ends frees its own room, not the counted one.
+    h.close(back, "127.0.1.4", peer);
+    assert!(dial(&mut h, false).is_err());
+    dial(&mut h, true).expect("room for a dial-back again");
+}
+
+#[tokio::test]
 async fn new_connections_per_address_are_rate_limited() {
     let mut config = Config::default();
     config.limits.inbound_burst_per_ip = 5;
