@@ -80,7 +80,7 @@ impl Window {
     }
 }
 
-/// Windows for many senders, bounded: past `max_senders` the least recently active is dropped.
+/// Windows for many senders, bounded: past `max_senders` the least recently active are dropped.
 #[derive(Debug)]
 pub struct ReplayGuard<K> {
     windows: HashMap<K, (Window, u64)>,
@@ -134,17 +134,25 @@ impl<K: Hash + Eq + Clone> ReplayGuard<K> {
         }
     }
 
+    /// Drops the least recently active sixteenth of the senders (at least one) in one pass, so
+    /// a flood of new senders at the bound costs a pass per `max_senders / 16` of them, not a
+    /// scan of every window for each.
+    fn evict(&mut self) {
+        let drop = (self.max_senders / 16).max(1);
+        let mut used: Vec<u64> = self.windows.values().map(|(_, u)| *u).collect();
+        if used.len() <= drop {
+            self.windows.clear();
+            return;
+        }
+        let (_, cutoff, _) = used.select_nth_unstable(drop - 1);
+        let cutoff = *cutoff;
+        self.windows.retain(|_, (_, u)| *u > cutoff);
+    }
+
     pub fn check(&mut self, sender: &K, seq: u64) -> Verdict {
         self.clock += 1;
         if !self.windows.contains_key(sender) && self.windows.len() >= self.max_senders {
-            if let Some(oldest) = self
-                .windows
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
-            {
-                self.windows.remove(&oldest);
-            }
+            self.evict();
         }
         let clock = self.clock;
         let entry = self
@@ -217,6 +225,32 @@ mod tests {
             g.check(&"a", 1),
             Verdict::Replay,
             "a was used more recently than b"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_new_senders_evicts_the_least_recently_active_in_batches() {
+        let mut g = ReplayGuard::new(1600);
+        for i in 0..1600u32 {
+            g.check(&i, 1);
+        }
+        // Sender 0 stays active; the flood pushes out the others, oldest first.
+        for i in 1600..3200u32 {
+            assert_eq!(g.check(&0, u64::from(i)), Verdict::Fresh);
+            g.check(&i, 1);
+            assert!(g.windows.len() <= 1600);
+        }
+        assert_eq!(
+            g.check(&0, 3199),
+            Verdict::Replay,
+            "the active sender kept its window"
+        );
+        assert!(!g.windows.contains_key(&1), "the oldest went first");
+        assert!(g.windows.contains_key(&3199));
+        assert!(
+            g.windows.len() >= 1600 - 100,
+            "a sixteenth at a time: {}",
+            g.windows.len()
         );
     }
 }
