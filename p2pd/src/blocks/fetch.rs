@@ -12,6 +12,8 @@ use libp2p::identity::PublicKey;
 use libp2p::PeerId;
 use p2pd_proto::wire::{BlockManifest, BlockRequest};
 use prost::Message;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Serves the node's side of block exchange: the store, the signing key and the wire rules.
 #[derive(Clone)]
@@ -126,7 +128,6 @@ async fn from_providers(
     mut providers: Vec<PeerId>,
     reasons: &mut Vec<String>,
 ) -> Result<(Meta, Vec<PeerId>), String> {
-    use futures::stream::{FuturesOrdered, StreamExt};
     let (m, ttl) = loop {
         let Some(&peer) = providers.first() else {
             return Err("no provider gave a usable manifest".into());
@@ -145,7 +146,39 @@ async fn from_providers(
     // receiving and checking the chunks that follow.
     let (to_disk, from_fetch) = tokio::sync::mpsc::channel::<(Vec<u8>, Hash)>(PIPELINE);
     let whole = *hash;
-    let disk = tokio::task::spawn_blocking(move || write_chunks(writer, from_fetch, &whole));
+    // Set when the fetch fails: the writer then drops its file instead of finishing it, and
+    // the failure is answered only once the file is gone (nothing stored means nothing left).
+    let aborted = Arc::new(AtomicBool::new(false));
+    let disk = tokio::task::spawn_blocking({
+        let aborted = aborted.clone();
+        move || write_chunks(writer, from_fetch, &whole, &aborted)
+    });
+    let received = receive(node, hash, &m, &mut providers, reasons, &to_disk).await;
+    if received.is_err() {
+        aborted.store(true, Ordering::SeqCst);
+    }
+    drop(to_disk);
+    let written = disk
+        .await
+        .map_err(|e| format!("the block writer failed: {e}"));
+    received?;
+    match written?.map_err(|e| e.to_string())? {
+        Some(meta) => Ok((meta, providers)),
+        None => Err("the block writer stopped".into()),
+    }
+}
+
+/// Takes the chunks of `m` from `providers`, in order, and hands each to the writer once it
+/// verified.
+async fn receive(
+    node: &NodeHandle,
+    hash: &Hash,
+    m: &BlockManifest,
+    providers: &mut Vec<PeerId>,
+    reasons: &mut Vec<String>,
+    to_disk: &tokio::sync::mpsc::Sender<(Vec<u8>, Hash)>,
+) -> Result<(), String> {
+    use futures::stream::{FuturesOrdered, StreamExt};
     let wants = &m.chunk_hashes;
     let mut inflight = FuturesOrdered::new();
     let mut next = 0;
@@ -172,7 +205,7 @@ async fn from_providers(
                 reasons.push(format!("{peer}: {e}"));
                 providers.retain(|p| *p != peer);
                 let mut found = None;
-                for &other in &providers {
+                for &other in providers.iter() {
                     match chunk(node, hash, other, i, &wants[i]).await {
                         Ok(d) => {
                             found = Some(d);
@@ -193,28 +226,28 @@ async fn from_providers(
             .try_into()
             .map_err(|_| "bad chunk hash")?;
         if to_disk.send((data, want)).await.is_err() {
-            break; // The writer failed: its error is below.
+            break; // The writer failed: its error is the caller's.
         }
         written += 1;
     }
-    drop(to_disk);
-    let meta = disk
-        .await
-        .map_err(|e| format!("the block writer failed: {e}"))?
-        .map_err(|e| e.to_string())?;
-    Ok((meta, providers))
+    Ok(())
 }
 
-/// Writes verified chunks in order as they come, then checks the whole against `hash`.
+/// Writes verified chunks in order as they come, then checks the whole against `hash`; `None`
+/// (and nothing left on disk) when the fetch was `aborted`.
 fn write_chunks(
     mut writer: super::store::BlockWriter,
     mut chunks: tokio::sync::mpsc::Receiver<(Vec<u8>, Hash)>,
     hash: &Hash,
-) -> Result<Meta, super::store::StoreError> {
+    aborted: &AtomicBool,
+) -> Result<Option<Meta>, super::store::StoreError> {
     while let Some((data, chunk_hash)) = chunks.blocking_recv() {
         writer.write_chunk(&data, &chunk_hash)?;
     }
-    writer.finish(Some(hash))
+    if aborted.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
+    writer.finish(Some(hash)).map(Some)
 }
 
 /// A block in the store, and whether this call fetched it (so every byte of it was verified
