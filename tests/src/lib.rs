@@ -114,6 +114,16 @@ pub struct Node {
 impl Node {
     /// Starts a node with a fresh data dir and waits until its control socket answers.
     pub fn start(name: &str, opts: NodeOpts) -> Node {
+        Node::start_with(name, opts, None)
+    }
+
+    /// Starts a node with a fresh data dir holding a copy of the identity key `key` (a peer
+    /// that comes back), and waits until its control socket answers.
+    pub fn start_as(name: &str, opts: NodeOpts, key: &Path) -> Node {
+        Node::start_with(name, opts, Some(key))
+    }
+
+    fn start_with(name: &str, opts: NodeOpts, key: Option<&Path>) -> Node {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("p2pd-{name}-"))
             .tempdir()
@@ -127,6 +137,18 @@ impl Node {
             child: None,
             _tmp: Some(tmp),
         };
+        if let Some(key) = key {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            let data = node.data_dir();
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&data)
+                .expect("data dir");
+            let copy = data.join("identity.key");
+            std::fs::copy(key, &copy).expect("identity key copied");
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+                .expect("identity key mode");
+        }
         node.spawn(&opts);
         node
     }

@@ -5,6 +5,9 @@
 use crate::{bin, clean_command, Node, NodeOpts, Subscriber, Transport};
 use std::time::{Duration, Instant};
 
+/// Identities the visitors take in turn.
+const VISITORS: usize = 32;
+
 /// One sample of the hub node.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -38,13 +41,33 @@ pub fn run(length: Duration, every: Duration) -> Vec<Sample> {
     let _sub = Subscriber::start(&hub, topic);
     let block = steady.dir.join("block.bin");
     std::fs::write(&block, vec![7u8; 300 << 10]).expect("block file");
+    // The visitors are peers that come back, as real churn is: a few dozen identities in turn.
+    // State per identity ever met is bounded by design and tested on its own (replay windows:
+    // 100,000 authors; gossipsub scores: 5 min; rate buckets: evicted when full again); with a
+    // new identity every round the soak would only watch those fill towards their bounds.
+    let keys: Vec<std::path::PathBuf> = (0..VISITORS)
+        .map(|i| {
+            let key = steady.dir.join(format!("visitor-{i}.key"));
+            let out = clean_command(&bin("p2pd"), &steady.dir)
+                .args(["keygen", "--out"])
+                .arg(&key)
+                .output()
+                .expect("p2pd keygen");
+            assert!(out.status.success(), "p2pd keygen: {out:?}");
+            key
+        })
+        .collect();
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut next_sample = started;
     let mut rounds = 0;
     while started.elapsed() < length {
         // A peer joins, gossips, fetches a block and leaves.
-        let visitor = Node::start("soak-visitor", tcp(vec![boot.clone()]));
+        let visitor = Node::start_as(
+            "soak-visitor",
+            tcp(vec![boot.clone()]),
+            &keys[rounds % VISITORS],
+        );
         let _ = visitor.ctl(&["connect", &boot]);
         let _ = visitor.ctl(&["pubsub", "pub", topic, &format!("round {rounds}")]);
         let put = steady.ctl(&["block", "put", block.to_str().unwrap_or("")]);
