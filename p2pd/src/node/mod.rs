@@ -400,7 +400,7 @@ impl Node {
         let routing_table_size = self.routing_table_size() as u32;
         let autonat = &self.swarm.behaviour().autonat;
         let nat_status = autonat.nat_status();
-        let nat = self.nat.reach(&nat_status).as_str();
+        let nat = self.reach().as_str();
         Status {
             peer_id: self.local_peer_id(),
             version: env!("CARGO_PKG_VERSION"),
@@ -818,6 +818,7 @@ impl Node {
         self.refresh_status();
         self.expire_bans();
         self.keep_trusted_connected();
+        self.nat_changed();
         self.reserve_relays();
         self.pubsub_sweep();
         self.swarm.behaviour_mut().policy.sweep();

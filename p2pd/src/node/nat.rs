@@ -32,6 +32,11 @@ pub const RETRY: Duration = Duration::from_secs(30);
 /// symmetric NAT every peer observes another port).
 pub const MAX_TESTED: usize = 32;
 
+/// How long an AutoNAT v2 result counts towards the node-wide answer. v2 tests an address once;
+/// after a network change a stale "reachable" would keep a node that is now behind a NAT from
+/// asking relays, so past this only v1 (which probes again every 15 minutes) decides.
+pub const TESTED_FRESH: Duration = Duration::from_secs(30 * 60);
+
 /// Whether peers can dial this node, from both AutoNATs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
@@ -211,13 +216,16 @@ impl Nat {
         &self.tested
     }
 
-    /// The node-wide answer from v1's `status` and v2's results.
-    pub fn reach(&self, status: &autonat::NatStatus) -> Reach {
-        if matches!(status, autonat::NatStatus::Public(_))
-            || self.tested.values().any(|t| t.reachable)
-        {
+    /// The node-wide answer from v1's `status` and v2's results of the last [`TESTED_FRESH`].
+    pub fn reach(&self, status: &autonat::NatStatus, now: SystemTime) -> Reach {
+        let fresh = || {
+            self.tested
+                .values()
+                .filter(move |t| now.duration_since(t.at).map_or(true, |d| d < TESTED_FRESH))
+        };
+        if matches!(status, autonat::NatStatus::Public(_)) || fresh().any(|t| t.reachable) {
             Reach::Public
-        } else if matches!(status, autonat::NatStatus::Private) || !self.tested.is_empty() {
+        } else if matches!(status, autonat::NatStatus::Private) || fresh().next().is_some() {
             Reach::Private
         } else {
             Reach::Unknown
@@ -381,12 +389,15 @@ impl Node {
 
     /// The node-wide answer now, from both AutoNATs.
     pub(super) fn reach(&self) -> Reach {
-        self.nat.reach(&self.swarm.behaviour().autonat.nat_status())
+        self.nat.reach(
+            &self.swarm.behaviour().autonat.nat_status(),
+            SystemTime::now(),
+        )
     }
 
     /// Acts on a change of the node-wide answer: a private node asks relays for reservations,
-    /// a public one gives them up.
-    fn nat_changed(&mut self) {
+    /// a public one gives them up. Called on AutoNAT's events and every tick (v2's results age).
+    pub(super) fn nat_changed(&mut self) {
         let now = self.reach();
         let Some(old) = self.nat.reach_changed(now) else {
             return;
@@ -608,15 +619,16 @@ mod tests {
         let mut nat = Nat::default();
         let unknown = autonat::NatStatus::Unknown;
         let private = autonat::NatStatus::Private;
-        assert_eq!(nat.reach(&unknown), Reach::Unknown);
-        assert_eq!(nat.reach(&private), Reach::Private);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
+        assert_eq!(nat.reach(&unknown, now), Reach::Unknown);
+        assert_eq!(nat.reach(&private, now), Reach::Private);
         let public = autonat::NatStatus::Public("/ip4/198.51.100.7/tcp/4001".parse().unwrap());
-        assert_eq!(nat.reach(&public), Reach::Public);
+        assert_eq!(nat.reach(&public, now), Reach::Public);
 
         // v2 alone: an unreachable address makes the node private...
         let mapped: Multiaddr = "/ip4/198.51.100.7/tcp/50123".parse().unwrap();
         nat.tested(mapped.clone(), test(false, 1));
-        assert_eq!(nat.reach(&unknown), Reach::Private);
+        assert_eq!(nat.reach(&unknown, now), Reach::Private);
         let s = nat.source(&unknown, 0);
         assert!(
             s.starts_with(
@@ -629,7 +641,13 @@ mod tests {
         // ...and one reachable address makes it public, whatever v1 says.
         let direct: Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
         nat.tested(direct, test(true, 2));
-        assert_eq!(nat.reach(&private), Reach::Public);
+        assert_eq!(nat.reach(&private, now), Reach::Public);
+
+        // A result that old no longer counts: v1 decides (after a network change v2 does not
+        // test again).
+        let later = now + TESTED_FRESH;
+        assert_eq!(nat.reach(&private, later), Reach::Private);
+        assert_eq!(nat.reach(&unknown, later), Reach::Unknown);
         let s = nat.source(&private, 1);
         assert!(
             s.starts_with(&format!(

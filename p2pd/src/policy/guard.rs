@@ -140,6 +140,8 @@ pub struct Guard {
     dial_backs: DialBacks,
     /// Our dial-backs under way, with the addresses named in the transport's rules.
     dial_back_addrs: HashMap<ConnectionId, Vec<Multiaddr>>,
+    /// `network.autonat_private_addrs`: dial-backs may go to private addresses.
+    dial_back_private: bool,
     metrics: PolicyMetrics,
     log: RefusalLog,
     actions: VecDeque<ToSwarm<Infallible, Infallible>>,
@@ -181,6 +183,7 @@ impl Guard {
             dial_backs_admitted: HashSet::new(),
             dial_backs: DialBacks::default(),
             dial_back_addrs: HashMap::new(),
+            dial_back_private: false,
             metrics,
             log: RefusalLog {
                 window_start: Instant::now(),
@@ -221,6 +224,12 @@ impl Guard {
             "peer {peer} already has {} connections (limits.max_per_peer)",
             held.counted
         ))
+    }
+
+    /// Whether AutoNAT dial-backs may go to addresses outside global IP space
+    /// (`network.autonat_private_addrs`).
+    pub fn set_dial_back_private(&mut self, yes: bool) {
+        self.dial_back_private = yes;
     }
 
     pub fn set_limits(&mut self, limits: AddressLimits) {
@@ -430,6 +439,15 @@ impl NetworkBehaviour for Guard {
             self.check_peer(&p)?;
         }
         if self.dial_backs.is_dialing(id) {
+            // A peer names the address it wants dialled back: never one on this node's own
+            // networks or loopback (that would make the node a port scanner for any peer).
+            if !self.dial_back_private {
+                if let Some(a) = addresses.iter().find(|a| !crate::addr::is_global(a)) {
+                    return Err(denied(format!(
+                        "an AutoNAT dial-back to {a}, outside global IP space, is not made (network.autonat_private_addrs)"
+                    )));
+                }
+            }
             let mut rules = self.state.rules.write().unwrap_or_else(|e| e.into_inner());
             for a in addresses {
                 rules.dial_back_started(a);

@@ -455,6 +455,8 @@ impl Policy {
         self.state_mut().ban_duration = config.rate_limit.ban_duration.0 .0;
         self.state_mut().runtime_limits.clear();
         self.guard.set_trusted_addrs(&config.trust.addresses);
+        self.guard
+            .set_dial_back_private(config.network.autonat_private_addrs);
         self.set_dial_deny(config);
         let wanted: Vec<PeerId> = config.trust.peers.iter().map(|t| t.0.peer).collect();
         let configured: Vec<PeerId> = self

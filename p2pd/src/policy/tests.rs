@@ -178,6 +178,8 @@ async fn a_peer_gets_room_beyond_max_per_peer_only_for_autonat_dial_backs() {
     use libp2p::core::Endpoint;
     let mut config = Config::default();
     config.limits.max_per_peer = 2;
+    // The harness's addresses are loopback ones.
+    config.network.autonat_private_addrs = true;
     let mut h = Harness::new(config);
     let peer = PeerId::random();
     let dial_backs = h.policy.dial_backs();
@@ -253,6 +255,44 @@ async fn a_peer_gets_room_beyond_max_per_peer_only_for_autonat_dial_backs() {
     h.close(back, "127.0.1.4", peer);
     assert!(dial(&mut h, false).is_err());
     dial(&mut h, true).expect("room for a dial-back again");
+}
+
+#[tokio::test]
+async fn autonat_dial_backs_go_only_to_global_addresses_unless_the_network_is_private() {
+    use libp2p::core::Endpoint;
+    for private_ok in [false, true] {
+        let mut config = Config::default();
+        config.network.autonat_private_addrs = private_ok;
+        let mut h = Harness::new(config);
+        let dial_backs = h.policy.dial_backs();
+        let peer = PeerId::random();
+        let dial = |h: &mut Harness, target: &str, ours: bool| {
+            let id = h.id();
+            if ours {
+                dial_backs.dialing(id);
+            }
+            h.policy
+                .handle_pending_outbound_connection(
+                    id,
+                    Some(peer),
+                    &[target.parse().unwrap()],
+                    Endpoint::Dialer,
+                )
+                .map(|_| ())
+                .map_err(|e| crate::node::error_chain(&e))
+        };
+        for inside in ["/ip4/127.0.0.1/tcp/9100", "/ip4/192.168.1.1/tcp/22"] {
+            let r = dial(&mut h, inside, true);
+            if private_ok {
+                r.unwrap();
+            } else {
+                let e = r.unwrap_err();
+                assert!(e.contains("autonat_private_addrs"), "{e}");
+            }
+            dial(&mut h, inside, false).expect("the node's own dials are not dial-backs");
+        }
+        dial(&mut h, "/ip4/8.8.8.8/tcp/4001", true).expect("a global address");
+    }
 }
 
 #[tokio::test]
