@@ -7,6 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
+# A run from a clean checkout gains nothing from incremental state, and it is the largest part of
+# target/ (several GiB): CI machines have had little disk to spare.
+export CARGO_INCREMENTAL=0
+
+# Disk use at each stage, so a run that fills the disk says where.
+disk() { echo "== disk after $1: $(du -sh target fuzz/target 2>/dev/null | awk '{printf "%s %s  ", $2, $1}')free $(df -h --output=avail . | tail -n 1 | tr -d ' ')"; }
+disk start
 
 # Interop tests run a js-libp2p peer on the machine's Node.js (20 or newer).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -48,6 +55,7 @@ cargo build --workspace --bins --examples --locked
 scripts/check-units.sh
 scripts/check-docs.sh
 cargo test --workspace --locked
+disk tests
 
 # The benchmark suite in its smoke mode, on the debug build just made: proves every figure can
 # be measured (the figures themselves mean nothing here; scripts/bench.sh is the real run).
@@ -57,9 +65,15 @@ tail -n 25 target/bench-quick.txt
 # Every fuzz target for a bounded time from its seeds (0 crashes, or the run fails); the long
 # runs are scripts/fuzz.sh with a longer time.
 scripts/fuzz.sh 45
+disk fuzzing
+# The instrumented build is not needed again in this run (the corpus it grew stays in
+# fuzz/corpus); its GiBs are given back before the release build and the system-test rootfs.
+rm -rf fuzz/target
 
 # Packages: .deb and .rpm built and checked, and the system test in a booted systemd.
 scripts/check-packages.sh
+disk packages
 
 # The container image (offline build path) and the compose network on a real Docker daemon.
 scripts/check-container.sh
+disk container
