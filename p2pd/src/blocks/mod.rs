@@ -5,6 +5,7 @@ pub mod codec;
 pub mod envelope;
 pub mod fetch;
 pub mod store;
+pub mod streaming;
 
 pub use store::{BlockStore, Meta};
 

@@ -2,6 +2,7 @@
 //! written to a temp file, hashed as it streams in, fsynced and renamed into place only when the
 //! hash is right; nothing unverified is ever visible under a hash name.
 
+use super::streaming::{self, WriteBehind};
 use super::{parse_hash, to_hex, Hash, CHUNK_SIZE, MAX_BLOCK_SIZE};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -155,7 +156,10 @@ impl BlockStore {
         }
         f.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::with_capacity(CHUNK_SIZE.min((len - start) as usize));
-        f.take(CHUNK_SIZE as u64).read_to_end(&mut buf)?;
+        (&mut f).take(CHUNK_SIZE as u64).read_to_end(&mut buf)?;
+        if len >= streaming::DROP_BEHIND_MIN {
+            streaming::drop_cached(&f, start, buf.len() as u64);
+        }
         Ok(buf)
     }
 
@@ -266,6 +270,7 @@ impl BlockStore {
             store: self.clone(),
             tmp,
             file: Some(file),
+            behind: WriteBehind::default(),
             whole: Sha256::new(),
             chunk: Sha256::new(),
             chunk_fill: 0,
@@ -319,6 +324,8 @@ pub struct BlockWriter {
     store: BlockStore,
     tmp: PathBuf,
     file: Option<File>,
+    /// The file's data goes to disk as it is written (see [`streaming`]).
+    behind: WriteBehind,
     whole: Sha256,
     chunk: Sha256,
     chunk_fill: usize,
@@ -370,6 +377,7 @@ impl BlockWriter {
         }
         if let Some(f) = self.file.as_mut() {
             f.write_all(data)?;
+            self.behind.wrote(f, self.size)?;
         }
         self.whole.update(data);
         Ok(())
@@ -397,6 +405,7 @@ impl BlockWriter {
         }
         if let Some(f) = self.file.take() {
             f.sync_all()?;
+            self.behind.synced(&f);
         }
         let meta = Meta {
             hash: to_hex(&hash),
