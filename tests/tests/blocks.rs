@@ -295,3 +295,31 @@ fn corrupt_stored_blocks_are_quarantined_and_never_served() {
     assert_eq!(put(c, &c_file), hash);
     assert!(fetch(a, &hash) == data, "wrong bytes");
 }
+
+/// A provider record outlives its node: a fetch takes the chunks from the providers it is
+/// connected to and never waits on a dial to one that went away (on the internet, up to the
+/// handshake timeout per dead record, with the in-order stream stalled behind it).
+#[test]
+fn dead_provider_records_do_not_stall_a_fetch() {
+    let mut nodes = tcp_network(3);
+    let file = nodes[0].dir.join("eight.bin");
+    let data = noise_file(&file, 8 << 20, 5);
+    let hash = put(&nodes[0], &file);
+    // B fetches, so it announces itself as a provider too (its `get` answers once the DHT
+    // took the record); then it goes away.
+    assert!(fetch(&nodes[1], &hash) == data);
+    let c_id = nodes[2].peer_id();
+    let b_id = nodes[1].peer_id();
+    assert!(nodes[1].stop().success());
+    assert!(wait_until(Duration::from_secs(5), || !nodes[2]
+        .peers()
+        .contains(&b_id)));
+
+    let c = &nodes[2];
+    assert!(fetch(c, &hash) == data, "fetched bytes differ");
+    let log = c.log();
+    assert!(
+        !log.contains("block provider failed"),
+        "C asked the dead provider {b_id} (C is {c_id}):\n{log}"
+    );
+}

@@ -117,17 +117,21 @@ async fn chunk(
     Ok(data)
 }
 
-/// Fetches the block from `providers` at once: the manifest from the first that gives a
-/// plausible one, then the chunks spread over all of them, [`PIPELINE`] requests in flight per
-/// provider, written in order as they verify. A provider that fails or serves anything wrong
-/// is dropped and its chunks go to the others; nothing unverified is ever stored.
+/// Fetches the block from `providers` (the first `connected` of them connected now): the
+/// manifest from the first that gives a plausible one, then the chunks spread over those
+/// connected, [`PIPELINE`] requests in flight per provider, written in order as they verify.
+/// The others are dialled only when those fail: a dead provider's record must not stall the
+/// in-order stream behind a dial. A provider that fails or serves anything wrong is dropped and
+/// its chunks go to the others; nothing unverified is ever stored.
 async fn from_providers(
     node: &NodeHandle,
     store: &BlockStore,
     hash: &Hash,
     mut providers: Vec<PeerId>,
+    connected: usize,
     reasons: &mut Vec<String>,
 ) -> Result<(Meta, Vec<PeerId>), String> {
+    let mut connected = connected;
     let (m, ttl) = loop {
         let Some(&peer) = providers.first() else {
             return Err("no provider gave a usable manifest".into());
@@ -138,9 +142,12 @@ async fn from_providers(
                 tracing::warn!(hash = %to_hex(hash), provider = %peer, error = %e, "block provider failed; trying the next");
                 reasons.push(format!("{peer}: {e}"));
                 providers.remove(0);
+                connected = connected.saturating_sub(1);
             }
         }
     };
+    // The one that gave the manifest is connected now, whatever it was before.
+    let mut spares = providers.split_off(connected.clamp(1, providers.len()));
     let writer = tokio::task::block_in_place(|| store.writer(ttl)).map_err(|e| e.to_string())?;
     // The store is written by a thread of its own, so writing (and hashing the whole) overlaps
     // receiving and checking the chunks that follow.
@@ -153,7 +160,16 @@ async fn from_providers(
         let aborted = aborted.clone();
         move || write_chunks(writer, from_fetch, &whole, &aborted)
     });
-    let received = receive(node, hash, &m, &mut providers, reasons, &to_disk).await;
+    let received = receive(
+        node,
+        hash,
+        &m,
+        &mut providers,
+        &mut spares,
+        reasons,
+        &to_disk,
+    )
+    .await;
     if received.is_err() {
         aborted.store(true, Ordering::SeqCst);
     }
@@ -169,12 +185,13 @@ async fn from_providers(
 }
 
 /// Takes the chunks of `m` from `providers`, in order, and hands each to the writer once it
-/// verified.
+/// verified; a spare joins when every provider in use has failed.
 async fn receive(
     node: &NodeHandle,
     hash: &Hash,
     m: &BlockManifest,
     providers: &mut Vec<PeerId>,
+    spares: &mut Vec<PeerId>,
     reasons: &mut Vec<String>,
     to_disk: &tokio::sync::mpsc::Sender<(Vec<u8>, Hash)>,
 ) -> Result<(), String> {
@@ -185,7 +202,10 @@ async fn receive(
     let mut written = 0;
     while written < wants.len() {
         if providers.is_empty() {
-            return Err("every provider failed".into());
+            if spares.is_empty() {
+                return Err("every provider failed".into());
+            }
+            providers.push(spares.remove(0));
         }
         while next < wants.len() && inflight.len() < PIPELINE * providers.len().max(1) {
             let peer = providers[next % providers.len()];
@@ -205,13 +225,22 @@ async fn receive(
                 reasons.push(format!("{peer}: {e}"));
                 providers.retain(|p| *p != peer);
                 let mut found = None;
-                for &other in providers.iter() {
-                    match chunk(node, hash, other, i, &wants[i]).await {
-                        Ok(d) => {
-                            found = Some(d);
-                            break;
+                while found.is_none() {
+                    let other = match providers.first() {
+                        Some(&p) => p,
+                        None if !spares.is_empty() => {
+                            let p = spares.remove(0);
+                            providers.push(p);
+                            p
                         }
-                        Err(e) => reasons.push(format!("{other}: {e}")),
+                        None => break,
+                    };
+                    match chunk(node, hash, other, i, &wants[i]).await {
+                        Ok(d) => found = Some(d),
+                        Err(e) => {
+                            reasons.push(format!("{other}: {e}"));
+                            providers.retain(|p| *p != other);
+                        }
                     }
                 }
                 match found {
@@ -280,8 +309,11 @@ pub async fn fetch(
     };
     let mut reasons = Vec::new();
     let providers: Vec<PeerId> = providers.into_iter().filter(|p| *p != me).collect();
+    let (providers, connected) = node
+        .ask(move |n, reply| n.connected_first(providers, reply))
+        .await?;
     if !providers.is_empty() {
-        match from_providers(node, store, hash, providers, &mut reasons).await {
+        match from_providers(node, store, hash, providers, connected, &mut reasons).await {
             Ok((meta, served)) => {
                 tracing::info!(hash = %to_hex(hash), providers = served.len(), size = meta.size, "fetched and verified a block");
                 let query = DhtQuery::Provide(key.clone());

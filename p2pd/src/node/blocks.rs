@@ -16,6 +16,20 @@ fn refusal(msg: String) -> BlockResponse {
     }
 }
 
+/// Times a block request is sent again when the connection it went out on closes before the
+/// answer: a peer may hold several connections (AutoNAT dial-backs, a QUIC and a TCP one), the
+/// requests are spread over all of them, and the short-lived ones close under a fetch. That is
+/// no fault of the provider, whose other connection still serves.
+const RESENDS_ON_CLOSE: u8 = 3;
+
+/// A block request awaiting its answer.
+pub(super) struct Pending {
+    peer: PeerId,
+    request: BlockRequest,
+    reply: Reply<BlockResponse>,
+    resent: u8,
+}
+
 impl Node {
     /// Asks `peer` for a block manifest or chunk.
     pub fn block_request(
@@ -24,14 +38,40 @@ impl Node {
         request: BlockRequest,
         reply: Reply<BlockResponse>,
     ) {
-        let sealed = self.blocks.signer.seal(request.encode_to_vec());
+        self.send_block_request(Pending {
+            peer,
+            request,
+            reply,
+            resent: 0,
+        });
+    }
+
+    /// `providers` with those this node is connected to first, and how many those are: a
+    /// provider that went away (provider records outlive their nodes) costs a dial, up to the
+    /// handshake timeout, before anything is asked of the next.
+    pub fn connected_first(
+        &mut self,
+        mut providers: Vec<PeerId>,
+        reply: Reply<(Vec<PeerId>, usize)>,
+    ) {
+        providers.sort_by_key(|p| !self.swarm.is_connected(p));
+        let connected = providers
+            .iter()
+            .take_while(|p| self.swarm.is_connected(p))
+            .count();
+        let _ = reply.send(Ok((providers, connected)));
+    }
+
+    /// Seals (afresh each time: a resent envelope would be a replay) and sends.
+    fn send_block_request(&mut self, pending: Pending) {
+        let sealed = self.blocks.signer.seal(pending.request.encode_to_vec());
         self.p2p.message("out", "block", sealed.payload.len());
         let id = self
             .swarm
             .behaviour_mut()
             .blocks
-            .send_request(&peer, sealed);
-        self.block_requests.insert(id, (peer, reply));
+            .send_request(&pending.peer, sealed);
+        self.block_requests.insert(id, pending);
     }
 
     /// Sends an answer sealed off the event loop ([`Node::seal_response`] for small ones).
@@ -155,8 +195,8 @@ impl Node {
                     response,
                 } => {
                     self.p2p.message("in", "block", response.payload.len());
-                    if let Some((from, reply)) = self.block_requests.remove(&request_id) {
-                        self.open_answer(from, response, reply);
+                    if let Some(p) = self.block_requests.remove(&request_id) {
+                        self.open_answer(p.peer, response, p.reply);
                     }
                 }
             },
@@ -167,12 +207,19 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(peer_id = %peer, error = %error, "block request failed");
-                if let Some((_, reply)) = self.block_requests.remove(&request_id) {
-                    let _ = reply.send(Err(ApiError::new(
-                        Code::Failed,
-                        format!("block request to {peer} failed: {error}"),
-                    )));
+                let Some(mut pending) = self.block_requests.remove(&request_id) else {
+                    return;
+                };
+                let closed = matches!(error, request_response::OutboundFailure::ConnectionClosed);
+                if closed && pending.resent < RESENDS_ON_CLOSE && self.swarm.is_connected(&peer) {
+                    pending.resent += 1;
+                    self.send_block_request(pending);
+                    return;
                 }
+                let _ = pending.reply.send(Err(ApiError::new(
+                    Code::Failed,
+                    format!("block request to {peer} failed: {error}"),
+                )));
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(peer_id = %peer, error = %error, "inbound block request failed");

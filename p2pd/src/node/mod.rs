@@ -74,7 +74,7 @@ pub struct Node {
     pubsub: pubsub::PubSub,
     dht: dht::Dht,
     blocks: BlockService,
-    block_requests: HashMap<OutboundRequestId, (PeerId, Reply<p2pd_proto::wire::BlockResponse>)>,
+    block_requests: HashMap<OutboundRequestId, blocks::Pending>,
     /// Replay windows for the signed envelopes of our own protocols.
     envelopes: crate::replay::ReplayGuard<PeerId>,
     /// Our own command channel, for work finished off the loop.
