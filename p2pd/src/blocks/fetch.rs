@@ -308,7 +308,12 @@ pub async fn fetch(
         Err(e) => return Err(e),
     };
     let mut reasons = Vec::new();
-    let providers: Vec<PeerId> = providers.into_iter().filter(|p| *p != me).collect();
+    // Each peer once (the DHT answers from several peers' records), never this node itself.
+    let mut seen = std::collections::HashSet::new();
+    let providers: Vec<PeerId> = providers
+        .into_iter()
+        .filter(|p| *p != me && seen.insert(*p))
+        .collect();
     let (providers, connected) = node
         .ask(move |n, reply| n.connected_first(providers, reply))
         .await?;

@@ -16,8 +16,8 @@ fn refusal(msg: String) -> BlockResponse {
     }
 }
 
-/// Times a block request is sent again when the connection it went out on closes before the
-/// answer: a peer may hold several connections (AutoNAT dial-backs, a QUIC and a TCP one), the
+/// Times a block request is sent again when the connection it went out on closes or is lost
+/// before the answer: a peer may hold several connections (AutoNAT dial-backs, a QUIC and a TCP one), the
 /// requests are spread over all of them, and the short-lived ones close under a fetch. That is
 /// no fault of the provider, whose other connection still serves.
 const RESENDS_ON_CLOSE: u8 = 3;
@@ -210,7 +210,13 @@ impl Node {
                 let Some(mut pending) = self.block_requests.remove(&request_id) else {
                     return;
                 };
-                let closed = matches!(error, request_response::OutboundFailure::ConnectionClosed);
+                // The connection went away under the request (closed, or lost mid-stream): not
+                // the provider's doing while another connection to it stays up.
+                let closed = matches!(
+                    error,
+                    request_response::OutboundFailure::ConnectionClosed
+                        | request_response::OutboundFailure::Io(_)
+                );
                 if closed && pending.resent < RESENDS_ON_CLOSE && self.swarm.is_connected(&peer) {
                     pending.resent += 1;
                     self.send_block_request(pending);
