@@ -77,7 +77,9 @@ fn round_trips<M: Message + Default + PartialEq + std::fmt::Debug>(m: &M) {
         .block_on(frame::read_message::<M, _>(&mut rd, usize::MAX))
         .expect("an encoded frame reads back")
         .expect("and is not the end");
-    assert_eq!(&back, m);
+    // Compared as encodings: a float field may hold NaN, which is not equal to itself (found by
+    // this target: a peer entry whose gossip_score was NaN).
+    assert_eq!(back.encode_to_vec(), m.encode_to_vec(), "{m:?}");
 }
 
 fuzz_target!(|data: &[u8]| {
