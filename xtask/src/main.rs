@@ -152,6 +152,11 @@ The log filter (log.filter), e.g. info or info,libp2p_kad=debug.
 Worker threads of the async runtime (default 1; hashing, signing and disk work have threads of
 their own). More can help a node with many busy peers on many cores; measure first.
 .TP
+.B MALLOC_ARENA_MAX, GLIBC_TUNABLES
+glibc's allocator settings. Unset, p2pd uses two arenas, takes buffers up to 4 MiB from them,
+keeps up to 32 MiB free at an arena's top and gives back what is left over every 5 s; set,
+these win (GLIBC_TUNABLES replaces all but the arena count).
+.TP
 .B SSLKEYLOGFILE
 Ignored and removed at start: no TLS session secret of p2pd is ever written anywhere.
 .TP
