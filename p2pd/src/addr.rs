@@ -18,6 +18,24 @@ pub fn peer_id_of(addr: &Multiaddr) -> Option<PeerId> {
     }
 }
 
+/// The address a connection reaches its peer at, as `p2pctl peers` shows it. A circuit
+/// accepted through our relay reservation is reported by libp2p as `/p2p/SRC` alone; it is
+/// shown as the path it took, `RELAY/p2p/R/p2p-circuit/p2p/SRC`, so it reads (and counts) as
+/// relayed like a circuit this node dialled.
+pub fn remote_path(endpoint: &libp2p::core::ConnectedPoint) -> Multiaddr {
+    use libp2p::core::ConnectedPoint;
+    match endpoint {
+        ConnectedPoint::Dialer { address, .. } => address.clone(),
+        ConnectedPoint::Listener {
+            local_addr,
+            send_back_addr,
+        } if is_relayed(local_addr) && !is_relayed(send_back_addr) => send_back_addr
+            .iter()
+            .fold(local_addr.clone(), Multiaddr::with),
+        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+    }
+}
+
 /// The address without its trailing `/p2p/ID` (a relay's own `/p2p/R` stays: the dial needs it).
 pub fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
     let mut a = addr.clone();
@@ -111,6 +129,33 @@ pub fn is_global_ip(ip: std::net::IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_accepted_circuit_reads_as_the_path_through_the_relay() {
+        use libp2p::core::{transport::PortUse, ConnectedPoint, Endpoint};
+        let relay =
+            "/ip4/198.51.100.11/tcp/4001/p2p/12D3KooWC7PYq83rzy6gKaeFsRKtNtuiVrVitKFMAYMt6ib5modW";
+        let src = "12D3KooWCQdsjtLVbkHoWTtUnRHE9AsH5r9QwXGarFstsf72JybK";
+        let accepted = ConnectedPoint::Listener {
+            local_addr: format!("{relay}/p2p-circuit").parse().unwrap(),
+            send_back_addr: format!("/p2p/{src}").parse().unwrap(),
+        };
+        let path = remote_path(&accepted);
+        assert_eq!(path.to_string(), format!("{relay}/p2p-circuit/p2p/{src}"));
+        assert!(is_relayed(&path));
+        assert_eq!(peer_id_of(&path).unwrap().to_string(), src);
+        let direct = ConnectedPoint::Listener {
+            local_addr: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            send_back_addr: "/ip4/127.0.0.1/tcp/5000".parse().unwrap(),
+        };
+        assert_eq!(remote_path(&direct).to_string(), "/ip4/127.0.0.1/tcp/5000");
+        let dialled = ConnectedPoint::Dialer {
+            address: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        assert_eq!(remote_path(&dialled).to_string(), "/ip4/127.0.0.1/tcp/4001");
+    }
 
     #[test]
     fn global_addresses_are_the_ones_reachable_across_the_internet() {

@@ -531,7 +531,7 @@ impl Node {
                 } else {
                     "inbound"
                 };
-                tracing::info!(event = "connection_established", peer_id = %peer_id, remote_addr = %endpoint.get_remote_address(), direction, "connection established");
+                tracing::info!(event = "connection_established", peer_id = %peer_id, remote_addr = %addr::remote_path(&endpoint), direction, "connection established");
                 self.peers.connected(peer_id, connection_id, &endpoint);
                 self.p2p.connections_opened.inc();
                 self.count_connections();

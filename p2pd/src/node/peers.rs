@@ -30,10 +30,8 @@ pub struct PeerBook {
 
 impl PeerBook {
     pub fn connected(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
-        let (address, inbound) = match endpoint {
-            ConnectedPoint::Dialer { address, .. } => (address.clone(), false),
-            ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), true),
-        };
+        let address = crate::addr::remote_path(endpoint);
+        let inbound = endpoint.is_listener();
         self.peers.entry(peer).or_default().connections.insert(
             id,
             Connection {
@@ -231,6 +229,31 @@ mod tests {
         // A close for a connection never seen changes nothing.
         book.disconnected(&b, id(9));
         assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn circuits_count_as_relayed_whichever_side_opened_them() {
+        let mut book = PeerBook::default();
+        let relay =
+            "/ip4/198.51.100.11/tcp/4001/p2p/12D3KooWC7PYq83rzy6gKaeFsRKtNtuiVrVitKFMAYMt6ib5modW";
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let id = ConnectionId::new_unchecked;
+        book.connected(a, id(1), &dialed(&format!("{relay}/p2p-circuit/p2p/{a}")));
+        book.connected(
+            b,
+            id(2),
+            &ConnectedPoint::Listener {
+                local_addr: format!("{relay}/p2p-circuit").parse().unwrap(),
+                send_back_addr: format!("/p2p/{b}").parse().unwrap(),
+            },
+        );
+        book.connected(b, id(3), &accepted("/ip4/192.0.2.2/tcp/3"));
+        assert_eq!(book.relayed(), 2);
+        assert!(book
+            .address_of(&b)
+            .unwrap()
+            .to_string()
+            .contains("/p2p-circuit/p2p/"));
     }
 
     #[test]
