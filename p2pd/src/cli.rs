@@ -36,6 +36,14 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9100/health/ready")]
         url: String,
     },
+    /// Accept on the control sockets passed by the service manager and hand each connection,
+    /// with its caller's real uid, gid and pid, to the daemon (p2pd-gate.service; the daemon
+    /// itself runs in a private user namespace, where other users' uids are not visible).
+    Gate {
+        /// The daemon's hand-over socket (p2pd-handoff.socket).
+        #[arg(long, value_name = "PATH", default_value = "/run/p2pd/handoff.sock")]
+        handoff: PathBuf,
+    },
     /// Create a new ed25519 identity and print its PeerId.
     Keygen {
         /// Where to write the key (default: identity.key in the data dir). Never overwrites.

@@ -201,10 +201,10 @@ pub async fn run(
     // Connections can be asked for once the control socket answers: be ready to make them fast.
     let _ = tokio::task::spawn_blocking(move || crypto_seeded.join()).await;
     let c = &cfg.control;
-    let (listener, query, activated) = match passed {
+    let (listener, query, handoff, activated) = match passed {
         Some(p) => {
             let a = p.activate()?;
-            (a.control, a.query, true)
+            (a.control, a.query, a.handoff, true)
         }
         None => {
             let control = control::bind(&c.socket, &c.group)?;
@@ -213,7 +213,7 @@ pub async fn run(
             } else {
                 Some(control::bind(&c.query_socket, &c.query_group)?)
             };
-            (control, query, false)
+            (Some(control), query, None, false)
         }
     };
     tracing::info!(socket = %c.socket.display(), metrics = %metrics_addr, %peer_id, "control socket and metrics ready");
@@ -221,7 +221,12 @@ pub async fn run(
     if let Some(query) = query {
         tokio::spawn(server.serve(query, control::Access::ReadOnly));
     }
-    tokio::spawn(server.serve(listener, control::Access::Full));
+    if let Some(listener) = listener {
+        tokio::spawn(server.serve(listener, control::Access::Full));
+    }
+    if let Some(handoff) = handoff {
+        tokio::spawn(server.serve_handoff(handoff));
+    }
     health.set_control_up();
     tokio::spawn(HttpServer::new(metrics_listener, Arc::new(registry), health.clone()).run());
 

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod gate;
 pub mod health;
 pub mod http;
 pub mod identity;

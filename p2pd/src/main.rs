@@ -15,6 +15,10 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(args)) => check_config(&args),
         Some(Command::Health { url }) => health(&url),
         Some(Command::Keygen { out, data_dir }) => keygen(out, data_dir),
+        Some(Command::Gate { handoff }) => match p2pd::gate::run(&handoff) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("{e:#}")),
+        },
     }
 }
 

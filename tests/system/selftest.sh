@@ -23,8 +23,8 @@ dpkg -i /opt/t/p2pd.deb 2>&1 | tee /tmp/install.log
 ! grep -E -i 'fail|refusing|could not' /tmp/install.log
 getent group p2pd
 getent group p2pd-ro
-systemctl is-active p2pd.socket p2pd-query.socket p2pd
-! journalctl --no-pager -u p2pd.socket -u p2pd-query.socket | grep -i -E 'refusing|failed'
+systemctl is-active p2pd.socket p2pd-query.socket p2pd-handoff.socket p2pd-gate p2pd
+! journalctl --no-pager -u p2pd.socket -u p2pd-query.socket -u p2pd-handoff.socket -u p2pd-gate | grep -i -E 'refusing|failed'
 systemctl status p2pd --no-pager | grep -F 'Status: "'
 p2pctl status
 # The packaged node runs in system mode with the system paths.
@@ -33,7 +33,7 @@ p2pctl --json status | grep -F '"mode":"system"'
 # Upgrade (the same package again): every unit stays active, nothing fails.
 dpkg -i /opt/t/p2pd.deb 2>&1 | tee /tmp/upgrade.log
 ! grep -E -i 'fail|refusing|could not' /tmp/upgrade.log
-wait_for 30 systemctl is-active p2pd.socket p2pd-query.socket p2pd
+wait_for 30 systemctl is-active p2pd.socket p2pd-query.socket p2pd-handoff.socket p2pd-gate p2pd
 wait_for 30 p2pctl status
 
 # Root and members of p2pd may use the control socket; others get exit 3 and the hint.
@@ -44,8 +44,10 @@ set +e; su bob -c 'p2pctl status' 2> /tmp/bob.err; rc=$?; set -e
 [ "$rc" -eq 3 ]
 grep -F 'group p2pd' /tmp/bob.err
 
-# The audit trail has the group member's real uid (no private user namespace hides it), in the
-# journal and in the ban list.
+# The audit trail has the group member's real uid, in the journal and in the ban list: the daemon
+# runs in a private user namespace (where alice would be uid 65534), and p2pd-gate, which
+# accepts outside it, hands her connection over with her credentials.
+[ "$(systemctl show -p PrivateUsers --value p2pd)" = yes ]
 alice_uid=$(id -u alice)
 su alice -c 'p2pctl ban 192.0.2.5 --reason by-alice'
 journalctl -u p2pd -o json --no-pager | grep -F '"EVENT":"control_request"' | grep -F "\"CALLER_UID\":\"$alice_uid\""
@@ -127,17 +129,24 @@ wait_for 60 sh -c 'p2pctl dht get system-test-key | grep -F hello-from-alice'
 # A standalone start does not warn about the empty routing table (diag reports it).
 ! journalctl -u p2pd --no-pager | grep -F 'Failed to trigger bootstrap'
 
-# A clean stop leaves a fresh routing table; stopping the socket and the service stops all three.
+# Stopping only the service leaves the sockets and the gate: the next p2pctl starts it again.
+systemctl stop p2pd
+systemctl is-active p2pd.socket p2pd-gate
+wait_for 30 p2pctl status
+systemctl is-active p2pd
+
+# A clean stop leaves a fresh routing table; stopping the socket and the service stops them all.
 rm -f /var/lib/p2pd/routing_table.json
 systemctl stop p2pd.socket p2pd
-! systemctl is-active p2pd.socket p2pd-query.socket p2pd
+! systemctl is-active p2pd.socket p2pd-query.socket p2pd-handoff.socket p2pd-gate p2pd
 [ "$(systemctl show -p Result --value p2pd)" = success ]
 # Written at shutdown (it was removed just before the stop).
 test -s /var/lib/p2pd/routing_table.json
 grep -F '"peers"' /var/lib/p2pd/routing_table.json
 
 # Hardening as systemd itself sees it.
-systemd-analyze security --threshold=12 p2pd.service | tail -n 1
+systemd-analyze security --threshold=11 p2pd.service | tail -n 1
+systemd-analyze security --threshold=5 p2pd-gate.service | tail -n 1
 
 # Remove keeps the state; purge deletes it.
 dpkg -r p2pd

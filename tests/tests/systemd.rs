@@ -354,3 +354,119 @@ fn a_passed_fd_that_is_not_a_socket_is_refused() {
         "{err}"
     );
 }
+
+/// The packaged split: p2pd in a private user namespace (where every other uid reads as 65534)
+/// gets control connections from `p2pd gate`, which accepts outside it and hands each one over
+/// with the caller's real uid. A ban made through the gate names the real uid; one made on a
+/// socket the namespaced daemon accepts itself shows what the gate is for. Needs root
+/// (`unshare --user`, `setpriv`), like the network lab.
+#[test]
+fn the_gate_hands_over_connections_with_the_callers_real_uid() {
+    use command_fds::{CommandFdExt, FdMapping};
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it runs p2pd in a user namespace and p2pctl as another uid"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    open(dir.path(), 0o755);
+    let gate_path = dir.path().join("control.sock");
+    let direct_path = dir.path().join("direct.sock");
+    let handoff_path = dir.path().join("handoff.sock");
+    let gate_listener = std::os::unix::net::UnixListener::bind(&gate_path).expect("bind");
+    let direct_listener = std::os::unix::net::UnixListener::bind(&direct_path).expect("bind");
+    open(&gate_path, 0o666);
+    open(&direct_path, 0o666);
+    let handoff = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("socket");
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&handoff),
+        &nix::sys::socket::UnixAddr::new(&handoff_path).expect("addr"),
+    )
+    .expect("bind hand-over");
+    listen(&handoff, Backlog::new(16).expect("backlog")).expect("listen");
+
+    // The daemon: hand-over socket (fd 3) and a control socket of its own (fd 4), in a user
+    // namespace that maps only root, as PrivateUsers= does for all but root and its own user.
+    let mut daemon = clean_command(std::path::Path::new("unshare"), dir.path());
+    daemon
+        .args(["--user", "--map-root-user", "--"])
+        .arg(bin("p2pd"))
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "handoff:control")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--control-socket")
+        .arg(dir.path().join("unused.sock"))
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .stderr(std::process::Stdio::null());
+    daemon
+        .fd_mappings(vec![
+            FdMapping {
+                parent_fd: handoff,
+                child_fd: 3,
+            },
+            FdMapping {
+                parent_fd: direct_listener.into(),
+                child_fd: 4,
+            },
+        ])
+        .expect("fds for the daemon");
+    let _daemon = Reaper(daemon.spawn().expect("spawn p2pd"));
+    let mut gate = clean_command(&bin("p2pd"), dir.path());
+    gate.env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "control")
+        .arg("gate")
+        .arg("--handoff")
+        .arg(&handoff_path)
+        .stderr(std::process::Stdio::null());
+    gate.fd_mappings(vec![FdMapping {
+        parent_fd: gate_listener.into(),
+        child_fd: 3,
+    }])
+    .expect("fd 3 for the gate");
+    let _gate = Reaper(gate.spawn().expect("spawn p2pd gate"));
+
+    let ctl_as = |uid: &str, socket: &std::path::Path, args: &[&str]| {
+        let mut c = clean_command(std::path::Path::new("setpriv"), dir.path());
+        c.args(["--reuid", uid, "--regid", uid, "--clear-groups", "--"])
+            .arg(bin("p2pctl"))
+            .arg("--socket")
+            .arg(socket)
+            .args(args);
+        c.output().expect("run p2pctl")
+    };
+    let up = p2pd_e2e::wait_until(Duration::from_secs(20), || {
+        ctl_as("4242", &gate_path, &["status"]).status.success()
+    });
+    assert!(up, "no answer through the gate");
+    let banned = ctl_as("4242", &gate_path, &["ban", "192.0.2.71"]);
+    assert!(banned.status.success(), "{banned:?}");
+    let banned = ctl_as("4243", &direct_path, &["ban", "192.0.2.72"]);
+    assert!(banned.status.success(), "{banned:?}");
+    let list = ctl_as("0", &gate_path, &["bans"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    let by = |target: &str| {
+        text.lines()
+            .find(|l| l.contains(target))
+            .unwrap_or_else(|| panic!("{target} not in {text}"))
+            .to_string()
+    };
+    assert!(by("192.0.2.71").contains("uid 4242"), "{text}");
+    // What the namespace does to a caller that the daemon accepts itself.
+    assert!(by("192.0.2.72").contains("uid 65534"), "{text}");
+}

@@ -124,15 +124,22 @@ State of a system node (user node: ~/.local/state/p2pd): identity.key (ed25519, 
 routing_table.json, bans.json, replay.json, blocks/, and lock (one daemon per data dir).
 .TP
 .B /run/p2pd/control.sock
-The control socket (mode 0660, group p2pd), passed by p2pd.socket.
+The control socket (mode 0660, group p2pd), passed by p2pd.socket (to p2pd\-gate).
 .TP
 .B /run/p2pd/query.sock
 The read-only socket (mode 0660, group p2pd\-ro), passed by p2pd\-query.socket: status, peers,
 limits, bans and other queries; nothing can change through it.
 .TP
-.B /usr/lib/systemd/system/p2pd.service, p2pd.socket, p2pd\-query.socket
-The units. \fBsystemctl stop p2pd.socket p2pd\fR stops the node and its sockets; stopping
-only p2pd leaves the sockets listening, and the next p2pctl starts it again.
+.B /run/p2pd/handoff.sock
+The hand-over socket (mode 0600, owner p2pd), passed to the daemon by p2pd\-handoff.socket:
+\fBp2pd gate\fR (p2pd\-gate.service) accepts on the two sockets above and passes each
+connection through it with the caller's real uid, gid and pid, because the daemon runs in a
+private user namespace where other users' uids are not visible.
+.TP
+.B /usr/lib/systemd/system/p2pd.service, p2pd.socket, p2pd\-query.socket, p2pd\-gate.service, p2pd\-handoff.socket
+The units. \fBsystemctl stop p2pd.socket p2pd\fR stops the node, the gate and the sockets;
+stopping only p2pd leaves the sockets and the gate listening, and the next p2pctl starts it
+again.
 .TP
 .B /usr/share/p2pd/prometheus/p2pd\-alerts.yml, /usr/share/p2pd/grafana/p2pd.json
 Alert rules and a dashboard for the metrics on 127.0.0.1:9100.

@@ -10,6 +10,7 @@ pub mod bounds;
 mod connect;
 mod dht;
 mod disconnect;
+pub mod handoff;
 mod peers;
 mod policy;
 mod pubsub;
@@ -115,8 +116,7 @@ impl ControlServer {
         listener: UnixListener,
         access: Access,
     ) -> impl std::future::Future<Output = ()> {
-        let ctx = self.ctx.clone();
-        let slots = self.slots.clone();
+        let admit = self.admitter();
         async move {
             loop {
                 let stream = match listener.accept().await {
@@ -128,45 +128,43 @@ impl ControlServer {
                         continue;
                     }
                 };
-                let ctx = ctx.clone();
-                let caller = caller_of(&stream, access);
-                match slots.take(caller.uid) {
-                    Ok(slot) => {
-                        tokio::spawn(async move {
-                            serve(stream, ctx, caller).await;
-                            drop(slot);
-                        });
-                    }
-                    Err(why) => {
-                        tokio::spawn(async move {
-                            let mut stream = stream;
-                            let _ = tokio::time::timeout(
-                                Duration::from_secs(1),
-                                send_error(&mut stream, 0, ErrorCode::Unavailable, &why),
-                            )
-                            .await;
-                        });
-                    }
-                }
+                let caller = handoff::caller_of(std::os::fd::AsFd::as_fd(&stream), access);
+                admit(stream, caller);
             }
         }
     }
-}
 
-fn caller_of(stream: &UnixStream, access: Access) -> Caller {
-    match stream.peer_cred() {
-        Ok(c) => Caller {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid().unwrap_or(-1),
-            access,
-        },
-        Err(_) => Caller {
-            uid: u32::MAX,
-            gid: u32::MAX,
-            pid: -1,
-            access,
-        },
+    /// Serves the connections `p2pd gate` hands over on the passed hand-over socket.
+    pub fn serve_handoff(
+        &self,
+        listener: std::os::fd::OwnedFd,
+    ) -> impl std::future::Future<Output = ()> {
+        handoff::serve(listener, self.admitter())
+    }
+
+    /// Starts serving one accepted connection of `caller`, if a slot is free for its uid (if
+    /// not, the client is told why and the connection closed).
+    fn admitter(&self) -> impl Fn(UnixStream, Caller) + Clone + Send + 'static {
+        let (ctx, slots) = (self.ctx.clone(), self.slots.clone());
+        move |stream: UnixStream, caller: Caller| match slots.take(caller.uid) {
+            Ok(slot) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    serve(stream, ctx, caller).await;
+                    drop(slot);
+                });
+            }
+            Err(why) => {
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        send_error(&mut stream, 0, ErrorCode::Unavailable, &why),
+                    )
+                    .await;
+                });
+            }
+        }
     }
 }
 
@@ -212,7 +210,7 @@ pub(crate) fn wire_code(code: Code) -> ErrorCode {
     }
 }
 
-fn error_frame(id: u64, code: ErrorCode, message: &str) -> ServerFrame {
+pub(crate) fn error_frame(id: u64, code: ErrorCode, message: &str) -> ServerFrame {
     let err = p2pd_proto::control::Error {
         code: code as i32,
         message: message.into(),
