@@ -25,6 +25,7 @@ pub mod reload;
 pub mod replay;
 pub mod rlimit;
 pub mod sd;
+pub mod slim;
 pub mod streams;
 pub mod tls;
 pub mod transport;

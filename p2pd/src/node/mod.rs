@@ -27,6 +27,7 @@ use crate::behaviour::{self, Behaviour, BehaviourEvent};
 use crate::blocks::fetch::BlockService;
 use crate::config::{Config, DhtMode};
 use crate::health::Health;
+use crate::slim::Slim;
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
@@ -58,7 +59,7 @@ pub struct NodeInfo {
 }
 
 pub struct Node {
-    swarm: Swarm<Behaviour>,
+    swarm: Swarm<Slim<Behaviour>>,
     commands: mpsc::Receiver<Command>,
     peers: PeerBook,
     /// Dials local clients wait for.
@@ -94,7 +95,7 @@ pub fn build_swarm(
     registry: &mut Registry,
     policy: crate::policy::Policy,
     rules: crate::policy::gate::SharedRules,
-) -> anyhow::Result<Swarm<Behaviour>> {
+) -> anyhow::Result<Swarm<Slim<Behaviour>>> {
     // limits.max_outbound_streams caps the concurrent streams of one connection, on every muxer.
     let streams = config.limits.max_outbound_streams;
     let handshake = config.limits.handshake_timeout.0 .0;
@@ -110,7 +111,9 @@ pub fn build_swarm(
         .context("relay client transport")?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, relay_client, config, registry, policy).map_err(Into::into)
+            Behaviour::new(key, relay_client, config, registry, policy)
+                .map(Slim)
+                .map_err(Into::into)
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_swarm_config(|c| {
@@ -135,7 +138,7 @@ pub struct Services {
 
 impl Node {
     pub fn new(
-        mut swarm: Swarm<Behaviour>,
+        mut swarm: Swarm<Slim<Behaviour>>,
         config: Config,
         commands: (NodeHandle, mpsc::Receiver<Command>),
         services: Services,
