@@ -152,9 +152,10 @@ pub fn serve(
         let Some(chunk_hash) = meta.chunk_hash(index) else {
             return error(format!("block {} has no chunk {index}", meta.hash));
         };
-        // Never serve bytes that do not match: a corrupt block is quarantined and the peer told,
-        // so it fails over to another provider.
-        match store.read_verified(&meta, index) {
+        // Bytes that do not match are not served: a corrupt block is quarantined and the peer
+        // told, so it fails over to another provider. A block this process checked whole is
+        // served without hashing it again (the peer checks every chunk either way).
+        match store.serve_chunk(&meta, index) {
             Ok(d) => (chunk_hash.to_vec(), d),
             Err(e) => return error(format!("cannot serve chunk {index}: {e}")),
         }

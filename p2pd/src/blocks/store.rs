@@ -6,10 +6,12 @@ use super::streaming::{self, WriteBehind};
 use super::{parse_hash, to_hex, Hash, CHUNK_SIZE, MAX_BLOCK_SIZE};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,9 +74,21 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Blocks this process has seen whole and intact (see [`BlockStore::trusted`]), at most this many
+/// (each at least a chunk long): 64 Ki hashes, ~4 MiB, for at least 64 GiB of blocks.
+const TRUSTED_MAX: usize = 64 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct BlockStore {
     dir: PathBuf,
+    /// Blocks of at least a chunk whose every byte this process has checked against the hash
+    /// (written through a [`BlockWriter`] or read whole by [`BlockStore::verify`]): their chunks
+    /// are served to peers without hashing them again ([`BlockStore::serve_chunk`]), like Kubo's
+    /// default (no hash on read), but only for what this process checked itself; a restart
+    /// forgets it. Peers check every chunk and the whole block whatever a provider sends, and
+    /// fail over to another provider. Local reads (`block get` of a stored block) are always
+    /// checked: a local client never gets rotten bytes.
+    trusted: Arc<Mutex<HashSet<Hash>>>,
     /// Blocks moved aside because what is stored does not match its hash
     /// (`p2p_blocks_quarantined_total`).
     pub quarantined: prometheus_client::metrics::counter::Counter,
@@ -95,6 +109,7 @@ impl BlockStore {
         }
         Ok(BlockStore {
             dir,
+            trusted: Default::default(),
             quarantined: Default::default(),
         })
     }
@@ -163,6 +178,39 @@ impl BlockStore {
         Ok(buf)
     }
 
+    /// Whether this process has checked every byte of block `hash` (see the `trusted` field).
+    pub fn trusted(&self, hash: &Hash) -> bool {
+        self.trusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(hash)
+    }
+
+    fn trust(&self, hash: &Hash, size: u64) {
+        if size < CHUNK_SIZE as u64 {
+            return;
+        }
+        let mut set = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() < TRUSTED_MAX {
+            set.insert(*hash);
+        }
+    }
+
+    /// Chunk `index` for a peer: a trusted block's as it is on disk, any other checked
+    /// ([`BlockStore::read_verified`]).
+    pub fn serve_chunk(&self, meta: &Meta, index: usize) -> Result<Vec<u8>, StoreError> {
+        match parse_hash(&meta.hash) {
+            Some(h) if self.trusted(&h) => self.read_chunk(&h, index).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    self.quarantine(&h, &format!("chunk {index} is missing: {e}"))
+                } else {
+                    e.into()
+                }
+            }),
+            _ => self.read_verified(meta, index),
+        }
+    }
+
     /// Reads chunk `index` and checks it against the block's manifest: a block whose bytes do not
     /// match is moved aside and never served.
     pub fn read_verified(&self, meta: &Meta, index: usize) -> Result<Vec<u8>, StoreError> {
@@ -207,6 +255,7 @@ impl BlockStore {
         if got != *hash {
             return Err(self.quarantine(hash, "the chunks do not add up to the block's hash"));
         }
+        self.trust(hash, meta.size);
         Ok(true)
     }
 
@@ -227,6 +276,10 @@ impl BlockStore {
     /// Moves a corrupt block aside (`blocks/quarantine/HASH-UNIXTIME`, data and metadata), logs
     /// it loudly and counts it; returns the error to give the reader.
     pub fn quarantine(&self, hash: &Hash, why: &str) -> StoreError {
+        self.trusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(hash);
         let hex = to_hex(hash);
         let dir = self.dir.join("quarantine");
         let aside = dir.join(format!("{hex}-{}", now_unix()));
@@ -418,6 +471,8 @@ impl BlockWriter {
         fs::rename(&self.tmp, self.store.data_path(&hash))?;
         let json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
         crate::persist::replace(&self.store.meta_path(&hash), &json, 0o600)?;
+        // Every byte went through the hash on its way in.
+        self.store.trust(&hash, meta.size);
         Ok(meta)
     }
 }
@@ -458,6 +513,44 @@ mod tests {
             w.finish(Some(&hash)),
             Err(StoreError::HashMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn blocks_checked_whole_are_served_without_hashing_and_local_reads_still_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 2)).map(|i| (i % 241) as u8).collect();
+        let hash = super::super::sha256(&data);
+        let mut w = store.writer(0).unwrap();
+        w.write(&data).unwrap();
+        let meta = w.finish(Some(&hash)).unwrap();
+        assert!(store.trusted(&hash), "written whole through the hash");
+        // Rot on disk while the process runs: peers get the bytes as they are (and check them);
+        // a local read checks and moves the block aside, which ends the trust.
+        let mut bytes = fs::read(store.data_path(&hash)).unwrap();
+        bytes[CHUNK_SIZE + 1] ^= 0xff;
+        fs::write(store.data_path(&hash), &bytes).unwrap();
+        assert_eq!(store.serve_chunk(&meta, 1).unwrap(), bytes[CHUNK_SIZE..]);
+        assert!(matches!(
+            store.read_verified(&meta, 1),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(!store.trusted(&hash));
+        // A fresh process (another store on the same directory) trusts nothing until it has
+        // checked the block whole; a block smaller than a chunk is never kept in the set.
+        let small = b"small block".to_vec();
+        let small_hash = super::super::sha256(&small);
+        let mut w = store.writer(0).unwrap();
+        w.write(&small).unwrap();
+        w.finish(Some(&small_hash)).unwrap();
+        assert!(!store.trusted(&small_hash));
+        let mut w = store.writer(0).unwrap();
+        w.write(&data).unwrap();
+        w.finish(Some(&hash)).unwrap();
+        let reopened = BlockStore::open(dir.path()).unwrap();
+        assert!(!reopened.trusted(&hash));
+        assert!(reopened.verify(&hash).unwrap());
+        assert!(reopened.trusted(&hash));
     }
 
     #[test]
