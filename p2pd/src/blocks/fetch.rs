@@ -128,10 +128,9 @@ async fn from_providers(
     store: &BlockStore,
     hash: &Hash,
     mut providers: Vec<PeerId>,
-    connected: usize,
+    mut connected: usize,
     reasons: &mut Vec<String>,
 ) -> Result<(Meta, Vec<PeerId>), String> {
-    let mut connected = connected;
     let (m, ttl) = loop {
         let Some(&peer) = providers.first() else {
             return Err("no provider gave a usable manifest".into());
