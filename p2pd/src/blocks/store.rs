@@ -211,6 +211,14 @@ impl BlockStore {
         }
     }
 
+    /// A block that is gone (expired, moved aside) leaves the set.
+    fn untrust(&self, hash: &Hash) {
+        self.trusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(hash);
+    }
+
     /// Reads chunk `index` and checks it against the block's manifest: a block whose bytes do not
     /// match is moved aside and never served.
     pub fn read_verified(&self, meta: &Meta, index: usize) -> Result<Vec<u8>, StoreError> {
@@ -276,10 +284,7 @@ impl BlockStore {
     /// Moves a corrupt block aside (`blocks/quarantine/HASH-UNIXTIME`, data and metadata), logs
     /// it loudly and counts it; returns the error to give the reader.
     pub fn quarantine(&self, hash: &Hash, why: &str) -> StoreError {
-        self.trusted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(hash);
+        self.untrust(hash);
         let hex = to_hex(hash);
         let dir = self.dir.join("quarantine");
         let aside = dir.join(format!("{hex}-{}", now_unix()));
@@ -351,6 +356,7 @@ impl BlockStore {
                 .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
                 .is_some_and(|m| m.expired(now));
             if expired {
+                self.untrust(&hash);
                 let _ = fs::remove_file(self.meta_path(&hash));
                 let _ = fs::remove_file(self.data_path(&hash));
                 removed += 1;
@@ -551,6 +557,17 @@ mod tests {
         assert!(!reopened.trusted(&hash));
         assert!(reopened.verify(&hash).unwrap());
         assert!(reopened.trusted(&hash));
+        // An expired block leaves the set with its files.
+        let mut aged = reopened.stat(&hash).unwrap();
+        aged.ttl_secs = 1;
+        aged.created_unix -= 10;
+        fs::write(
+            reopened.meta_path(&hash),
+            serde_json::to_vec(&aged).unwrap(),
+        )
+        .unwrap();
+        assert!(reopened.expire() >= 1);
+        assert!(!reopened.trusted(&hash));
     }
 
     #[test]
