@@ -141,3 +141,48 @@ fn refuse(mut conn: UnixStream, why: &str) {
     let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = conn.write_all(&out);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2pd_proto::control::{response, server_frame, ErrorCode, ServerFrame};
+
+    /// No daemon behind the hand-over socket: the client is not left hanging; it gets an error
+    /// answer that says what failed and where to look.
+    #[test]
+    fn a_client_is_told_when_the_daemon_cannot_be_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = Link {
+            path: dir.path().join("no-daemon.sock"),
+            conn: Mutex::new(None),
+        };
+        let (client, conn) = UnixStream::pair().unwrap();
+        let caller = handoff::caller_of(conn.as_fd(), Access::Full);
+        let why = link.hand(&conn, &caller).unwrap_err();
+        assert!(
+            why.contains("cannot reach p2pd") && why.contains("no-daemon.sock"),
+            "{why}"
+        );
+        refuse(conn, &why);
+        client.set_nonblocking(true).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let frame: ServerFrame = rt
+            .block_on(async {
+                let mut client = tokio::net::UnixStream::from_std(client).unwrap();
+                p2pd_proto::frame::read_message(&mut client, 1 << 20).await
+            })
+            .unwrap()
+            .unwrap();
+        let Some(server_frame::Frame::Response(r)) = frame.frame else {
+            panic!("not a response: {frame:?}");
+        };
+        let Some(response::Kind::Error(e)) = r.kind else {
+            panic!("not an error: {r:?}");
+        };
+        assert_eq!(e.code, ErrorCode::Unavailable as i32);
+        assert!(e.message.contains("systemctl status p2pd"), "{}", e.message);
+    }
+}

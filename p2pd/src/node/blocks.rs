@@ -17,9 +17,9 @@ fn refusal(msg: String) -> BlockResponse {
 }
 
 /// Times a block request is sent again when the connection it went out on closes or is lost
-/// before the answer: a peer may hold several connections (AutoNAT dial-backs, a QUIC and a TCP one), the
-/// requests are spread over all of them, and the short-lived ones close under a fetch. That is
-/// no fault of the provider, whose other connection still serves.
+/// before the answer: a peer may hold several connections (AutoNAT dial-backs, a QUIC and a TCP
+/// one), the requests are spread over all of them, and the short-lived ones close under a
+/// fetch. That is no fault of the provider, whose other connection still serves.
 const RESENDS_ON_CLOSE: u8 = 3;
 
 /// A block request awaiting its answer.
