@@ -305,11 +305,18 @@ fn dead_provider_records_do_not_stall_a_fetch() {
     let file = nodes[0].dir.join("eight.bin");
     let data = noise_file(&file, 8 << 20, 5);
     let hash = put(&nodes[0], &file);
-    // B fetches, so it announces itself as a provider too (its `get` answers once the DHT
-    // took the record); then it goes away.
+    // B fetches, so it announces itself as a provider too (in the background: its `get`
+    // answers at once); once the DHT took the record, B goes away.
     assert!(fetch(&nodes[1], &hash) == data);
     let c_id = nodes[2].peer_id();
     let b_id = nodes[1].peer_id();
+    assert!(
+        wait_until(Duration::from_secs(10), || nodes[1]
+            .log()
+            .contains("announced a fetched block")),
+        "B never announced the block:\n{}",
+        nodes[1].log()
+    );
     assert!(nodes[1].stop().success());
     assert!(wait_until(Duration::from_secs(5), || !nodes[2]
         .peers()

@@ -320,8 +320,19 @@ pub async fn fetch(
         match from_providers(node, store, hash, providers, connected, &mut reasons).await {
             Ok((meta, served)) => {
                 tracing::info!(hash = %to_hex(hash), providers = served.len(), size = meta.size, "fetched and verified a block");
+                // Announced in the background: on a real network the announcement is a whole
+                // DHT query (closest peers, then a record to each, some of which never answer),
+                // and the block is already here for the caller; a failure is logged and the
+                // DHT's republishing announces it later.
                 let query = DhtQuery::Provide(key.clone());
-                let _ = node.ask(move |n, reply| n.dht(query, reply)).await;
+                let announcer = node.clone();
+                let shown = to_hex(hash);
+                tokio::spawn(async move {
+                    match announcer.ask(move |n, reply| n.dht(query, reply)).await {
+                        Ok(_) => tracing::debug!(hash = %shown, "announced a fetched block"),
+                        Err(e) => tracing::warn!(hash = %shown, error = %e, "fetched the block but could not announce it yet; the DHT republishes later"),
+                    }
+                });
                 return Ok(Fetched {
                     meta,
                     just_verified: true,
