@@ -12,8 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["proto"])?;
     let mut config = prost_build::Config::new();
     config
-        // Block data arrives in 1 MiB frames: decoded as a slice of the frame, not a copy.
-        .bytes([".p2pd.control.BlockData.data"])
+        // Block data arrives in 1 MiB frames: decoded as a slice of the frame, not a copy (on
+        // the wire, a chunk is a block answer's data inside a signed message's payload).
+        .bytes([
+            ".p2pd.control.BlockData.data",
+            ".p2pd.wire.SignedMessage.payload",
+            ".p2pd.wire.Block.data",
+        ])
         .type_attribute(".p2pd.control", "#[derive(serde::Serialize)]");
     for file in descriptors
         .file

@@ -317,7 +317,7 @@ fn blocks(out: &Path) -> anyhow::Result<()> {
     let answer = BlockResponse {
         block: Some(p2pd_proto::wire::Block {
             hash: vec![1; 32],
-            data: b"data".to_vec(),
+            data: b"data".to_vec().into(),
             version: 1,
             ..Default::default()
         }),
@@ -327,7 +327,7 @@ fn blocks(out: &Path) -> anyhow::Result<()> {
     let compressed = BlockResponse {
         block: Some(p2pd_proto::wire::Block {
             hash: vec![1; 32],
-            data: snap::raw::Encoder::new().compress_vec(&[0u8; 4096])?,
+            data: snap::raw::Encoder::new().compress_vec(&[0u8; 4096])?.into(),
             version: 1,
             ..Default::default()
         }),

@@ -60,7 +60,8 @@ async fn read_msg<M: Message + Default, T: AsyncRead + Unpin + Send>(
     }
     let mut buf = vec![0u8; len as usize];
     io.read_exact(&mut buf).await?;
-    M::decode(buf.as_slice()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    // Decoded from the frame itself: a chunk's bytes stay where they were read.
+    M::decode(bytes::Bytes::from(buf)).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 async fn write_msg<M: Message, T: AsyncWrite + Unpin + Send>(
@@ -173,7 +174,7 @@ pub fn serve(
     };
     let mut block = Block {
         hash: block_hash,
-        data,
+        data: data.into(),
         timestamp: meta.created_unix,
         ttl: meta.ttl_secs,
         version: VERSION,
@@ -192,7 +193,7 @@ pub fn serve(
 pub fn open(
     resp: BlockResponse,
     provider: Option<&PublicKey>,
-) -> Result<(Vec<u8>, Vec<u8>, Block), String> {
+) -> Result<(Vec<u8>, bytes::Bytes, Block), String> {
     if !resp.error.is_empty() {
         return Err(format!("the provider said: {}", resp.error));
     }
@@ -214,6 +215,7 @@ pub fn open(
         snap::raw::Decoder::new()
             .decompress_vec(&data)
             .map_err(|e| format!("corrupt compressed data: {e}"))?
+            .into()
     } else {
         data
     };
@@ -254,7 +256,7 @@ mod tests {
         let manifest = serve(&store, &key, 1024, &ask(&hash, -1));
         let (claimed, bytes, _) = open(manifest, Some(&public)).unwrap();
         assert_eq!(claimed, hash.to_vec());
-        let manifest = BlockManifest::decode(bytes.as_slice()).unwrap();
+        let manifest = BlockManifest::decode(bytes).unwrap();
         assert_eq!(
             (manifest.size, manifest.chunk_hashes.len()),
             (data.len() as u64, 2)
@@ -334,7 +336,7 @@ mod tests {
         let packed = snap::raw::Encoder::new().compress_vec(&huge).unwrap();
         let r = BlockResponse {
             block: Some(Block {
-                data: packed,
+                data: packed.into(),
                 ..Default::default()
             }),
             compressed: true,
@@ -347,7 +349,7 @@ mod tests {
     async fn frames_over_the_cap_are_refused() {
         let mut wire = Vec::new();
         let big = SignedMessage {
-            payload: vec![0; MAX_REQUEST + 1],
+            payload: vec![0; MAX_REQUEST + 1].into(),
             ..Default::default()
         };
         write_msg(&mut futures::io::Cursor::new(&mut wire), &big)

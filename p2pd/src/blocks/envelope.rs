@@ -72,7 +72,7 @@ impl Signer {
             .unwrap_or_default();
         let derivable = PeerId::from_public_key(&self.key.public()).as_ref().code() == 0;
         SignedMessage {
-            payload,
+            payload: payload.into(),
             signature,
             seq_no,
             public_key: if derivable {
@@ -124,7 +124,7 @@ pub fn open(
     msg: SignedMessage,
     from: &PeerId,
     guard: &mut ReplayGuard<PeerId>,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<bytes::Bytes, Refusal> {
     verify(&msg, from)?;
     fresh(&msg, from, guard)?;
     Ok(msg.payload)
@@ -177,13 +177,13 @@ mod tests {
     fn seal_open_replay_tamper() {
         let (me, signer, mut guard) = sender(16);
         let m = signer.seal(b"hello".to_vec());
-        assert_eq!(open(m.clone(), &me, &mut guard).unwrap(), b"hello");
+        assert_eq!(open(m.clone(), &me, &mut guard).unwrap(), &b"hello"[..]);
         assert!(matches!(
             open(m.clone(), &me, &mut guard),
             Err(Refusal::Replay(Verdict::Replay))
         ));
         let mut t = signer.seal(b"x".to_vec());
-        t.payload = b"y".to_vec();
+        t.payload = b"y".to_vec().into();
         assert!(matches!(
             open(t, &me, &mut guard),
             Err(Refusal::BadSignature(_))
@@ -201,22 +201,22 @@ mod tests {
         // An old requester (0) gets version 1, written as 0 on the wire like an old sender.
         let old = signer.seal_for(0, b"a".to_vec());
         assert_eq!(old.version, 0);
-        assert_eq!(open(old, &me, &mut guard).unwrap(), b"a");
+        assert_eq!(open(old, &me, &mut guard).unwrap(), &b"a"[..]);
         // A newer requester than us gets our highest.
         let v2 = signer.seal_for(9, b"b".to_vec());
         assert_eq!(v2.version, ACCEPTS);
-        assert_eq!(open(v2.clone(), &me, &mut guard).unwrap(), b"b");
+        assert_eq!(open(v2.clone(), &me, &mut guard).unwrap(), &b"b"[..]);
         // A requester that knows version 2 (the SHA-256 digest) but not 3 gets version 2.
         let v2 = signer.seal_for(2, b"d".to_vec());
         assert_eq!(v2.version, 2);
-        assert_eq!(open(v2, &me, &mut guard).unwrap(), b"d");
+        assert_eq!(open(v2, &me, &mut guard).unwrap(), &b"d"[..]);
         // The version is bound by the signature's domain: relabelling it breaks the signature,
         // and so does changing the payload under a digest signature.
         for version in [2, 3] {
             for tamper in [
                 |m: &mut SignedMessage| m.version = 1,
                 |m: &mut SignedMessage| m.version = if m.version == 2 { 3 } else { 2 },
-                |m: &mut SignedMessage| m.payload = b"c".to_vec(),
+                |m: &mut SignedMessage| m.payload = b"c".to_vec().into(),
                 |m: &mut SignedMessage| m.version = 7,
             ] {
                 let mut m = signer.seal_for(version, b"b".to_vec());

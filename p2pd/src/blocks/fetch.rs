@@ -38,7 +38,7 @@ async fn request(
     peer: PeerId,
     hash: &Hash,
     chunk: i64,
-) -> Result<(Vec<u8>, Vec<u8>, u64), String> {
+) -> Result<(Vec<u8>, bytes::Bytes, u64), String> {
     let req = BlockRequest {
         hash: hash.to_vec(),
         chunk,
@@ -99,7 +99,7 @@ async fn chunk(
     peer: PeerId,
     index: usize,
     want: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<bytes::Bytes, String> {
     let (claimed, data, _) = request(node, peer, hash, index as i64).await?;
     // Hashed on the blocking pool, so chunks in flight are checked side by side.
     let (data, got) = tokio::task::spawn_blocking(move || {
@@ -150,7 +150,7 @@ async fn from_providers(
     let writer = tokio::task::block_in_place(|| store.writer(ttl)).map_err(|e| e.to_string())?;
     // The store is written by a thread of its own, so writing (and hashing the whole) overlaps
     // receiving and checking the chunks that follow.
-    let (to_disk, from_fetch) = tokio::sync::mpsc::channel::<(Vec<u8>, Hash)>(PIPELINE);
+    let (to_disk, from_fetch) = tokio::sync::mpsc::channel::<(bytes::Bytes, Hash)>(PIPELINE);
     let whole = *hash;
     // Set when the fetch fails: the writer then drops its file instead of finishing it, and
     // the failure is answered only once the file is gone (nothing stored means nothing left).
@@ -192,7 +192,7 @@ async fn receive(
     providers: &mut Vec<PeerId>,
     spares: &mut Vec<PeerId>,
     reasons: &mut Vec<String>,
-    to_disk: &tokio::sync::mpsc::Sender<(Vec<u8>, Hash)>,
+    to_disk: &tokio::sync::mpsc::Sender<(bytes::Bytes, Hash)>,
 ) -> Result<(), String> {
     use futures::stream::{FuturesOrdered, StreamExt};
     let wants = &m.chunk_hashes;
@@ -265,7 +265,7 @@ async fn receive(
 /// (and nothing left on disk) when the fetch was `aborted`.
 fn write_chunks(
     mut writer: super::store::BlockWriter,
-    mut chunks: tokio::sync::mpsc::Receiver<(Vec<u8>, Hash)>,
+    mut chunks: tokio::sync::mpsc::Receiver<(bytes::Bytes, Hash)>,
     hash: &Hash,
     aborted: &AtomicBool,
 ) -> Result<Option<Meta>, super::store::StoreError> {
@@ -330,7 +330,9 @@ pub async fn fetch(
                 tokio::spawn(async move {
                     match announcer.ask(move |n, reply| n.dht(query, reply)).await {
                         Ok(_) => tracing::debug!(hash = %shown, "announced a fetched block"),
-                        Err(e) => tracing::warn!(hash = %shown, error = %e, "fetched the block but could not announce it yet; the DHT republishes later"),
+                        Err(e) => {
+                            tracing::warn!(hash = %shown, error = %e, "fetched the block but could not announce it yet; the DHT republishes later")
+                        }
                     }
                 });
                 return Ok(Fetched {

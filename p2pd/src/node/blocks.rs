@@ -110,7 +110,7 @@ impl Node {
         let handle = self.handle.clone();
         tokio::task::spawn_blocking(move || {
             let opened = match envelope::verify(&msg, &from) {
-                Ok(()) => BlockResponse::decode(msg.payload.as_slice()).map_err(|e| {
+                Ok(()) => BlockResponse::decode(msg.payload).map_err(|e| {
                     ApiError::new(
                         Code::Failed,
                         format!("answer from {from} refused: undecodable message: {e}"),
@@ -145,7 +145,7 @@ impl Node {
                 return Err(e.to_string());
             }
         };
-        M::decode(payload.as_slice()).map_err(|e| format!("undecodable message: {e}"))
+        M::decode(payload).map_err(|e| format!("undecodable message: {e}"))
     }
 
     pub(super) fn on_block_event(
