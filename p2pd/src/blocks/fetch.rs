@@ -52,6 +52,10 @@ async fn request(
     Ok((claimed, data, block.ttl))
 }
 
+/// Announcements of fetched blocks run in the background, this many DHT queries at once; the
+/// rest wait their turn (a small task each).
+static ANNOUNCING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
 /// Chunk requests in flight per provider: enough to keep a loopback or LAN link busy while
 /// each answer is read, signed and checked off the event loop.
 const PIPELINE: usize = 8;
@@ -328,6 +332,8 @@ pub async fn fetch(
                 let announcer = node.clone();
                 let shown = to_hex(hash);
                 tokio::spawn(async move {
+                    // A client may fetch again at once: the queries are not left to pile up.
+                    let _turn = ANNOUNCING.acquire().await;
                     match announcer.ask(move |n, reply| n.dht(query, reply)).await {
                         Ok(_) => tracing::debug!(hash = %shown, "announced a fetched block"),
                         Err(e) => {
