@@ -13,7 +13,7 @@ use std::io;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pd/block/1.0.0");
 /// A block request in its envelope (with room for a non-inlined public key).
 const MAX_REQUEST: usize = 4096;
-/// A chunk plus the envelope; also bounds a manifest (1 GiB / 1 MiB chunks * 34 bytes).
+/// A chunk plus the envelope; also bounds a manifest (1 GiB / 1 MiB chunks * 2 * 34 bytes).
 const MAX_RESPONSE: usize = CHUNK_SIZE + 64 * 1024;
 const VERSION: u32 = 1;
 
@@ -146,6 +146,7 @@ pub fn serve(
             size: meta.size,
             chunk_size: meta.chunk_size,
             chunk_hashes: meta.chunk_hashes().iter().map(|h| h.to_vec()).collect(),
+            chunk_blake3: meta.chunk_blake3s().iter().map(|h| h.to_vec()).collect(),
         };
         (hash.to_vec(), manifest.encode_to_vec())
     } else {

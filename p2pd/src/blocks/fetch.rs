@@ -56,6 +56,10 @@ async fn request(
 /// rest wait their turn (a small task each).
 static ANNOUNCING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
+/// A chunk on its way to the writer with the hashes the manifest lists for it: SHA-256, and
+/// the BLAKE3 it was checked against when listed.
+type Verified = (bytes::Bytes, Hash, Option<Hash>);
+
 /// Chunk requests in flight per provider: enough to keep a loopback or LAN link busy while
 /// each answer is read, signed and checked off the event loop.
 const PIPELINE: usize = 8;
@@ -86,14 +90,34 @@ pub fn check_manifest(
         || m.chunk_size as usize != CHUNK_SIZE
         || m.chunk_hashes.len() as u64 != expected_chunks
         || m.chunk_hashes.iter().any(|h| h.len() != 32)
+        || !(m.chunk_blake3.is_empty() || m.chunk_blake3.len() == m.chunk_hashes.len())
+        || m.chunk_blake3.iter().any(|h| h.len() != 32)
     {
         return Err(format!(
-            "implausible manifest ({} bytes, {} chunks)",
+            "implausible manifest ({} bytes, {} chunks, {} BLAKE3 hashes)",
             m.size,
-            m.chunk_hashes.len()
+            m.chunk_hashes.len(),
+            m.chunk_blake3.len()
         ));
     }
     Ok(m)
+}
+
+/// What the manifest lists for one chunk: its SHA-256, and its BLAKE3 when the provider gave
+/// them (the chunk is then checked with BLAKE3 alone).
+#[derive(Clone, Copy)]
+struct Want<'a> {
+    sha256: &'a [u8],
+    blake3: Option<&'a [u8]>,
+}
+
+impl<'a> Want<'a> {
+    fn of(m: &'a BlockManifest, index: usize) -> Self {
+        Want {
+            sha256: &m.chunk_hashes[index],
+            blake3: m.chunk_blake3.get(index).map(Vec::as_slice),
+        }
+    }
 }
 
 /// One chunk from `peer`, verified against the manifest (hashing off the async workers).
@@ -102,17 +126,21 @@ async fn chunk(
     hash: &Hash,
     peer: PeerId,
     index: usize,
-    want: &[u8],
+    want: Want<'_>,
 ) -> Result<bytes::Bytes, String> {
     let (claimed, data, _) = request(node, peer, hash, index as i64).await?;
     // Hashed on the blocking pool, so chunks in flight are checked side by side.
+    let with_blake3 = want.blake3.is_some();
     let (data, got) = tokio::task::spawn_blocking(move || {
-        let got = sha256(&data);
+        let got = match with_blake3 {
+            true => super::blake3(&data),
+            false => sha256(&data),
+        };
         (data, got)
     })
     .await
     .map_err(|e| format!("chunk check failed: {e}"))?;
-    let ok = claimed == want && got.as_slice() == want;
+    let ok = claimed == want.sha256 && Some(got.as_slice()) == want.blake3.or(Some(want.sha256));
     if !ok {
         return Err(format!(
             "chunk {index} failed verification (corrupt or forged data)"
@@ -154,7 +182,7 @@ async fn from_providers(
     let writer = tokio::task::block_in_place(|| store.writer(ttl)).map_err(|e| e.to_string())?;
     // The store is written by a thread of its own, so writing (and hashing the whole) overlaps
     // receiving and checking the chunks that follow.
-    let (to_disk, from_fetch) = tokio::sync::mpsc::channel::<(bytes::Bytes, Hash)>(PIPELINE);
+    let (to_disk, from_fetch) = tokio::sync::mpsc::channel::<Verified>(PIPELINE);
     let whole = *hash;
     // Set when the fetch fails: the writer then drops its file instead of finishing it, and
     // the failure is answered only once the file is gone (nothing stored means nothing left).
@@ -196,25 +224,26 @@ async fn receive(
     providers: &mut Vec<PeerId>,
     spares: &mut Vec<PeerId>,
     reasons: &mut Vec<String>,
-    to_disk: &tokio::sync::mpsc::Sender<(bytes::Bytes, Hash)>,
+    to_disk: &tokio::sync::mpsc::Sender<Verified>,
 ) -> Result<(), String> {
     use futures::stream::{FuturesOrdered, StreamExt};
-    let wants = &m.chunk_hashes;
+    let wants = m.chunk_hashes.len();
     let mut inflight = FuturesOrdered::new();
     let mut next = 0;
     let mut written = 0;
-    while written < wants.len() {
+    while written < wants {
         if providers.is_empty() {
             if spares.is_empty() {
                 return Err("every provider failed".into());
             }
             providers.push(spares.remove(0));
         }
-        while next < wants.len() && inflight.len() < PIPELINE * providers.len().max(1) {
+        while next < wants && inflight.len() < PIPELINE * providers.len().max(1) {
             let peer = providers[next % providers.len()];
             let i = next;
-            inflight
-                .push_back(async move { (i, peer, chunk(node, hash, peer, i, &wants[i]).await) });
+            inflight.push_back(async move {
+                (i, peer, chunk(node, hash, peer, i, Want::of(m, i)).await)
+            });
             next += 1;
         }
         let Some((i, peer, got)) = inflight.next().await else {
@@ -238,7 +267,7 @@ async fn receive(
                         }
                         None => break,
                     };
-                    match chunk(node, hash, other, i, &wants[i]).await {
+                    match chunk(node, hash, other, i, Want::of(m, i)).await {
                         Ok(d) => found = Some(d),
                         Err(e) => {
                             reasons.push(format!("{other}: {e}"));
@@ -252,12 +281,14 @@ async fn receive(
                 }
             }
         };
-        // Verified against the manifest just now: the writer takes that hash as it is.
-        let want: Hash = wants[i]
-            .as_slice()
-            .try_into()
-            .map_err(|_| "bad chunk hash")?;
-        if to_disk.send((data, want)).await.is_err() {
+        // Verified against the manifest just now: the writer takes its hashes as they are.
+        let want = Want::of(m, i);
+        let sha: Hash = want.sha256.try_into().map_err(|_| "bad chunk hash")?;
+        let blake3 = match want.blake3 {
+            Some(b) => Some(Hash::try_from(b).map_err(|_| "bad chunk hash")?),
+            None => None,
+        };
+        if to_disk.send((data, sha, blake3)).await.is_err() {
             break; // The writer failed: its error is the caller's.
         }
         written += 1;
@@ -269,12 +300,12 @@ async fn receive(
 /// (and nothing left on disk) when the fetch was `aborted`.
 fn write_chunks(
     mut writer: super::store::BlockWriter,
-    mut chunks: tokio::sync::mpsc::Receiver<(bytes::Bytes, Hash)>,
+    mut chunks: tokio::sync::mpsc::Receiver<Verified>,
     hash: &Hash,
     aborted: &AtomicBool,
 ) -> Result<Option<Meta>, super::store::StoreError> {
-    while let Some((data, chunk_hash)) = chunks.blocking_recv() {
-        writer.write_chunk(&data, &chunk_hash)?;
+    while let Some((data, sha, blake3)) = chunks.blocking_recv() {
+        writer.write_chunk(&data, &sha, blake3.as_ref())?;
     }
     if aborted.load(Ordering::SeqCst) {
         return Ok(None);
@@ -363,4 +394,32 @@ pub async fn fetch(
             reasons.join("; ")
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_lists_blake3_for_every_chunk_or_for_none() {
+        let hash = [1u8; 32];
+        let m = |chunks: usize, blake3: usize| BlockManifest {
+            size: (CHUNK_SIZE * 2) as u64,
+            chunk_size: CHUNK_SIZE as u32,
+            chunk_hashes: vec![vec![2; 32]; chunks],
+            chunk_blake3: vec![vec![3; 32]; blake3],
+        };
+        // From a peer that lists BLAKE3, and from one that does not.
+        let with = check_manifest(&hash, &hash, &m(2, 2).encode_to_vec()).unwrap();
+        assert_eq!(Want::of(&with, 1).blake3, Some(&[3u8; 32][..]));
+        let without = check_manifest(&hash, &hash, &m(2, 0).encode_to_vec()).unwrap();
+        assert_eq!(Want::of(&without, 1).blake3, None);
+        // Some chunks without their BLAKE3, or hashes of the wrong length: implausible.
+        let e = check_manifest(&hash, &hash, &m(2, 1).encode_to_vec()).unwrap_err();
+        assert!(e.contains("1 BLAKE3 hashes"), "{e}");
+        let mut short = m(2, 2);
+        short.chunk_blake3[0].pop();
+        assert!(check_manifest(&hash, &hash, &short.encode_to_vec()).is_err());
+        assert!(check_manifest(&hash, &[0; 32], &m(2, 2).encode_to_vec()).is_err());
+    }
 }

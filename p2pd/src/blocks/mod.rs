@@ -38,6 +38,11 @@ pub fn sha256(data: &[u8]) -> Hash {
     sha2::Sha256::digest(data).into()
 }
 
+/// BLAKE3 of a chunk: what chunks are checked against when the manifest or metadata lists it.
+pub fn blake3(data: &[u8]) -> Hash {
+    blake3::hash(data).into()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

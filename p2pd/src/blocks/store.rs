@@ -19,8 +19,16 @@ pub struct Meta {
     pub hash: String,
     pub size: u64,
     pub chunk_size: u32,
-    /// Hex SHA-256 of each chunk.
+    /// Hex SHA-256 of each chunk (what peers without BLAKE3 check chunks against). For a block
+    /// fetched from a provider that listed BLAKE3 hashes these are that provider's claim, never
+    /// used to check anything here: `chunks_blake3` are.
     pub chunks: Vec<String>,
+    /// Hex BLAKE3 of each chunk, each checked against the chunk's bytes before it was stored;
+    /// when present, chunks are checked against these (a quarter of SHA-256's cost here).
+    /// Empty in metadata written before them and for blocks fetched from peers that do not list
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks_blake3: Vec<String>,
     pub created_unix: u64,
     /// 0 = never expires.
     pub ttl_secs: u64,
@@ -46,6 +54,23 @@ impl Meta {
     /// The hash of chunk `index` alone (serving one chunk parses one hash, not all of them).
     pub fn chunk_hash(&self, index: usize) -> Option<Hash> {
         self.chunks.get(index).and_then(|c| parse_hash(c))
+    }
+
+    pub fn chunk_blake3s(&self) -> Vec<Hash> {
+        self.chunks_blake3
+            .iter()
+            .filter_map(|c| parse_hash(c))
+            .collect()
+    }
+
+    /// Whether `data` is chunk `index`: against its BLAKE3 when the metadata lists them, else
+    /// against its SHA-256.
+    pub fn chunk_matches(&self, index: usize, data: &[u8]) -> bool {
+        if self.chunks_blake3.is_empty() {
+            self.chunk_hash(index) == Some(super::sha256(data))
+        } else {
+            self.chunks_blake3.get(index).and_then(|c| parse_hash(c)) == Some(super::blake3(data))
+        }
     }
 }
 
@@ -142,6 +167,9 @@ impl BlockStore {
             ))
         } else if meta.chunks.len() as u64 != chunks
             || meta.chunk_hashes().len() != meta.chunks.len()
+            || !(meta.chunks_blake3.is_empty()
+                || meta.chunk_blake3s().len() as u64 == chunks
+                    && meta.chunks_blake3.len() as u64 == chunks)
         {
             Some(format!(
                 "metadata lists {} chunk hashes for {} bytes",
@@ -227,7 +255,6 @@ impl BlockStore {
             why: "malformed hash in the metadata".into(),
             aside: String::new(),
         })?;
-        let expect = meta.chunk_hash(index);
         let data = match self.read_chunk(&hash, index) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -235,7 +262,7 @@ impl BlockStore {
             }
             Err(e) => return Err(e.into()),
         };
-        if expect != Some(super::sha256(&data)) {
+        if !meta.chunk_matches(index, &data) {
             return Err(self.quarantine(&hash, &format!("chunk {index} does not match its hash")));
         }
         Ok(data)
@@ -331,8 +358,10 @@ impl BlockStore {
             behind: WriteBehind::default(),
             whole: Sha256::new(),
             chunk: Sha256::new(),
+            chunk_blake3: blake3::Hasher::new(),
             chunk_fill: 0,
             chunks: Vec::new(),
+            chunks_blake3: Some(Vec::new()),
             ended: false,
             size: 0,
             ttl_secs,
@@ -387,8 +416,12 @@ pub struct BlockWriter {
     behind: WriteBehind,
     whole: Sha256,
     chunk: Sha256,
+    chunk_blake3: blake3::Hasher,
     chunk_fill: usize,
     chunks: Vec<String>,
+    /// `None` once a chunk came without its BLAKE3 (fetched from a peer that does not list
+    /// them): the block is then stored with SHA-256 chunk hashes only.
+    chunks_blake3: Option<Vec<String>>,
     /// A short chunk was written with `write_chunk`: the block ends there.
     ended: bool,
     size: u64,
@@ -404,6 +437,7 @@ impl BlockWriter {
         while !data.is_empty() {
             let take = (CHUNK_SIZE - self.chunk_fill).min(data.len());
             self.chunk.update(&data[..take]);
+            self.chunk_blake3.update(&data[..take]);
             self.chunk_fill += take;
             data = &data[take..];
             if self.chunk_fill == CHUNK_SIZE {
@@ -413,10 +447,17 @@ impl BlockWriter {
         Ok(())
     }
 
-    /// Appends one chunk whose SHA-256 the caller has just checked (a fetched chunk, verified
-    /// against its manifest), taking that hash instead of computing it again. Only the last
+    /// Appends one fetched chunk, verified against its manifest just now, with the hashes the
+    /// manifest lists for it instead of computing them again: `blake3` when the chunk was
+    /// checked against it (the SHA-256 is then the provider's claim, kept only to list to peers
+    /// that check SHA-256), else `hash` is the SHA-256 it was checked against. Only the last
     /// chunk of a block may be shorter than [`CHUNK_SIZE`]; nothing may follow it.
-    pub fn write_chunk(&mut self, data: &[u8], hash: &Hash) -> Result<(), StoreError> {
+    pub fn write_chunk(
+        &mut self,
+        data: &[u8],
+        hash: &Hash,
+        blake3: Option<&Hash>,
+    ) -> Result<(), StoreError> {
         if self.chunk_fill != 0 || self.ended || data.len() > CHUNK_SIZE {
             return Err(StoreError::Shape(
                 "a chunk must start at a chunk boundary and follow no short chunk",
@@ -424,6 +465,10 @@ impl BlockWriter {
         }
         self.append(data)?;
         self.chunks.push(to_hex(hash));
+        match (blake3, self.chunks_blake3.as_mut()) {
+            (Some(b), Some(list)) => list.push(to_hex(b)),
+            _ => self.chunks_blake3 = None,
+        }
         self.ended = data.len() < CHUNK_SIZE;
         Ok(())
     }
@@ -445,6 +490,10 @@ impl BlockWriter {
     fn close_chunk(&mut self) {
         let h = std::mem::take(&mut self.chunk).finalize();
         self.chunks.push(to_hex(&h));
+        let b = std::mem::take(&mut self.chunk_blake3).finalize();
+        if let Some(list) = self.chunks_blake3.as_mut() {
+            list.push(b.to_hex().to_string());
+        }
         self.chunk_fill = 0;
     }
 
@@ -471,6 +520,7 @@ impl BlockWriter {
             size: self.size,
             chunk_size: CHUNK_SIZE as u32,
             chunks: std::mem::take(&mut self.chunks),
+            chunks_blake3: self.chunks_blake3.take().unwrap_or_default(),
             created_unix: now_unix(),
             ttl_secs: self.ttl_secs,
         };
@@ -501,24 +551,87 @@ mod tests {
         let hash = super::super::sha256(&data);
         let mut w = store.writer(0).unwrap();
         for part in data.chunks(CHUNK_SIZE) {
-            w.write_chunk(part, &super::super::sha256(part)).unwrap();
+            w.write_chunk(part, &super::super::sha256(part), None)
+                .unwrap();
         }
         // Nothing may follow the short last chunk.
         assert!(matches!(w.write(b"x"), Err(StoreError::Shape(_))));
         assert!(matches!(
-            w.write_chunk(b"x", &[0; 32]),
+            w.write_chunk(b"x", &[0; 32], None),
             Err(StoreError::Shape(_))
         ));
         let meta = w.finish(Some(&hash)).unwrap();
         assert_eq!(meta.chunks.len(), 2);
+        assert!(
+            meta.chunks_blake3.is_empty(),
+            "no BLAKE3 came with the chunks"
+        );
         assert!(store.verify(&hash).unwrap());
         // The whole is still hashed: chunks that do not add up to the block are refused.
         let mut w = store.writer(0).unwrap();
-        w.write_chunk(&data[..CHUNK_SIZE], &[7; 32]).unwrap();
+        w.write_chunk(&data[..CHUNK_SIZE], &[7; 32], None).unwrap();
         assert!(matches!(
             w.finish(Some(&hash)),
             Err(StoreError::HashMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn chunks_checked_with_blake3_are_read_back_with_blake3_and_a_claimed_sha256_is_never_trusted()
+    {
+        use super::super::{blake3, sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(CHUNK_SIZE + 99)).map(|i| (i % 17) as u8).collect();
+        let hash = sha256(&data);
+        // A provider listed the right BLAKE3 hashes and forged SHA-256 ones: the chunks were
+        // checked with BLAKE3, the whole with SHA-256, and the block is good.
+        let mut w = store.writer(0).unwrap();
+        for part in data.chunks(CHUNK_SIZE) {
+            w.write_chunk(part, &[9; 32], Some(&blake3(part))).unwrap();
+        }
+        let meta = w.finish(Some(&hash)).unwrap();
+        assert_eq!(meta.chunk_blake3s().len(), 2);
+        // Local reads check BLAKE3, so the forged SHA-256 list quarantines nothing.
+        let reopened = BlockStore::open(dir.path()).unwrap();
+        let meta = reopened.stat(&hash).expect("the metadata round-trips");
+        assert_eq!(
+            reopened.read_verified(&meta, 1).unwrap(),
+            data[CHUNK_SIZE..]
+        );
+        assert!(reopened.verify(&hash).unwrap());
+        // Rot is still found, by BLAKE3.
+        let mut bytes = fs::read(reopened.data_path(&hash)).unwrap();
+        bytes[5] ^= 1;
+        fs::write(reopened.data_path(&hash), &bytes).unwrap();
+        assert!(matches!(
+            reopened.read_verified(&meta, 0),
+            Err(StoreError::Corrupt { .. })
+        ));
+
+        // Written whole: both lists computed here; metadata from before BLAKE3 (no such field)
+        // is read and checked with SHA-256.
+        let mut w = store.writer(0).unwrap();
+        w.write(&data).unwrap();
+        let meta = w.finish(Some(&hash)).unwrap();
+        assert_eq!(
+            meta.chunk_blake3s(),
+            vec![blake3(&data[..CHUNK_SIZE]), blake3(&data[CHUNK_SIZE..])]
+        );
+        let mut old = serde_json::to_value(&meta).unwrap();
+        old.as_object_mut().unwrap().remove("chunks_blake3");
+        fs::write(store.meta_path(&hash), serde_json::to_vec(&old).unwrap()).unwrap();
+        let meta = store.stat(&hash).expect("old metadata is read");
+        assert!(meta.chunks_blake3.is_empty());
+        assert!(meta.chunk_matches(1, &data[CHUNK_SIZE..]));
+        assert!(!meta.chunk_matches(0, &data[CHUNK_SIZE..]));
+        assert!(store.verify(&hash).unwrap());
+        // A BLAKE3 list of the wrong length is metadata that does not add up.
+        let mut short = serde_json::to_value(&meta).unwrap();
+        short["chunks_blake3"] = serde_json::json!([to_hex(&blake3(&data))]);
+        fs::write(store.meta_path(&hash), serde_json::to_vec(&short).unwrap()).unwrap();
+        assert_eq!(store.stat(&hash), None);
+        assert!(!store.data_path(&hash).exists(), "moved aside");
     }
 
     #[test]
