@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // the wire, a chunk is a block answer's data inside a signed message's payload).
         .bytes([
             ".p2pd.control.BlockData.data",
+            ".p2pd.control.BlockPutRequest.data",
             ".p2pd.wire.SignedMessage.payload",
             ".p2pd.wire.Block.data",
         ])

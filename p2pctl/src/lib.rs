@@ -413,19 +413,21 @@ impl Client {
         const PART: usize = 1 << 20;
         let id = self.next_id;
         self.next_id += 1;
-        let mut buf = vec![0u8; PART];
         loop {
-            let mut filled = 0;
-            while filled < PART {
-                let n = data.read(&mut buf[filled..]).await?;
+            // Read into the part's own buffer (no zeroing, no copy), which the frame then takes.
+            let mut buf = bytes::BytesMut::with_capacity(PART);
+            while buf.len() < PART {
+                let n = (&mut data)
+                    .take((PART - buf.len()) as u64)
+                    .read_buf(&mut buf)
+                    .await?;
                 if n == 0 {
                     break;
                 }
-                filled += n;
             }
-            let last = filled < PART;
+            let last = buf.len() < PART;
             let req = BlockPutRequest {
-                data: buf[..filled].to_vec(),
+                data: buf.freeze(),
                 last,
                 ttl_secs,
             };

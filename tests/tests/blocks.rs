@@ -330,3 +330,84 @@ fn dead_provider_records_do_not_stall_a_fetch() {
         "C asked the dead provider {b_id} (C is {c_id}):\n{log}"
     );
 }
+
+/// Names in `n`'s block directory (blocks, metadata and uploads in progress).
+fn block_files(n: &Node) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(n.data_dir().join("blocks"))
+        .expect("blocks dir")
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// An upload that breaks off — the client gone after some parts, or another request in the
+/// middle of it — stores nothing and leaves no temp file, and the daemon goes on serving.
+#[test]
+fn an_upload_that_breaks_off_stores_nothing() {
+    use p2pd_proto::control::{
+        client_frame, request, BlockPutRequest, ClientFrame, Hello, Request,
+    };
+    use std::io::{Read, Write};
+    let n = Node::start("n", NodeOpts::default());
+    let frame =
+        |f: client_frame::Frame| p2pd_proto::frame::encode_frame(&ClientFrame { frame: Some(f) });
+    let hello = frame(client_frame::Frame::Hello(Hello {
+        protocol_version: p2pd_proto::PROTOCOL_VERSION,
+        agent: "broken-upload".into(),
+        peer_id: String::new(),
+    }));
+    let part = |id: u64, byte: u8| {
+        frame(client_frame::Frame::Request(Request {
+            id,
+            kind: Some(request::Kind::BlockPut(BlockPutRequest {
+                data: vec![byte; 1 << 20].into(),
+                last: false,
+                ttl_secs: 0,
+            })),
+        }))
+    };
+    // Three parts, then the client is gone.
+    let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
+    s.write_all(&[hello.clone(), part(1, 1), part(1, 2), part(1, 3)].concat())
+        .expect("write");
+    assert!(
+        wait_until(Duration::from_secs(10), || block_files(&n)
+            .iter()
+            .any(|f| f.starts_with(".upload-"))),
+        "the upload never started: {:?}",
+        block_files(&n)
+    );
+    drop(s);
+    assert!(
+        wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
+        "a broken-off upload left {:?}",
+        block_files(&n)
+    );
+    // Two parts, then another request: the upload is refused, nothing is stored.
+    let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
+    let status = frame(client_frame::Frame::Request(Request {
+        id: 2,
+        kind: Some(request::Kind::Status(Default::default())),
+    }));
+    s.write_all(&[hello, part(1, 4), part(1, 5), status].concat())
+        .expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("upload interrupted by another frame"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
+        "an interrupted upload left {:?}",
+        block_files(&n)
+    );
+    assert!(n.ctl(&["status"]).status.success());
+}

@@ -95,7 +95,7 @@ fn requests() -> Vec<(&'static str, Kind)> {
         (
             "block_put",
             Kind::BlockPut(c::BlockPutRequest {
-                data: b"test".to_vec(),
+                data: b"test".to_vec().into(),
                 last: true,
                 ttl_secs: 60,
             }),

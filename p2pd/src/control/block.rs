@@ -46,8 +46,16 @@ fn io_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(Code::Internal, format!("block store: {e}"))
 }
 
+/// Parts of an upload read ahead of the writer (each at most a frame, 1 MiB from `p2pctl`, and
+/// each keeping its share of the control frames' budget until written).
+const PUT_AHEAD: usize = 2;
+
+/// An upload's part on its way to the writer: data, whether it is the last, its budget share.
+type Part = (bytes::Bytes, bool, super::bounds::Held);
+
 /// Reads the rest of an upload (frames with the same request id until `last`), storing it as it
-/// arrives, then announces the block as a provider record.
+/// arrives, then announces the block as a provider record. The store is written and hashed by
+/// a thread of its own while the next parts are read from the socket.
 pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
     ctx: &Ctx,
     caller: &Caller,
@@ -56,22 +64,56 @@ pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
     first: BlockPutRequest,
 ) -> Result<Kind, ApiError> {
     caller.audit("block_put", "");
-    let mut writer =
+    let writer =
         tokio::task::block_in_place(|| ctx.store.writer(first.ttl_secs)).map_err(io_error)?;
-    let mut part = first;
+    let (to_disk, parts) = tokio::sync::mpsc::channel(PUT_AHEAD);
+    let disk = tokio::task::spawn_blocking(move || write_parts(writer, parts));
+    let read = read_parts(ctx, rd, id, first, &to_disk).await;
+    drop(to_disk);
+    let written = disk.await.map_err(io_error)?;
+    // A broken upload is answered as such; the writer, dropped unfinished, leaves nothing.
+    read?;
+    let meta = written
+        .map_err(io_error)?
+        .ok_or_else(|| io_error("the writer stopped before the last part"))?;
+    let key = parse_hash(&meta.hash)
+        .map(|h| h.to_vec())
+        .unwrap_or_default();
+    let query = DhtQuery::Provide(key);
+    if let Err(e) = ctx.node.ask(move |n, reply| n.dht(query, reply)).await {
+        tracing::warn!(hash = %meta.hash, error = %e, "stored the block but could not announce it yet; the DHT republishes later");
+    }
+    tracing::info!(hash = %meta.hash, size = meta.size, "stored a block");
+    Ok(Kind::BlockStat(stat_of(&meta)))
+}
+
+/// Hands the upload's parts to the writer in order, until the last; stops early when the writer
+/// failed (its error is the answer).
+async fn read_parts<R: tokio::io::AsyncBufRead + Unpin>(
+    ctx: &Ctx,
+    rd: &mut R,
+    id: u64,
+    first: BlockPutRequest,
+    to_disk: &tokio::sync::mpsc::Sender<Part>,
+) -> Result<(), ApiError> {
+    let mut part = (first, None);
     loop {
-        tokio::task::block_in_place(|| writer.write(&part.data)).map_err(io_error)?;
-        if part.last {
-            break;
+        let last = part.0.last;
+        if to_disk.send((part.0.data, last, part.1)).await.is_err() || last {
+            return Ok(());
         }
-        part = match super::bounds::read_frame(rd, &ctx.budget, super::bounds::DEADLINES).await {
-            Ok(Some(ClientFrame {
-                frame:
-                    Some(client_frame::Frame::Request(Request {
-                        id: next,
-                        kind: Some(request::Kind::BlockPut(p)),
-                    })),
-            })) if next == id => p,
+        part = match super::bounds::read_frame_held(rd, &ctx.budget, super::bounds::DEADLINES).await
+        {
+            Ok(Some((
+                ClientFrame {
+                    frame:
+                        Some(client_frame::Frame::Request(Request {
+                            id: next,
+                            kind: Some(request::Kind::BlockPut(p)),
+                        })),
+                },
+                held,
+            ))) if next == id => (p, held),
             Ok(_) => {
                 return Err(ApiError::new(
                     Code::BadRequest,
@@ -86,16 +128,21 @@ pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
             }
         };
     }
-    let meta = tokio::task::block_in_place(|| writer.finish(None)).map_err(io_error)?;
-    let key = parse_hash(&meta.hash)
-        .map(|h| h.to_vec())
-        .unwrap_or_default();
-    let query = DhtQuery::Provide(key);
-    if let Err(e) = ctx.node.ask(move |n, reply| n.dht(query, reply)).await {
-        tracing::warn!(hash = %meta.hash, error = %e, "stored the block but could not announce it yet; the DHT republishes later");
+}
+
+/// Writes the parts as they come: the block once the last is in, `None` (and nothing left
+/// behind) when the upload broke off first, or the first failure.
+fn write_parts(
+    mut writer: blocks::store::BlockWriter,
+    mut parts: tokio::sync::mpsc::Receiver<Part>,
+) -> Result<Option<blocks::Meta>, blocks::store::StoreError> {
+    while let Some((data, last, _held)) = parts.blocking_recv() {
+        writer.write(&data)?;
+        if last {
+            return writer.finish(None).map(Some);
+        }
     }
-    tracing::info!(hash = %meta.hash, size = meta.size, "stored a block");
-    Ok(Kind::BlockStat(stat_of(&meta)))
+    Ok(None)
 }
 
 pub async fn stat(ctx: &Ctx, req: BlockStatRequest) -> Result<Kind, ApiError> {

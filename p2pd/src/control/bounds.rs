@@ -84,6 +84,22 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(
     budget: &Budget,
     deadlines: Deadlines,
 ) -> Result<Option<ClientFrame>, ReadError> {
+    Ok(read_frame_held(rd, budget, deadlines)
+        .await?
+        .map(|(frame, _)| frame))
+}
+
+/// The share of [`Budget`] a large frame's bytes take: whoever keeps the frame's data past the
+/// read (an upload's part waiting for the writer) keeps this with it.
+pub type Held = Option<OwnedSemaphorePermit>;
+
+/// [`read_frame`], with the frame's share of the budget. Its `bytes` fields that are decoded as
+/// slices (block data) keep the frame's buffer, not a copy of their part of it.
+pub async fn read_frame_held<R: AsyncBufRead + Unpin>(
+    rd: &mut R,
+    budget: &Budget,
+    deadlines: Deadlines,
+) -> Result<Option<(ClientFrame, Held)>, ReadError> {
     match tokio::time::timeout(deadlines.idle, rd.fill_buf()).await {
         Err(_) => return Err(ReadError::Idle),
         Ok(Err(e)) => return Err(FrameError::Io(e).into()),
@@ -92,7 +108,7 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(
     }
     let whole = async {
         let len = read_len(rd).await?;
-        let _reserved = if len > SMALL_FRAME {
+        let reserved = if len > SMALL_FRAME {
             Some(budget.reserve(len).await.ok_or(ReadError::Slow)?)
         } else {
             None
@@ -103,7 +119,9 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(
         if buf.len() < len {
             return Err(FrameError::Truncated.into());
         }
-        prost::Message::decode(buf.as_slice()).map_err(|e| ReadError::Frame(FrameError::Decode(e)))
+        prost::Message::decode(bytes::Bytes::from(buf))
+            .map(|frame| (frame, reserved))
+            .map_err(|e| ReadError::Frame(FrameError::Decode(e)))
     };
     match tokio::time::timeout(deadlines.frame, whole).await {
         Ok(r) => r.map(Some),
