@@ -140,7 +140,7 @@ async fn chunk(
     })
     .await
     .map_err(|e| format!("chunk check failed: {e}"))?;
-    let ok = claimed == want.sha256 && Some(got.as_slice()) == want.blake3.or(Some(want.sha256));
+    let ok = claimed == want.sha256 && got.as_slice() == want.blake3.unwrap_or(want.sha256);
     if !ok {
         return Err(format!(
             "chunk {index} failed verification (corrupt or forged data)"
@@ -284,10 +284,11 @@ async fn receive(
         // Verified against the manifest just now: the writer takes its hashes as they are.
         let want = Want::of(m, i);
         let sha: Hash = want.sha256.try_into().map_err(|_| "bad chunk hash")?;
-        let blake3 = match want.blake3 {
-            Some(b) => Some(Hash::try_from(b).map_err(|_| "bad chunk hash")?),
-            None => None,
-        };
+        let blake3 = want
+            .blake3
+            .map(Hash::try_from)
+            .transpose()
+            .map_err(|_| "bad chunk hash")?;
         if to_disk.send((data, sha, blake3)).await.is_err() {
             break; // The writer failed: its error is the caller's.
         }
