@@ -106,16 +106,91 @@ const NOT_NEWS: [(&str, &str); 1] = [(
     "Failed to trigger bootstrap: No known peers",
 )];
 
-impl<S: tracing::Subscriber> Layer<S> for Output {
+/// A library's events written per source line at most this many in a row...
+const FLOOD_BURST: f64 = 10.0;
+/// ...and then one per this many seconds, the next one written saying how many were left out.
+const FLOOD_EVERY_SECS: f64 = 1.0;
+
+/// What each source line of a library has left to write (see [`FloodGuard`]).
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+    left_out: u64,
+}
+
+/// Keeps libraries' events from flooding the log: some fire once per message or per
+/// connection attempt (Gossipsub warned "Send Queue full" 46,578 times in one publish burst,
+/// formatting each message it could not send), so a busy or hostile peer could fill the
+/// journal and spend the CPU on it. p2pd's own events are never held back: they are written
+/// with their rates in mind, and audit events must all be there.
+#[derive(Default)]
+struct FloodGuard {
+    buckets: std::sync::Mutex<std::collections::HashMap<String, Bucket>>,
+}
+
+impl FloodGuard {
+    /// `None`: leave this event out; `Some(n)`: write it, saying `n` like it were left out.
+    fn admit(&self, event: &tracing::Event<'_>) -> Option<u64> {
+        use tracing_log::NormalizeEvent;
+        let meta = event.metadata();
+        if meta.target().starts_with("p2pd") {
+            return Some(0);
+        }
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or(meta);
+        if meta.target().starts_with("p2pd") {
+            return Some(0);
+        }
+        let key = format!(
+            "{}:{}:{}",
+            meta.target(),
+            meta.file().unwrap_or(""),
+            meta.line().unwrap_or(0)
+        );
+        self.admit_at(key, std::time::Instant::now())
+    }
+
+    fn admit_at(&self, key: String, now: std::time::Instant) -> Option<u64> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let b = buckets.entry(key).or_insert(Bucket {
+            tokens: FLOOD_BURST,
+            last: now,
+            left_out: 0,
+        });
+        let refill = now.duration_since(b.last).as_secs_f64() / FLOOD_EVERY_SECS;
+        b.tokens = (b.tokens + refill).min(FLOOD_BURST);
+        b.last = now;
+        if b.tokens < 1.0 {
+            b.left_out += 1;
+            return None;
+        }
+        b.tokens -= 1.0;
+        Some(std::mem::take(&mut b.left_out))
+    }
+}
+
+/// The layer that writes events: held back by the flood guard, then written to the output.
+struct Writer {
+    output: Output,
+    guard: FloodGuard,
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Writer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        let r = Record::new(event);
+        let Some(left_out) = self.guard.admit(event) else {
+            return;
+        };
+        let mut r = Record::new(event);
         if NOT_NEWS
             .iter()
             .any(|(t, m)| r.target == *t && r.message.starts_with(m))
         {
             return;
         }
-        self.write(&r);
+        if left_out > 0 {
+            r.fields.push(("left_out_like_this", left_out.into()));
+        }
+        self.output.write(&r);
     }
 }
 
@@ -141,7 +216,10 @@ pub fn init(format: LogFormat, filter: &str) {
     };
     if tracing_subscriber::registry()
         .with(filter)
-        .with(output)
+        .with(Writer {
+            output,
+            guard: FloodGuard::default(),
+        })
         .try_init()
         .is_ok()
     {
@@ -161,6 +239,63 @@ pub fn set_filter(filter: &str) -> Result<(), String> {
             .reload(f)
             .map_err(|e| format!("cannot change the log filter: {e}")),
         None => Err("logging is not initialised".into()),
+    }
+}
+
+#[cfg(test)]
+mod flood_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_library_line_writes_a_burst_then_one_a_second_and_says_how_many_it_left_out() {
+        let g = FloodGuard::default();
+        let t0 = Instant::now();
+        let admitted = (0..1000)
+            .filter(|_| g.admit_at("libp2p_gossipsub:b.rs:1".into(), t0).is_some())
+            .count();
+        assert_eq!(admitted, FLOOD_BURST as usize);
+        // Another line has its own burst.
+        assert_eq!(g.admit_at("libp2p_kad:k.rs:2".into(), t0), Some(0));
+        // A second later one more is written, with the count of those left out.
+        assert_eq!(g.admit_at("libp2p_gossipsub:b.rs:1".into(), t0), None);
+        let t1 = t0 + Duration::from_secs_f64(FLOOD_EVERY_SECS);
+        assert_eq!(
+            g.admit_at("libp2p_gossipsub:b.rs:1".into(), t1),
+            Some(1000 - FLOOD_BURST as u64 + 1)
+        );
+        assert_eq!(g.admit_at("libp2p_gossipsub:b.rs:1".into(), t1), None);
+    }
+
+    /// Captures which events the guard lets through.
+    struct Probe(std::sync::Arc<std::sync::Mutex<Vec<String>>>, FloodGuard);
+
+    impl<S: tracing::Subscriber> Layer<S> for Probe {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if self.1.admit(event).is_some() {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(event.metadata().target().into());
+            }
+        }
+    }
+
+    #[test]
+    fn p2pds_own_events_are_never_held_back() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscriber =
+            tracing_subscriber::registry().with(Probe(seen.clone(), FloodGuard::default()));
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..100 {
+                tracing::warn!(target: "libp2p_gossipsub::behaviour", "Send Queue full");
+                tracing::info!(target: "p2pd::control", "control request");
+            }
+        });
+        let seen = seen.lock().unwrap();
+        let ours = seen.iter().filter(|t| t.starts_with("p2pd")).count();
+        assert_eq!(ours, 100);
+        assert_eq!(seen.len() - ours, FLOOD_BURST as usize);
     }
 }
 
