@@ -14,13 +14,15 @@ cd "$(dirname "$0")/.."
 
 BASE=p2pd-runtime:bookworm
 
-base() {
+# In a subshell, so the EXIT trap that removes its work directory is its own: a RETURN trap
+# set in a function stays set after it and fired again, with `work` gone, when `build` (which
+# calls this) returned — failing the build whenever the base had to be made first.
+base() (
   if docker image inspect "$BASE" >/dev/null 2>&1; then
-    return
+    exit 0
   fi
-  local work
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  trap 'rm -rf "$work"' EXIT
   (cd "$work" && { apt-get download libc6 libgcc-s1 >/dev/null 2>&1 \
     || { apt-get update -qq && apt-get download libc6 libgcc-s1 >/dev/null; }; })
   mkdir -p "$work/root"
@@ -35,7 +37,7 @@ base() {
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$work/root/etc/group"
   tar -C "$work/root" --owner=0 --group=0 -c . | docker import - "$BASE" >/dev/null
   echo "made $BASE from Debian's libc6 and libgcc-s1"
-}
+)
 
 build() {
   base
