@@ -67,9 +67,6 @@ const MAX_AUTHORS: usize = 100_000;
 pub struct PubSub {
     subscribers: HashMap<TopicHash, Vec<SubscriberTx>>,
     replay: ReplayGuard<PeerId>,
-    /// Topics whose every peer's send queue was full, and until when publishes to them are
-    /// refused without asking Gossipsub (see [`QUEUES_FULL_PAUSE`]).
-    queues_full: HashMap<TopicHash, std::time::Instant>,
 }
 
 impl Default for PubSub {
@@ -77,20 +74,9 @@ impl Default for PubSub {
         PubSub {
             subscribers: HashMap::new(),
             replay: ReplayGuard::new(MAX_AUTHORS),
-            queues_full: HashMap::new(),
         }
     }
 }
-
-/// After Gossipsub found the send queues to all of a topic's peers full, publishes to that topic
-/// are refused at once for this long: Gossipsub signs a message before it finds the queues full,
-/// so a pipelining client's whole window of refused publishes cost a signature each (measured:
-/// nearly half of a 100,000-message burst refused and signed for nothing). The client is told
-/// the same either way (back-pressure: retry shortly).
-const QUEUES_FULL_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Topics remembered as congested at once, at most (a publisher may name many topics).
-const MAX_QUEUES_FULL: usize = 1024;
 
 /// Replay windows of pub/sub authors, so a restart does not reopen old sequence numbers.
 pub const REPLAY_FILE: &str = "replay.json";
@@ -115,31 +101,6 @@ impl PubSub {
         let (tx, rx) = subscription();
         self.subscribers.entry(topic).or_default().push(tx);
         rx
-    }
-
-    /// Whether publishes to `topic` are refused for now: its peers' send queues were all full
-    /// moments ago.
-    fn queues_full(&mut self, topic: &TopicHash) -> bool {
-        match self.queues_full.get(topic) {
-            Some(until) if std::time::Instant::now() < *until => true,
-            Some(_) => {
-                self.queues_full.remove(topic);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn mark_queues_full(&mut self, topic: TopicHash) {
-        if self.queues_full.len() >= MAX_QUEUES_FULL {
-            let now = std::time::Instant::now();
-            self.queues_full.retain(|_, until| *until > now);
-            if self.queues_full.len() >= MAX_QUEUES_FULL {
-                self.queues_full.clear();
-            }
-        }
-        self.queues_full
-            .insert(topic, std::time::Instant::now() + QUEUES_FULL_PAUSE);
     }
 
     /// Whether `topic` has local subscribers.
@@ -226,19 +187,6 @@ fn topic_error(topic: &str) -> Option<ApiError> {
     })
 }
 
-/// The answer to a publish refused because the send queues to the topic's peers are full
-/// (`peers`: how many, when Gossipsub said so just now).
-fn queues_full(topic: &str, peers: Option<usize>) -> ApiError {
-    let whose = match peers {
-        Some(n) => format!("all {n} subscribed peers"),
-        None => "its subscribed peers".into(),
-    };
-    ApiError::new(
-        Code::Unavailable,
-        format!("cannot publish to {topic} now: the send queues to {whose} are full; slow down and retry"),
-    )
-}
-
 impl Node {
     /// The topics with local subscribers, sorted.
     pub fn pubsub_topics(&self) -> Vec<String> {
@@ -296,10 +244,6 @@ impl Node {
         }
         let t = IdentTopic::new(topic.clone());
         let local = self.pubsub.has_subscribers(&t.hash());
-        if self.pubsub.queues_full(&t.hash()) {
-            let _ = reply.send(Err(queues_full(&topic, None)));
-            return;
-        }
         let result = match self
             .swarm
             .behaviour_mut()
@@ -321,8 +265,10 @@ impl Node {
             Err(None) => format!("{}{}", base58(&me), local_seq_no()),
             Err(Some(gossipsub::PublishError::AllQueuesFull(n))) => {
                 // Back-pressure for pipelining clients: nothing was sent, try again shortly.
-                self.pubsub.mark_queues_full(t.hash());
-                let _ = reply.send(Err(queues_full(&topic, Some(n))));
+                let _ = reply.send(Err(ApiError::new(
+                    Code::Unavailable,
+                    format!("cannot publish to {topic} now: the send queues to all {n} subscribed peers are full; slow down and retry"),
+                )));
                 return;
             }
             Err(Some(e)) => {
