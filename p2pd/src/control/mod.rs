@@ -304,7 +304,11 @@ where
                     if out.len() >= BATCH_BYTES {
                         break;
                     }
-                    match items.next().now_or_never() {
+                    // Outside tokio's cooperative budget: the channel behind a subscription
+                    // would otherwise give at most 128 messages per turn of this task, and a
+                    // subscriber fell behind a burst the node delivered faster than that
+                    // (queue overflowed; messages dropped).
+                    match tokio::task::coop::unconstrained(items.next()).now_or_never() {
                         Some(n) => next = n,
                         None => break,
                     }

@@ -34,6 +34,48 @@ pub struct Delivery {
 struct SubscriberTx {
     tx: mpsc::Sender<Delivery>,
     queued: Arc<AtomicUsize>,
+    /// Messages dropped for it since it last took one: the log says when a run of drops starts
+    /// and how long it was once the subscriber catches up, not one line per message.
+    dropped: u64,
+}
+
+impl SubscriberTx {
+    /// Queues `msg` for this subscriber unless it is too far behind; false once it went away.
+    fn offer(&mut self, topic: &TopicHash, msg: &Delivery) -> bool {
+        let size = msg.data.len();
+        let sent = if self.queued.load(Ordering::Relaxed) + size > SUBSCRIBER_BYTES {
+            Err(!self.tx.is_closed())
+        } else {
+            match self.tx.try_send(msg.clone()) {
+                Ok(()) => {
+                    self.queued.fetch_add(size, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => Err(true),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(false),
+            }
+        };
+        match sent {
+            Ok(()) => {
+                if self.dropped > 0 {
+                    tracing::warn!(topic = %topic, dropped = self.dropped, "a slow pub/sub subscriber caught up; messages were dropped for it meanwhile");
+                    self.dropped = 0;
+                }
+                true
+            }
+            Err(open) => {
+                if open {
+                    if self.dropped == 0 {
+                        tracing::warn!(topic = %topic, queued_messages = SUBSCRIBER_MESSAGES - self.tx.capacity(), "a pub/sub subscriber is too slow; dropping messages for it until it catches up (it should read faster, or the publishers slow down)");
+                    }
+                    self.dropped += 1;
+                } else if self.dropped > 0 {
+                    tracing::warn!(topic = %topic, dropped = self.dropped, "a slow pub/sub subscriber went away; messages had been dropped for it");
+                }
+                open
+            }
+        }
+    }
 }
 
 /// The control connection's end of a local subscription; gives back the byte budget as it reads.
@@ -57,6 +99,7 @@ fn subscription() -> (SubscriberTx, SubscriberRx) {
         SubscriberTx {
             tx,
             queued: queued.clone(),
+            dropped: 0,
         },
         SubscriberRx { rx, queued },
     )
@@ -143,24 +186,7 @@ impl PubSub {
         let Some(subs) = self.subscribers.get_mut(topic) else {
             return false;
         };
-        let size = msg.data.len();
-        subs.retain(|s| {
-            if s.queued.load(Ordering::Relaxed) + size > SUBSCRIBER_BYTES {
-                tracing::warn!(topic = %topic, "a pub/sub subscriber is too slow; dropped a message for it");
-                return !s.tx.is_closed();
-            }
-            match s.tx.try_send(msg.clone()) {
-                Ok(()) => {
-                    s.queued.fetch_add(size, Ordering::Relaxed);
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(topic = %topic, "a pub/sub subscriber is too slow; dropped a message for it");
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        subs.retain_mut(|s| s.offer(topic, msg));
         subs.is_empty()
     }
 }
@@ -434,10 +460,18 @@ mod tests {
         let big = vec![0u8; SUBSCRIBER_BYTES / 2 + 1];
         p.deliver(&topic("t"), &message(&big));
         p.deliver(&topic("t"), &message(&big));
+        p.deliver(&topic("t"), &message(&big));
+        let dropped = |p: &PubSub| p.subscribers[&topic("t")][0].dropped;
+        assert_eq!(
+            dropped(&p),
+            2,
+            "one run of drops, counted (and logged once)"
+        );
         assert_eq!(slow.queued.load(Ordering::Relaxed), big.len());
         assert_eq!(slow.recv().await.unwrap().data.len(), big.len());
-        // Room again: the next one arrives.
+        // Room again: the next one arrives, and the run of drops is over.
         p.deliver(&topic("t"), &message(b"after"));
+        assert_eq!(dropped(&p), 0);
         assert_eq!(slow.recv().await.unwrap().data, b"after");
         assert!(p.has_subscribers(&topic("t")));
     }
