@@ -230,7 +230,10 @@ impl Client {
     /// sent before their answers are read, and the daemon hands the publishes it finds waiting
     /// to its event loop together. A publish the daemon refuses as UNAVAILABLE (its send queues
     /// to the subscribers are full) is sent again after a pause, so nothing is dropped; order is
-    /// kept only within what was accepted. Returns how many were published; stops at any other
+    /// kept only within what was accepted. The requests in flight follow the daemon's answers as
+    /// TCP's congestion window follows losses ([`Window`]): halved after a round with a refusal,
+    /// one more after each round without; the daemon signs every publish before it can find the
+    /// queues full, so a full window sent into full queues would cost a signature per refusal. Returns how many were published; stops at any other
     /// error, and then the connection still owes answers (some may sit half-read in the buffer
     /// this call read them through): connect again rather than send more requests on it.
     pub async fn pubsub_publish_many(
@@ -240,7 +243,7 @@ impl Client {
         window: usize,
     ) -> Result<usize, ClientError> {
         use std::collections::{HashMap, VecDeque};
-        let window = window.max(1);
+        let mut window = Window::new(window);
         let mut messages = messages.into_iter();
         let mut retry: VecDeque<Vec<u8>> = VecDeque::new();
         let mut outstanding: HashMap<u64, Vec<u8>> = HashMap::new();
@@ -253,7 +256,7 @@ impl Client {
         let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
         let mut out = Vec::new();
         loop {
-            while outstanding.len() < window {
+            while outstanding.len() < window.size() {
                 let Some(data) = retry.pop_front().or_else(|| messages.next()) else {
                     break;
                 };
@@ -279,7 +282,7 @@ impl Client {
                 return Ok(published);
             }
             // Every answer already here, then the window is refilled at once.
-            let mut backoff = false;
+            let mut refused = false;
             loop {
                 let server_frame::Frame::Response(r) = read(&mut rd).await? else {
                     continue;
@@ -288,10 +291,13 @@ impl Client {
                     return Err(into_error(r.kind));
                 };
                 match r.kind {
-                    Some(response::Kind::PubsubPublish(_)) => published += 1,
+                    Some(response::Kind::PubsubPublish(_)) => {
+                        published += 1;
+                        window.accepted();
+                    }
                     Some(response::Kind::Error(e)) if e.code == ErrorCode::Unavailable as i32 => {
                         retry.push_back(data);
-                        backoff = true;
+                        refused = true;
                     }
                     other => return Err(into_error(other)),
                 }
@@ -299,7 +305,8 @@ impl Client {
                     break;
                 }
             }
-            if backoff {
+            if refused {
+                window.refused();
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
         }
@@ -711,6 +718,12 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Whether a whole message has already arrived, so [`Subscription::next`] answers without
+    /// waiting (a caller can batch its output until this is false).
+    pub fn has_buffered(&self) -> bool {
+        frame::starts_with_frame(self.reader.buffer())
+    }
+
     /// The next message, or `None` when the daemon ended the subscription.
     pub async fn next(&mut self) -> Option<Result<PubsubMessage, ClientError>> {
         let r = loop {
@@ -754,4 +767,76 @@ fn into_error(kind: Option<response::Kind>) -> ClientError {
 
 fn unexpected(kind: response::Kind) -> ClientError {
     ClientError::Protocol(format!("unexpected response kind {kind:?}"))
+}
+
+/// How many publishes [`Client::pubsub_publish_many`] keeps in flight: additive increase,
+/// multiplicative decrease between 1 and the caller's cap.
+#[derive(Debug)]
+struct Window {
+    size: usize,
+    cap: usize,
+    /// Accepted since the size last grew.
+    accepted: usize,
+}
+
+impl Window {
+    fn new(cap: usize) -> Self {
+        let cap = cap.max(1);
+        Window {
+            size: cap,
+            cap,
+            accepted: 0,
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    /// One more in flight after a window's worth of accepted publishes.
+    fn accepted(&mut self) {
+        self.accepted += 1;
+        if self.accepted >= self.size {
+            self.accepted = 0;
+            self.size = (self.size + 1).min(self.cap);
+        }
+    }
+
+    /// Half as many after a round of answers with a refusal in it.
+    fn refused(&mut self) {
+        self.size = (self.size / 2).max(1);
+        self.accepted = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn the_window_halves_on_refusal_and_grows_by_one_per_full_round() {
+        let mut w = Window::new(256);
+        assert_eq!(w.size(), 256);
+        w.refused();
+        assert_eq!(w.size(), 128);
+        for _ in 0..127 {
+            w.accepted();
+        }
+        assert_eq!(
+            w.size(),
+            128,
+            "grows only after a whole window was accepted"
+        );
+        w.accepted();
+        assert_eq!(w.size(), 129);
+        for _ in 0..20 {
+            w.refused();
+        }
+        assert_eq!(w.size(), 1, "never below one");
+        for _ in 0..100_000 {
+            w.accepted();
+        }
+        assert_eq!(w.size(), 256, "never above the caller's cap");
+        assert_eq!(Window::new(0).size(), 1);
+    }
 }

@@ -363,7 +363,10 @@ async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String
         PubsubCmd::Sub { topic } => {
             use std::io::Write;
             let mut sub = client.pubsub_subscribe(topic).await?;
-            let mut out = std::io::stdout().lock();
+            // Lines are written through a buffer and flushed whenever no further message has
+            // already arrived: one write per batch the daemon sends, each line out as soon as
+            // nothing follows it (a write per line could not keep up with a burst).
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
             while let Some(m) = sub.next().await {
                 let m = m?;
                 let line = if cli.json {
@@ -377,8 +380,11 @@ async fn pubsub(cli: &Cli, mut client: Client, cmd: &PubsubCmd) -> Result<String
                     )
                 };
                 out.write_all(line.as_bytes())?;
-                out.flush()?;
+                if !sub.has_buffered() {
+                    out.flush()?;
+                }
             }
+            out.flush()?;
             String::new()
         }
     })
