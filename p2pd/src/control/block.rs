@@ -233,47 +233,112 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
         meta,
         just_verified,
     } = fetched;
-    let store = ctx.store.clone();
-    let chunks = meta.chunks.len();
-    let mut whole = (!just_verified).then(<sha2::Sha256 as sha2::Digest>::new);
-    let mut failed = false;
-    let stat = stat_of(&meta);
-    let data = futures::stream::iter(0..=chunks)
-        .map(move |i| {
+    let out = ReadOut {
+        store: ctx.store.clone(),
+        hash,
+        chunks: meta.chunks.len(),
+        next: 0,
+        stat: stat_of(&meta),
+        meta: std::sync::Arc::new(meta),
+        reading: None,
+        whole: (!just_verified).then(<sha2::Sha256 as sha2::Digest>::new),
+        done: false,
+    };
+    Outcome::Stream(futures::stream::unfold(out, ReadOut::step).boxed())
+}
+
+/// What a chunk read off the event loop gives back: its bytes (checked against the manifest
+/// when the whole is being checked too), and the whole's hash so far.
+type ChunkRead = (
+    Result<Vec<u8>, blocks::store::StoreError>,
+    Option<sha2::Sha256>,
+);
+
+/// A stored block read out to a client, one chunk ahead: the next chunk is read (and checked)
+/// on a blocking thread while the one before it is written to the socket, and no thread is held
+/// while the client is slow to read.
+struct ReadOut {
+    store: blocks::BlockStore,
+    meta: std::sync::Arc<Meta>,
+    hash: blocks::Hash,
+    chunks: usize,
+    /// The chunk `reading` reads.
+    next: usize,
+    stat: BlockStat,
+    reading: Option<tokio::task::JoinHandle<ChunkRead>>,
+    /// The whole's hash, once every chunk has been read (`None`: not checked, just verified).
+    whole: Option<sha2::Sha256>,
+    done: bool,
+}
+
+impl ReadOut {
+    fn read(
+        &self,
+        index: usize,
+        whole: Option<sha2::Sha256>,
+    ) -> tokio::task::JoinHandle<ChunkRead> {
+        let (store, meta, hash) = (self.store.clone(), self.meta.clone(), self.hash);
+        tokio::task::spawn_blocking(move || {
             use sha2::Digest;
-            if failed {
-                return None;
+            let mut whole = whole;
+            let read = match whole {
+                Some(_) => store.read_verified(&meta, index),
+                None => store.read_chunk(&hash, index).map_err(Into::into),
+            };
+            if let (Ok(data), Some(w)) = (&read, whole.as_mut()) {
+                w.update(data);
             }
-            if i == chunks {
-                let Some(w) = whole.take() else {
-                    return Some(Kind::BlockStat(stat.clone()));
-                };
-                let got: blocks::Hash = w.finalize().into();
-                return Some(if got == hash {
-                    Kind::BlockStat(stat.clone())
-                } else {
-                    let e = store.quarantine(&hash, "the chunks do not add up to the block's hash");
-                    Kind::Error(error_of(&e))
-                });
-            }
-            let read = tokio::task::block_in_place(|| match whole {
-                Some(_) => store.read_verified(&meta, i),
-                None => store.read_chunk(&hash, i).map_err(Into::into),
-            });
-            match read {
-                Ok(data) => {
-                    if let Some(w) = whole.as_mut() {
-                        w.update(&data);
-                    }
-                    Some(Kind::BlockData(BlockData { data: data.into() }))
-                }
-                Err(e) => {
-                    failed = true;
-                    Some(Kind::Error(error_of(&e)))
-                }
-            }
+            (read, whole)
         })
-        .take_while(|k| futures::future::ready(k.is_some()))
-        .filter_map(futures::future::ready);
-    Outcome::Stream(data.boxed())
+    }
+
+    /// The next response of the read-out, and what is left of it.
+    async fn step(mut self) -> Option<(Kind, Self)> {
+        use sha2::Digest;
+        if self.done {
+            return None;
+        }
+        if self.next == self.chunks {
+            self.done = true;
+            let Some(w) = self.whole.take() else {
+                return Some((Kind::BlockStat(self.stat.clone()), self));
+            };
+            let got: blocks::Hash = w.finalize().into();
+            let last = if got == self.hash {
+                Kind::BlockStat(self.stat.clone())
+            } else {
+                let e = self
+                    .store
+                    .quarantine(&self.hash, "the chunks do not add up to the block's hash");
+                Kind::Error(error_of(&e))
+            };
+            return Some((last, self));
+        }
+        let reading = match self.reading.take() {
+            Some(r) => r,
+            None => {
+                let whole = self.whole.take();
+                self.read(self.next, whole)
+            }
+        };
+        let (read, whole) = match reading.await {
+            Ok(r) => r,
+            Err(e) => (Err(std::io::Error::other(e.to_string()).into()), None),
+        };
+        self.next += 1;
+        match read {
+            Ok(data) => {
+                if self.next < self.chunks {
+                    self.reading = Some(self.read(self.next, whole));
+                } else {
+                    self.whole = whole;
+                }
+                Some((Kind::BlockData(BlockData { data: data.into() }), self))
+            }
+            Err(e) => {
+                self.done = true;
+                Some((Kind::Error(error_of(&e)), self))
+            }
+        }
+    }
 }
