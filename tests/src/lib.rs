@@ -445,6 +445,33 @@ impl Drop for Reaper {
     }
 }
 
+/// A small tmpfs mounted over a directory (a full disk on demand), unmounted when the test ends,
+/// passing or failing.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts `size` (e.g. `"2m"`) over `dir`; `None` when not root (the caller says it skipped:
+    /// `scripts/test.sh` runs as root).
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(mounted.success(), "mount -t tmpfs failed");
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// `n` nodes over TCP: the first a bootstrap node, the others joining through it; returns once
 /// every node lists all the others.
 pub fn tcp_network(n: usize) -> Vec<Node> {

@@ -1,7 +1,7 @@
 //! Block exchange: a large block put on one node and fetched by another, and a provider serving
 //! corrupted chunks.
 
-use p2pd_e2e::{bin, clean_command, tcp_network, wait_until, Node, NodeOpts, Transport};
+use p2pd_e2e::{bin, clean_command, tcp_network, wait_until, Node, NodeOpts, Tmpfs, Transport};
 use sha2::Digest;
 use std::path::Path;
 use std::process::Output;
@@ -347,28 +347,10 @@ fn block_files(n: &Node) -> Vec<String> {
 /// middle of it — stores nothing and leaves no temp file, and the daemon goes on serving.
 #[test]
 fn an_upload_that_breaks_off_stores_nothing() {
-    use p2pd_proto::control::{
-        client_frame, request, BlockPutRequest, ClientFrame, Hello, Request,
-    };
     use std::io::{Read, Write};
     let n = Node::start("n", NodeOpts::default());
-    let frame =
-        |f: client_frame::Frame| p2pd_proto::frame::encode_frame(&ClientFrame { frame: Some(f) });
-    let hello = frame(client_frame::Frame::Hello(Hello {
-        protocol_version: p2pd_proto::PROTOCOL_VERSION,
-        agent: "broken-upload".into(),
-        peer_id: String::new(),
-    }));
-    let part = |id: u64, byte: u8| {
-        frame(client_frame::Frame::Request(Request {
-            id,
-            kind: Some(request::Kind::BlockPut(BlockPutRequest {
-                data: vec![byte; 1 << 20].into(),
-                last: false,
-                ttl_secs: 0,
-            })),
-        }))
-    };
+    let hello = hello_frame("broken-upload");
+    let part = |id: u64, byte: u8| put_part(id, byte, false);
     // Three parts, then the client is gone.
     let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
     s.write_all(&[hello.clone(), part(1, 1), part(1, 2), part(1, 3)].concat())
@@ -388,10 +370,7 @@ fn an_upload_that_breaks_off_stores_nothing() {
     );
     // Two parts, then another request: the upload is refused, nothing is stored.
     let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
-    let status = frame(client_frame::Frame::Request(Request {
-        id: 2,
-        kind: Some(request::Kind::Status(Default::default())),
-    }));
+    let status = status_frame(2);
     s.write_all(&[hello, part(1, 4), part(1, 5), status].concat())
         .expect("write");
     s.shutdown(std::net::Shutdown::Write).expect("half-close");
@@ -407,6 +386,113 @@ fn an_upload_that_breaks_off_stores_nothing() {
     assert!(
         wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
         "an interrupted upload left {:?}",
+        block_files(&n)
+    );
+    assert!(n.ctl(&["status"]).status.success());
+}
+
+fn client_frame(f: p2pd_proto::control::client_frame::Frame) -> Vec<u8> {
+    p2pd_proto::frame::encode_frame(&p2pd_proto::control::ClientFrame { frame: Some(f) })
+}
+
+fn hello_frame(agent: &str) -> Vec<u8> {
+    client_frame(p2pd_proto::control::client_frame::Frame::Hello(
+        p2pd_proto::control::Hello {
+            protocol_version: p2pd_proto::PROTOCOL_VERSION,
+            agent: agent.into(),
+            peer_id: String::new(),
+        },
+    ))
+}
+
+fn request_frame(id: u64, kind: p2pd_proto::control::request::Kind) -> Vec<u8> {
+    client_frame(p2pd_proto::control::client_frame::Frame::Request(
+        p2pd_proto::control::Request {
+            id,
+            kind: Some(kind),
+        },
+    ))
+}
+
+/// One 1 MiB part of upload `id`, every byte `byte`.
+fn put_part(id: u64, byte: u8, last: bool) -> Vec<u8> {
+    request_frame(
+        id,
+        p2pd_proto::control::request::Kind::BlockPut(p2pd_proto::control::BlockPutRequest {
+            data: vec![byte; 1 << 20].into(),
+            last,
+            ttl_secs: 0,
+        }),
+    )
+}
+
+fn status_frame(id: u64) -> Vec<u8> {
+    request_frame(
+        id,
+        p2pd_proto::control::request::Kind::Status(Default::default()),
+    )
+}
+
+/// The responses in `bytes` (frames as the daemon writes them), in order.
+fn responses(mut bytes: &[u8]) -> Vec<p2pd_proto::control::Response> {
+    use prost::Message;
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let len = prost::encoding::decode_varint(&mut bytes).expect("length prefix") as usize;
+        let frame = p2pd_proto::control::ServerFrame::decode(&bytes[..len]).expect("frame");
+        bytes = &bytes[len..];
+        if let Some(p2pd_proto::control::server_frame::Frame::Response(r)) = frame.frame {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// A disk that fills up during an upload: the client gets one error that says so, the rest of
+/// the upload it had already sent is read and dropped (never taken for new requests), nothing
+/// is left in the store, and the same connection goes on answering.
+#[test]
+fn an_upload_that_fills_the_disk_fails_once_and_stores_nothing() {
+    use p2pd_proto::control::response::Kind;
+    use std::io::{Read, Write};
+    let mut n = Node::start("n", NodeOpts::default());
+    assert!(n.stop().success());
+    let Some(_disk) = Tmpfs::mount(&n.data_dir(), "6m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root (scripts/test.sh runs as root)");
+        return;
+    };
+    n.spawn(&NodeOpts::default());
+    // Twelve parts of 1 MiB on a 6 MiB disk, then another request on the same connection.
+    let mut frames = vec![hello_frame("full-disk-upload")];
+    frames.extend((0..12u8).map(|i| put_part(1, i, i == 11)));
+    frames.push(status_frame(2));
+    let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s.write_all(&frames.concat()).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answers = responses(&answer);
+    let upload: Vec<_> = answers.iter().filter(|r| r.id == 1).collect();
+    assert_eq!(upload.len(), 1, "one answer to the upload: {answers:?}");
+    match &upload[0].kind {
+        Some(Kind::Error(e)) => assert!(
+            e.message.contains("No space left") && e.message.contains("disk full"),
+            "{}",
+            e.message
+        ),
+        other => panic!("an upload onto a full disk was answered {other:?}"),
+    }
+    assert!(
+        answers
+            .iter()
+            .any(|r| r.id == 2 && matches!(r.kind, Some(Kind::Status(_)))),
+        "the request after the upload was not answered: {answers:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
+        "an upload onto a full disk left {:?}",
         block_files(&n)
     );
     assert!(n.ctl(&["status"]).status.success());

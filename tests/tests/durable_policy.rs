@@ -1,7 +1,7 @@
 //! Acknowledged policy changes are durable: they survive a reload racing them, and a `kill -9`
 //! at any moment; runtime limits are checked exactly as the config file checks them.
 
-use p2pd_e2e::{bin, clean_command, Node, NodeOpts, Transport};
+use p2pd_e2e::{bin, clean_command, Node, NodeOpts, Tmpfs, Transport};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -388,36 +388,17 @@ fn ban_durations_are_bounded_and_every_ban_lists() {
     assert_eq!(listed_bans(&n), ["192.0.2.52".to_string()].into());
 }
 
-/// Unmounts a test's tmpfs when the test ends, passing or failing.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// On a full disk, ban, trust and unban fail with an error that says so, the running node keeps
 /// only what is on disk, and after a restart `p2pctl bans` is exactly what was acknowledged.
 #[test]
 fn a_full_disk_refuses_changes_and_keeps_what_was_acknowledged() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root (scripts/test.sh runs as root)");
-        return;
-    }
     let mut n = Node::start("n", opts());
     assert!(n.stop().success());
     let data = n.data_dir();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&data)
-        .status()
-        .expect("mount");
-    assert!(mounted.success(), "mount -t tmpfs failed");
-    let _mount = Mount(data.clone());
+    let Some(_mount) = Tmpfs::mount(&data, "2m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root (scripts/test.sh runs as root)");
+        return;
+    };
     n.spawn(&opts());
     assert!(n
         .ctl(&["ban", "192.0.2.1", "--reason", "before"])

@@ -74,7 +74,7 @@ pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
     // A broken upload is answered as such; the writer, dropped unfinished, leaves nothing.
     read?;
     let meta = written
-        .map_err(io_error)?
+        .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
         .ok_or_else(|| io_error("the writer stopped before the last part"))?;
     let key = parse_hash(&meta.hash)
         .map(|h| h.to_vec())
@@ -87,8 +87,9 @@ pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
     Ok(Kind::BlockStat(stat_of(&meta)))
 }
 
-/// Hands the upload's parts to the writer in order, until the last; stops early when the writer
-/// failed (its error is the answer).
+/// Hands the upload's parts to the writer in order, until the last. When the writer failed (its
+/// error is the answer) the rest of the upload is still read, and dropped: the client may have
+/// sent it already, and its parts must not be taken for new requests.
 async fn read_parts<R: tokio::io::AsyncBufRead + Unpin>(
     ctx: &Ctx,
     rd: &mut R,
@@ -97,9 +98,13 @@ async fn read_parts<R: tokio::io::AsyncBufRead + Unpin>(
     to_disk: &tokio::sync::mpsc::Sender<Part>,
 ) -> Result<(), ApiError> {
     let mut part = (first, None);
+    let mut writing = true;
     loop {
         let last = part.0.last;
-        if to_disk.send((part.0.data, last, part.1)).await.is_err() || last {
+        if writing {
+            writing = to_disk.send((part.0.data, last, part.1)).await.is_ok();
+        }
+        if last {
             return Ok(());
         }
         part = match super::bounds::read_frame_held(rd, &ctx.budget, super::bounds::DEADLINES).await
