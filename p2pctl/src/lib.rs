@@ -232,10 +232,11 @@ impl Client {
     /// to the subscribers are full) is sent again after a pause, so nothing is dropped; order is
     /// kept only within what was accepted. The requests in flight follow the daemon's answers as
     /// TCP's congestion window follows losses ([`Window`]): halved after a round with a refusal,
-    /// one more after each round without; the daemon signs every publish before it can find the
-    /// queues full, so a full window sent into full queues would cost a signature per refusal. Returns how many were published; stops at any other
-    /// error, and then the connection still owes answers (some may sit half-read in the buffer
-    /// this call read them through): connect again rather than send more requests on it.
+    /// one more after each full round without; the daemon signs every publish before it can
+    /// find the queues full, so a full window sent into full queues would cost a signature per
+    /// refusal. Returns how many were published; stops at any other error, and then the
+    /// connection still owes answers (some may sit half-read in the buffer this call read them
+    /// through): connect again rather than send more requests on it.
     pub async fn pubsub_publish_many(
         &mut self,
         topic: &str,

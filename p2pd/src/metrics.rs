@@ -136,6 +136,8 @@ pub struct P2pMetrics {
     /// Limits in effect, so alerts can compare usage with them.
     pub limits: Family<LimitLabels, Gauge>,
     pub pubsub_topics: Gauge,
+    /// Messages dropped for local subscribers that fell too far behind.
+    pub pubsub_dropped: Counter,
     pub connections_opened: Counter,
     pub connections_active: Gauge,
     pub dht_query_duration: Histogram,
@@ -154,6 +156,7 @@ impl P2pMetrics {
         let m = P2pMetrics {
             limits: Family::default(),
             pubsub_topics: Gauge::default(),
+            pubsub_dropped: Counter::default(),
             connections_opened: Counter::default(),
             connections_active: Gauge::default(),
             dht_query_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
@@ -225,6 +228,11 @@ impl P2pMetrics {
             "p2p_pubsub_topics",
             "Topics this node is subscribed to",
             m.pubsub_topics.clone(),
+        );
+        registry.register(
+            "p2p_pubsub_dropped",
+            "Messages dropped for local subscribers too slow to read them",
+            m.pubsub_dropped.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
         // Every series exists from the start, so dashboards and alerts see zeros, not gaps.

@@ -1,7 +1,8 @@
 //! Pub/sub and the DHT through the control socket, across three real nodes.
 
 use p2pd_e2e::{
-    bin, clean_command, http_get, tcp_network, wait_until, Node, NodeOpts, Subscriber, Transport,
+    bin, clean_command, http_get, tcp_network, wait_until, Node, NodeOpts, Reaper, Subscriber,
+    Transport,
 };
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -356,4 +357,109 @@ fn pipelined_publishes_all_arrive() {
         assert_eq!(sub.count(&format!("line-{i}")), 1);
     }
     assert!(a.ctl(&["status"]).status.success());
+}
+
+/// p2p_pubsub_dropped_total on `n`.
+fn dropped_total(n: &Node) -> f64 {
+    n.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("p2p_pubsub_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("p2p_pubsub_dropped_total is exported")
+}
+
+/// A subscriber that stops reading loses what no longer fits in its queue, and only that: the
+/// drops are counted, the log says so once when they start and once, with the count, when the
+/// subscriber reads again, and what is published after that reaches it.
+#[test]
+fn a_subscriber_that_stops_reading_loses_messages_counted_and_logged_once() {
+    let n = Node::start("n", NodeOpts::default());
+    let topic = "firehose";
+    // `p2pctl pubsub sub` whose output nobody reads: once the pipe is full it stops reading
+    // the control socket.
+    let mut sub = Reaper(
+        clean_command(&bin("p2pctl"), &n.dir)
+            .arg("--socket")
+            .arg(&n.socket)
+            .args(["pubsub", "sub", topic])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("p2pctl pubsub sub"),
+    );
+    assert!(wait_until(Duration::from_secs(10), || n
+        .ctl_json(&["pubsub", "topics"])
+        .to_string()
+        .contains(topic)));
+    let lines: String = (0..60_000).map(|i| format!("m-{i}\n")).collect();
+    let mut publisher = clean_command(&bin("p2pctl"), &n.dir)
+        .arg("--socket")
+        .arg(&n.socket)
+        .args(["--timeout", "120s", "pubsub", "pub", "--lines", topic, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("p2pctl pubsub pub");
+    std::io::Write::write_all(
+        &mut publisher.stdin.take().expect("stdin"),
+        lines.as_bytes(),
+    )
+    .expect("write");
+    assert!(publisher.wait().expect("wait").success());
+    let dropped = dropped_total(&n);
+    assert!(
+        dropped > 0.0,
+        "60,000 messages fitted a subscriber that read none"
+    );
+    let too_slow = |log: &str| log.matches("a pub/sub subscriber is too slow").count();
+    assert_eq!(too_slow(&n.log()), 1, "one line when the drops start");
+
+    // The subscriber reads again: the backlog, then what comes after it.
+    let out = sub.0.stdout.take().expect("stdout");
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                seen.lock().expect("lines").push(line);
+            }
+        })
+    };
+    let got = |what: &str| {
+        seen.lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.ends_with(&format!(": {what}")))
+    };
+    let delivered = || seen.lock().expect("lines").len() as f64;
+    assert!(
+        wait_until(Duration::from_secs(60), || delivered() + dropped
+            >= 60_000.0),
+        "of 60,000 messages {} arrived and {dropped} were counted as dropped",
+        delivered()
+    );
+    assert!(got("m-0"), "the oldest message, queued first, was not kept");
+    assert!(n.ctl(&["pubsub", "pub", topic, "after"]).status.success());
+    assert!(
+        wait_until(Duration::from_secs(30), || got("after")),
+        "a message published after the subscriber caught up never arrived"
+    );
+    let log = n.log();
+    assert_eq!(too_slow(&log), 1, "{log}");
+    assert!(
+        log.contains("a slow pub/sub subscriber caught up")
+            && log.contains(&format!("dropped={dropped}")),
+        "the catch-up line with the count ({dropped}) is missing"
+    );
+    assert_eq!(
+        delivered() + dropped,
+        60_001.0,
+        "every message was either delivered or counted as dropped"
+    );
+    assert_eq!(
+        dropped_total(&n),
+        dropped,
+        "nothing dropped after the catch-up"
+    );
+    drop(sub);
+    let _ = reader.join();
 }

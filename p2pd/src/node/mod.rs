@@ -174,7 +174,7 @@ impl Node {
             config,
             loopback_only,
             saving: None,
-            pubsub: Default::default(),
+            pubsub: pubsub::PubSub::counting_drops(p2p.pubsub_dropped.clone()),
             dht: Default::default(),
             blocks,
             block_requests: HashMap::new(),

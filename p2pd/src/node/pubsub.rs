@@ -8,6 +8,7 @@ use crate::behaviour::base58;
 use crate::replay::{ReplayGuard, Verdict};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::PeerId;
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,8 +41,16 @@ struct SubscriberTx {
 }
 
 impl SubscriberTx {
-    /// Queues `msg` for this subscriber unless it is too far behind; false once it went away.
-    fn offer(&mut self, topic: &TopicHash, msg: &Delivery) -> bool {
+    /// The subscriber went away: a run of drops it had is reported.
+    fn gone(&self, topic: &TopicHash) {
+        if self.dropped > 0 {
+            tracing::warn!(topic = %topic, dropped = self.dropped, "a slow pub/sub subscriber went away; messages had been dropped for it");
+        }
+    }
+
+    /// Queues `msg` for this subscriber unless it is too far behind. Returns whether the
+    /// subscriber is still there, and whether `msg` was dropped for it.
+    fn offer(&mut self, topic: &TopicHash, msg: &Delivery) -> (bool, bool) {
         let size = msg.data.len();
         let sent = if self.queued.load(Ordering::Relaxed) + size > SUBSCRIBER_BYTES {
             Err(!self.tx.is_closed())
@@ -61,18 +70,18 @@ impl SubscriberTx {
                     tracing::warn!(topic = %topic, dropped = self.dropped, "a slow pub/sub subscriber caught up; messages were dropped for it meanwhile");
                     self.dropped = 0;
                 }
-                true
+                (true, false)
             }
-            Err(open) => {
-                if open {
-                    if self.dropped == 0 {
-                        tracing::warn!(topic = %topic, queued_messages = SUBSCRIBER_MESSAGES - self.tx.capacity(), "a pub/sub subscriber is too slow; dropping messages for it until it catches up (it should read faster, or the publishers slow down)");
-                    }
-                    self.dropped += 1;
-                } else if self.dropped > 0 {
-                    tracing::warn!(topic = %topic, dropped = self.dropped, "a slow pub/sub subscriber went away; messages had been dropped for it");
+            Err(true) => {
+                if self.dropped == 0 {
+                    tracing::warn!(topic = %topic, queued_messages = SUBSCRIBER_MESSAGES - self.tx.capacity(), "a pub/sub subscriber is too slow; dropping messages for it until it catches up (it should read faster, or the publishers slow down)");
                 }
-                open
+                self.dropped += 1;
+                (true, true)
+            }
+            Err(false) => {
+                self.gone(topic);
+                (false, false)
             }
         }
     }
@@ -110,13 +119,23 @@ const MAX_AUTHORS: usize = 100_000;
 pub struct PubSub {
     subscribers: HashMap<TopicHash, Vec<SubscriberTx>>,
     replay: ReplayGuard<PeerId>,
+    /// Messages dropped for slow local subscribers (`p2p_pubsub_dropped_total`).
+    dropped: Counter,
 }
 
 impl Default for PubSub {
     fn default() -> Self {
+        PubSub::counting_drops(Counter::default())
+    }
+}
+
+impl PubSub {
+    /// Counts the messages dropped for slow local subscribers in `dropped`.
+    pub fn counting_drops(dropped: Counter) -> Self {
         PubSub {
             subscribers: HashMap::new(),
             replay: ReplayGuard::new(MAX_AUTHORS),
+            dropped,
         }
     }
 }
@@ -162,7 +181,13 @@ impl PubSub {
             .subscribers
             .iter_mut()
             .filter_map(|(t, subs)| {
-                subs.retain(|s| !s.tx.is_closed());
+                subs.retain(|s| {
+                    let closed = s.tx.is_closed();
+                    if closed {
+                        s.gone(t);
+                    }
+                    !closed
+                });
                 subs.is_empty().then(|| t.clone())
             })
             .collect();
@@ -186,7 +211,13 @@ impl PubSub {
         let Some(subs) = self.subscribers.get_mut(topic) else {
             return false;
         };
-        subs.retain_mut(|s| s.offer(topic, msg));
+        subs.retain_mut(|s| {
+            let (open, dropped) = s.offer(topic, msg);
+            if dropped {
+                self.dropped.inc();
+            }
+            open
+        });
         subs.is_empty()
     }
 }
@@ -472,6 +503,7 @@ mod tests {
         // Room again: the next one arrives, and the run of drops is over.
         p.deliver(&topic("t"), &message(b"after"));
         assert_eq!(dropped(&p), 0);
+        assert_eq!(p.dropped.get(), 2, "both drops counted for the metric");
         assert_eq!(slow.recv().await.unwrap().data, b"after");
         assert!(p.has_subscribers(&topic("t")));
     }
