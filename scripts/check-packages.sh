@@ -26,13 +26,13 @@ rpm -qpl "$rpmfile" > target/rpm-files.txt
 for f in /usr/bin/p2pd /usr/bin/p2pctl /etc/p2pd/p2pd.toml /usr/lib/systemd/system/p2pd.service \
          /usr/lib/systemd/system/p2pd.socket /usr/lib/systemd/system/p2pd-query.socket \
          /usr/lib/systemd/system/p2pd-handoff.socket /usr/lib/systemd/system/p2pd-gate.service \
-         /usr/lib/sysusers.d/p2pd.conf \
+         /usr/lib/sysusers.d/p2pd.conf /usr/lib/sysctl.d/30-p2pd.conf \
          /usr/share/man/man8/p2pd.8 /usr/share/man/man1/p2pctl.1 /usr/share/man/man5/p2pd.toml.5 \
          /usr/share/p2pd/prometheus/p2pd-alerts.yml /usr/share/p2pd/grafana/p2pd.json; do
   grep -qx "$f" target/rpm-files.txt || { echo "the rpm lacks $f" >&2; exit 1; }
 done
 scripts=$(rpm -qp --scripts "$rpmfile")
-for s in 'systemd-sysusers p2pd.conf' 'enable --now p2pd.socket p2pd-query.socket p2pd.service' 'disable --now p2pd.service p2pd-gate.service p2pd-handoff.socket p2pd-query.socket p2pd.socket' 'try-restart p2pd.service'; do
+for s in 'systemd-sysusers p2pd.conf' 'systemd-sysctl 30-p2pd.conf' 'enable --now p2pd.socket p2pd-query.socket p2pd.service' 'disable --now p2pd.service p2pd-gate.service p2pd-handoff.socket p2pd-query.socket p2pd.socket' 'try-restart p2pd.service'; do
   grep -qF "$s" <<<"$scripts" || { echo "the rpm scriptlets lack: $s" >&2; exit 1; }
 done
 root=$(mktemp -d)

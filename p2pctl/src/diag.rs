@@ -245,7 +245,38 @@ fn checks(
         (n, c) => check("bootstrap peers", Verdict::Pass, format!("{c} of {n} connected"), "", ""),
     });
     out.push(nat_check(status));
+    out.push(udp_check(status));
     out
+}
+
+/// QUIC's socket buffers: the kernel caps them at net.core.rmem_max / wmem_max.
+fn udp_check(s: &StatusResponse) -> Check {
+    let (recv, send, wanted) = (s.udp_receive_buffer, s.udp_send_buffer, s.udp_buffer_wanted);
+    if recv == 0 {
+        return check(
+            "QUIC buffers",
+            Verdict::Pass,
+            "no QUIC socket".into(),
+            "",
+            "",
+        );
+    }
+    check(
+        "QUIC buffers",
+        if recv < wanted || send < wanted {
+            Verdict::Warn
+        } else {
+            Verdict::Pass
+        },
+        format!(
+            "receive {} KiB, send {} KiB of {} KiB wanted",
+            recv / 1024,
+            send / 1024,
+            wanted / 1024
+        ),
+        "the kernel caps UDP socket buffers (net.core.rmem_max / wmem_max): a fast peer overflows them, datagrams are dropped and QUIC slows down",
+        "raise both: `sysctl -w net.core.rmem_max=4194304 net.core.wmem_max=4194304` and keep them in /etc/sysctl.d/ (the packages ship /usr/lib/sysctl.d/30-p2pd.conf), then restart p2pd",
+    )
 }
 
 /// Reachability: what AutoNAT found, the relays this node is reachable through, and whether
@@ -338,5 +369,22 @@ mod tests {
         let m = parse_metrics("h_bucket{le=\"0.1\"} 50\nh_bucket{le=\"1\"} 99\nh_bucket{le=\"10\"} 100\nh_bucket{le=\"+Inf\"} 100\n");
         assert_eq!(p99(&m, "h"), Some(1.0));
         assert_eq!(p99(&parse_metrics("h_bucket{le=\"+Inf\"} 0\n"), "h"), None);
+    }
+
+    #[test]
+    fn quic_buffers_below_the_wanted_size_warn_with_the_sysctl_to_raise() {
+        let mut s = StatusResponse {
+            udp_buffer_wanted: 4 << 20,
+            ..Default::default()
+        };
+        assert_eq!(udp_check(&s).verdict, Verdict::Pass);
+        s.udp_receive_buffer = 4 << 20;
+        s.udp_send_buffer = 4 << 20;
+        assert_eq!(udp_check(&s).verdict, Verdict::Pass);
+        s.udp_receive_buffer = 212_992;
+        let c = udp_check(&s);
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert_eq!(c.value, "receive 208 KiB, send 4096 KiB of 4096 KiB wanted");
+        assert!(c.fix.contains("net.core.rmem_max=4194304"), "{}", c.fix);
     }
 }

@@ -125,6 +125,19 @@ pub fn status_text(s: &StatusResponse) -> String {
             ),
         ),
         ("open files", s.open_files_limit.to_string()),
+        (
+            "QUIC buffers",
+            if s.udp_receive_buffer == 0 {
+                "-".into()
+            } else {
+                format!(
+                    "receive {} KiB, send {} KiB (wanted {} KiB)",
+                    s.udp_receive_buffer / 1024,
+                    s.udp_send_buffer / 1024,
+                    s.udp_buffer_wanted / 1024
+                )
+            },
+        ),
     ];
     rows.iter().map(|(k, v)| format!("{k:<14} {v}\n")).collect()
 }

@@ -29,3 +29,4 @@ pub mod slim;
 pub mod streams;
 pub mod tls;
 pub mod transport;
+pub mod udp;

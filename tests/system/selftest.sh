@@ -29,6 +29,10 @@ systemctl status p2pd --no-pager | grep -F 'Status: "'
 p2pctl status
 # The packaged node runs in system mode with the system paths.
 p2pctl --json status | grep -F '"mode":"system"'
+# QUIC's sockets got buffers (as much as the host's net.core maxima allow), and the ceilings
+# the package raises are installed.
+p2pctl --json status | grep -E '"udp_receive_buffer":[1-9]'
+grep -qx 'net.core.rmem_max = 4194304' /usr/lib/sysctl.d/30-p2pd.conf
 
 # Upgrade (the same package again): every unit stays active, nothing fails.
 dpkg -i /opt/t/p2pd.deb 2>&1 | tee /tmp/upgrade.log

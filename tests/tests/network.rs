@@ -156,3 +156,106 @@ fn a_dial_that_collides_with_an_existing_connection_goes_from_a_new_port() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["peer_id"], b_id.as_str(), "{v}");
 }
+
+/// `ss`'s view of a process's UDP sockets: (local address, receive buffer, send buffer), in
+/// the bytes the kernel accounts (twice the data it keeps).
+fn udp_sockets_of(pid: u32) -> Vec<(String, u64, u64)> {
+    let out = std::process::Command::new("ss")
+        .args(["-H", "-u", "-a", "-n", "-m", "-p"])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let owner = format!("pid={pid},");
+    let mut found = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let mem = lines.next().unwrap_or_default();
+        if !line.contains(&owner) {
+            continue;
+        }
+        let field = |name: &str| -> u64 {
+            mem.split(['(', ',', ')'])
+                .find_map(|f| f.strip_prefix(name).and_then(|v| v.parse().ok()))
+                .unwrap_or_else(|| panic!("no {name} in {mem:?}"))
+        };
+        let local = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_string();
+        found.push((local, field("rb"), field("tb")));
+    }
+    found
+}
+
+fn sysctl(name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+        .expect("net.core sysctl")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// QUIC's sockets get the buffers p2pd asks for, up to the kernel's maximum: the listener's,
+/// and the socket a node without a QUIC listener opens to dial over QUIC. `p2pctl status`
+/// reports what the kernel granted (`ss` agrees) and `p2pctl diag` warns when it is short.
+#[test]
+fn quic_sockets_get_the_buffers_they_ask_for() {
+    let a = Node::start(
+        "a",
+        NodeOpts {
+            transport: Transport::Quic,
+            is_bootstrap: true,
+            ..Default::default()
+        },
+    );
+    let b = Node::start(
+        "b",
+        NodeOpts {
+            transport: Transport::Tcp,
+            ..Default::default()
+        },
+    );
+    let wanted = a.status()["udp_buffer_wanted"]
+        .as_u64()
+        .expect("udp_buffer_wanted");
+    assert_eq!(wanted, 4 << 20);
+    let (recv, send) = (
+        wanted.min(sysctl("rmem_max")),
+        wanted.min(sysctl("wmem_max")),
+    );
+    assert_eq!(
+        b.status()["udp_receive_buffer"].as_u64(),
+        Some(0),
+        "b has no UDP socket yet"
+    );
+    let out = b.ctl(&["connect", &a.multiaddr(Transport::Quic)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in [&a, &b] {
+        let s = n.status();
+        assert_eq!(
+            s["udp_receive_buffer"].as_u64(),
+            Some(recv),
+            "{}: {s}",
+            n.name
+        );
+        assert_eq!(s["udp_send_buffer"].as_u64(), Some(send), "{}: {s}", n.name);
+        let sockets = udp_sockets_of(n.pid());
+        assert!(!sockets.is_empty(), "{}: ss shows no UDP socket", n.name);
+        for (local, rb, tb) in sockets {
+            assert_eq!((rb, tb), (2 * recv, 2 * send), "{}: {local}", n.name);
+        }
+        let diag = n.ctl(&["diag"]);
+        let report = String::from_utf8_lossy(&diag.stdout);
+        let line = if recv < wanted || send < wanted {
+            "[WARN] QUIC buffers"
+        } else {
+            "[PASS] QUIC buffers"
+        };
+        assert!(report.contains(line), "{}: {report}", n.name);
+    }
+}

@@ -49,5 +49,8 @@ fn to_proto(s: Status) -> StatusResponse {
                     .unwrap_or_default(),
             })
             .collect(),
+        udp_receive_buffer: s.udp_buffers.map_or(0, |b| b.0 as u64),
+        udp_send_buffer: s.udp_buffers.map_or(0, |b| b.1 as u64),
+        udp_buffer_wanted: crate::udp::WANTED as u64,
     }
 }

@@ -32,6 +32,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::metrics::{Metrics, Recorder, Registry};
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
@@ -85,6 +86,8 @@ pub struct Node {
     nat: nat::Nat,
     /// Peers to dial once the listeners are bound ([`Node::join`]).
     to_join: Option<Vec<(PeerId, Vec<Multiaddr>)>>,
+    /// QUIC's UDP sockets and the buffers the kernel granted them ([`crate::udp`]).
+    udp: Vec<crate::udp::Granted>,
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux) and QUIC-v1 behind the policy's gate, DNS,
@@ -184,6 +187,7 @@ impl Node {
             p2p,
             nat,
             to_join: None,
+            udp: Vec::new(),
         };
         node.learn_trusted_addrs();
         node.p2p.set_limits(&node.config.limits);
@@ -449,6 +453,11 @@ impl Node {
                 .iter()
                 .map(|(a, t)| (a.clone(), t.clone()))
                 .collect(),
+            udp_buffers: self
+                .udp
+                .iter()
+                .map(|g| (g.recv / 2, g.send / 2))
+                .reduce(|(r, s), (r2, s2)| (r.min(r2), s.min(s2))),
         }
     }
 
@@ -522,6 +531,9 @@ impl Node {
                 listener_id,
                 address,
             } => {
+                if address.iter().any(|p| p == Protocol::QuicV1) {
+                    self.size_udp_buffers();
+                }
                 tracing::info!(address = %address.clone().with_p2p(self.local_peer_id()).unwrap_or(address), "listening");
                 self.on_listen_addrs_changed();
                 if self.service.listener_bound(listener_id) {
@@ -552,6 +564,9 @@ impl Node {
                     .trusted_connected(&peer_id);
                 self.dials
                     .established(connection_id, peer_id, endpoint.get_remote_address());
+                if endpoint.is_dialer() {
+                    self.dialed_over(endpoint.get_remote_address());
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -723,6 +738,42 @@ impl Node {
     /// rig) is a loopback-only network even when the node listens on 0.0.0.0: what counts is
     /// the addresses actually bound. Its peers' loopback addresses are routable and the DHT
     /// serves (in `auto` mode), as on a node configured for 127.0.0.1.
+    /// A QUIC dial from a family this node does not listen on opened a socket of its own:
+    /// size it like the listeners' (once, as libp2p-quic keeps it for later dials).
+    fn dialed_over(&mut self, remote: &Multiaddr) {
+        let quic = remote.iter().any(|p| p == Protocol::QuicV1) && !addr::is_relayed(remote);
+        let Some(ip) = addr::ip_of(remote).filter(|_| quic) else {
+            return;
+        };
+        if !self.udp.iter().any(|g| g.addr.is_ipv4() == ip.is_ipv4()) {
+            self.size_udp_buffers();
+        }
+    }
+
+    /// Gives QUIC's sockets their buffers; says once per socket when the kernel capped them.
+    fn size_udp_buffers(&mut self) {
+        match crate::udp::size_sockets(|_| true) {
+            Ok(granted) => {
+                for g in granted.iter().filter(|g| g.short()) {
+                    if !self.udp.iter().any(|o| o.addr == g.addr) {
+                        tracing::warn!(
+                            socket = %g.addr,
+                            receive_bytes = g.recv / 2,
+                            send_bytes = g.send / 2,
+                            wanted_bytes = crate::udp::WANTED,
+                            "the kernel capped a QUIC socket's buffers (net.core.rmem_max / wmem_max): under load it drops datagrams and QUIC slows down; raise both to {} (the packages ship /usr/lib/sysctl.d/30-p2pd.conf: `systemctl restart systemd-sysctl`), then restart p2pd",
+                            crate::udp::WANTED
+                        );
+                    }
+                }
+                self.udp = granted;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot size QUIC's UDP buffers (/proc/self/fd is unreadable): the kernel's defaults stay")
+            }
+        }
+    }
+
     fn on_listen_addrs_changed(&mut self) {
         let bound: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
         let loopback_only = self

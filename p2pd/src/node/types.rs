@@ -33,6 +33,8 @@ pub struct Status {
     pub hole_punches: super::nat::Punches,
     /// AutoNAT v2's results by address.
     pub address_tests: Vec<(Multiaddr, super::nat::Tested)>,
+    /// The smallest receive and send buffers (bytes of data) of QUIC's sockets, if any.
+    pub udp_buffers: Option<(usize, usize)>,
 }
 
 /// One connection of a connected peer.
