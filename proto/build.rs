@@ -13,11 +13,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config
         // Block data arrives in 1 MiB frames: decoded as a slice of the frame, not a copy (on
-        // the wire, a chunk is a block answer's data inside a signed message's payload).
+        // the wire, a chunk is a block answer's data inside a signed message's payload, or
+        // from envelope version 4 its body).
         .bytes([
             ".p2pd.control.BlockData.data",
             ".p2pd.control.BlockPutRequest.data",
             ".p2pd.wire.SignedMessage.payload",
+            ".p2pd.wire.SignedMessage.body",
             ".p2pd.wire.Block.data",
         ])
         .type_attribute(".p2pd.control", "#[derive(serde::Serialize)]");

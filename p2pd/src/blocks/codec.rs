@@ -77,17 +77,26 @@ async fn write_msg<T: AsyncWrite + Unpin + Send>(
     io.close().await
 }
 
-/// `msg` as a frame in two parts: everything up to its payload's bytes, and those bytes.
+/// `msg` as a frame in two parts: everything up to its bulk's bytes (the body of a version 4
+/// envelope, else the payload), and those bytes.
 fn frame_parts(msg: &SignedMessage) -> (Vec<u8>, &[u8]) {
-    let rest = SignedMessage {
-        payload: bytes::Bytes::new(),
-        ..msg.clone()
+    let (tag, payload, rest) = if msg.body.is_empty() {
+        let rest = SignedMessage {
+            payload: bytes::Bytes::new(),
+            ..msg.clone()
+        };
+        (1, &msg.payload[..], rest)
+    } else {
+        let rest = SignedMessage {
+            body: bytes::Bytes::new(),
+            ..msg.clone()
+        };
+        (7, &msg.body[..], rest)
     };
-    let payload = &msg.payload[..];
     let mut field = Vec::with_capacity(11);
     if !payload.is_empty() {
-        // Field 1, length-delimited.
-        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut field);
+        // The field, length-delimited.
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut field);
         prost::encoding::encode_varint(payload.len() as u64, &mut field);
     }
     let body = rest.encoded_len() + field.len() + payload.len();
@@ -179,12 +188,26 @@ pub fn serve(
     compress_threshold: usize,
     req: &BlockRequest,
 ) -> BlockResponse {
+    serve_answer(store, key, compress_threshold, req).0
+}
+
+/// [`serve`], with the BLAKE3 hash the store records for the answer's data when the data is a
+/// stored chunk as it is (not compressed): what a version 4 envelope states for its body.
+pub fn serve_answer(
+    store: &BlockStore,
+    key: &Keypair,
+    compress_threshold: usize,
+    req: &BlockRequest,
+) -> (BlockResponse, Option<super::Hash>) {
     let Ok(hash) = <[u8; 32]>::try_from(req.hash.as_slice()) else {
-        return error("a block hash is 32 bytes".into());
+        return (error("a block hash is 32 bytes".into()), None);
     };
     let Some(meta) = store.stat(&hash) else {
-        return error(format!("block {} not found", to_hex(&hash)));
+        return (error(format!("block {} not found", to_hex(&hash))), None);
     };
+    let stored_blake3 = (req.chunk >= 0)
+        .then(|| meta.chunk_blake3(req.chunk as usize))
+        .flatten();
     let (block_hash, data) = if req.chunk < 0 {
         let manifest = BlockManifest {
             size: meta.size,
@@ -196,14 +219,17 @@ pub fn serve(
     } else {
         let index = req.chunk as usize;
         let Some(chunk_hash) = meta.chunk_hash(index) else {
-            return error(format!("block {} has no chunk {index}", meta.hash));
+            return (
+                error(format!("block {} has no chunk {index}", meta.hash)),
+                None,
+            );
         };
         // Bytes that do not match are not served: a corrupt block is quarantined and the peer
         // told, so it fails over to another provider. A block this process checked whole is
         // served without hashing it again (the peer checks every chunk either way).
         match store.serve_chunk(&meta, index) {
             Ok(d) => (chunk_hash.to_vec(), d),
-            Err(e) => return error(format!("cannot serve chunk {index}: {e}")),
+            Err(e) => return (error(format!("cannot serve chunk {index}: {e}")), None),
         }
     };
     // Compressed only when that makes it smaller: random or already-compressed data goes as
@@ -212,7 +238,7 @@ pub fn serve(
         match snap::raw::Encoder::new().compress_vec(&data) {
             Ok(c) if c.len() < data.len() => (c, true),
             Ok(_) => (data, false),
-            Err(e) => return error(format!("compression failed: {e}")),
+            Err(e) => return (error(format!("compression failed: {e}")), None),
         }
     } else {
         (data, false)
@@ -226,11 +252,63 @@ pub fn serve(
         signature: Vec::new(),
     };
     block.signature = key.sign(&signed_bytes(&block)).unwrap_or_default();
-    BlockResponse {
+    let response = BlockResponse {
         block: Some(block),
         compressed,
         error: String::new(),
+    };
+    (response, stored_blake3.filter(|_| !compressed))
+}
+
+/// Seals an answer for a requester that accepts envelope version `accepts`: from version 4 the
+/// block's data rides as the body, stated by `data_blake3` when the store knows it (else hashed
+/// here), so it is neither copied into the payload nor hashed twice.
+pub fn seal(
+    signer: &super::envelope::Signer,
+    accepts: u32,
+    mut response: BlockResponse,
+    data_blake3: Option<super::Hash>,
+) -> SignedMessage {
+    match response.block.as_mut() {
+        Some(block) if accepts >= 4 => {
+            let body = std::mem::take(&mut block.data);
+            let stated = data_blake3.unwrap_or_else(|| *blake3::hash(&body).as_bytes());
+            signer.seal_with_body(response.encode_to_vec(), body, stated)
+        }
+        _ => signer.seal_for(accepts, response.encode_to_vec()),
     }
+}
+
+/// An opened answer: the response, with its block's data back in place, and the BLAKE3 hash
+/// of that data when the envelope checked it (a version 4 body; `None` when compressed, as the
+/// hash is then of the compressed bytes).
+pub struct Answer {
+    pub response: BlockResponse,
+    pub data_blake3: Option<super::Hash>,
+}
+
+/// Decodes the payload of a verified envelope; `body_blake3` is what [`super::envelope::verify`]
+/// returned for its body.
+pub fn unseal(msg: SignedMessage, body_blake3: Option<super::Hash>) -> Result<Answer, String> {
+    let mut response =
+        BlockResponse::decode(msg.payload).map_err(|e| format!("undecodable message: {e}"))?;
+    let Some(hash) = body_blake3 else {
+        return Ok(Answer {
+            response,
+            data_blake3: None,
+        });
+    };
+    match response.block.as_mut() {
+        Some(block) if block.data.is_empty() => block.data = msg.body,
+        Some(_) => return Err("data both in the payload and as the body".into()),
+        None if msg.body.is_empty() => {}
+        None => return Err("a body without a block".into()),
+    }
+    let data_blake3 = (!response.compressed).then_some(hash);
+    Ok(Answer {
+        response,
+        data_blake3,
+    })
 }
 
 /// Opens a response: checks the provider's signature, bounds and decompresses the data, and
@@ -320,6 +398,80 @@ mod tests {
     }
 
     #[test]
+    fn version_4_carries_the_chunk_as_its_body_stated_by_the_stores_hash() {
+        use crate::blocks::envelope::{self, Refusal, Signer};
+        let noise: Vec<u8> = (0..(CHUNK_SIZE as u32 + 4096) / 32)
+            .flat_map(|i| sha256(&i.to_le_bytes()))
+            .collect();
+        let (_dir, store, hash) = store_with(&noise);
+        let key = Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let signer = Signer::new(key.clone());
+        let (resp, stored) = serve_answer(&store, &key, 1024, &ask(&hash, 0));
+        assert_eq!(stored, Some(*blake3::hash(&noise[..CHUNK_SIZE]).as_bytes()));
+        let sealed = seal(&signer, 4, resp.clone(), stored);
+        assert_eq!((sealed.version, sealed.body.len()), (4, CHUNK_SIZE));
+        assert!(
+            sealed.payload.len() < 1024,
+            "the chunk is not in the payload"
+        );
+        let checked = envelope::verify(&sealed, &me).unwrap();
+        assert_eq!(checked, stored);
+        let answer = unseal(sealed.clone(), checked).unwrap();
+        assert_eq!(answer.data_blake3, stored);
+        let (_, data, _) = open(answer.response, Some(&key.public())).unwrap();
+        assert_eq!(data, noise[..CHUNK_SIZE]);
+
+        // A requester that knows version 3 gets the chunk inside the payload, as before.
+        let old = seal(&signer, 3, resp.clone(), stored);
+        assert_eq!((old.version, old.body.len()), (3, 0));
+        assert_eq!(envelope::verify(&old, &me).unwrap(), None);
+        let answer = unseal(old, None).unwrap();
+        assert_eq!(answer.data_blake3, None);
+        let (_, data, _) = open(answer.response, Some(&key.public())).unwrap();
+        assert_eq!(data, noise[..CHUNK_SIZE]);
+
+        // Bytes that do not have the stated hash (a corrupt disk, or a forger): a bad body,
+        // which costs the provider nothing beyond this fetch, not a bad signature.
+        let mut corrupt = sealed.clone();
+        let mut b = corrupt.body.to_vec();
+        b[7] ^= 1;
+        corrupt.body = b.into();
+        assert_eq!(envelope::verify(&corrupt, &me), Err(Refusal::BadBody));
+        let wrong = seal(&signer, 4, resp, Some([0; 32]));
+        assert_eq!(envelope::verify(&wrong, &me), Err(Refusal::BadBody));
+        // Restating the hash, or moving the body into a version 3 envelope, breaks the signature.
+        let mut restated = sealed.clone();
+        restated.body_blake3 = vec![0; 32];
+        let mut relabelled = sealed;
+        relabelled.version = 3;
+        for m in [restated, relabelled] {
+            assert!(matches!(
+                envelope::verify(&m, &me),
+                Err(Refusal::BadSignature(_))
+            ));
+        }
+
+        // Compressed data: the body is the compressed bytes, hashed by the provider; their
+        // hash is not the chunk's, so the requester does not take it for one.
+        let text = b"the quick brown fox ".repeat(CHUNK_SIZE / 20);
+        let (_d2, store2, h2) = store_with(&text);
+        let (resp, stored) = serve_answer(&store2, &key, 1024, &ask(&h2, 0));
+        assert!(resp.compressed && stored.is_none());
+        let sealed = seal(&signer, 4, resp, stored);
+        let checked = envelope::verify(&sealed, &me).unwrap();
+        assert!(checked.is_some());
+        let answer = unseal(sealed, checked).unwrap();
+        assert_eq!(answer.data_blake3, None);
+        assert_eq!(open(answer.response, Some(&key.public())).unwrap().1, text);
+
+        // An answer without a block (an error) goes as version 3, with no body.
+        let (missing, stored) = serve_answer(&store, &key, 1024, &ask(&[1; 32], 0));
+        let sealed = seal(&signer, 4, missing, stored);
+        assert_eq!((sealed.version, sealed.body.len()), (3, 0));
+    }
+
+    #[test]
     fn random_data_goes_uncompressed() {
         // Hash output: incompressible.
         let data: Vec<u8> = (0..2048u32)
@@ -406,16 +558,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_message_written_payload_last_reads_back_as_it_was() {
-        for payload in [vec![], vec![7u8; 5], vec![1u8; CHUNK_SIZE]] {
-            let msg = SignedMessage {
+    async fn a_message_written_payload_or_body_last_reads_back_as_it_was() {
+        let sizes = || [vec![], vec![7u8; 5], vec![1u8; CHUNK_SIZE]];
+        let with_body = sizes().into_iter().map(|body| SignedMessage {
+            payload: vec![9u8; 40].into(),
+            body: body.into(),
+            body_blake3: vec![5; 32],
+            version: 4,
+            ..Default::default()
+        });
+        for msg in sizes()
+            .into_iter()
+            .map(|payload| SignedMessage {
                 payload: payload.into(),
                 signature: vec![3; 64],
                 seq_no: 300,
                 public_key: vec![4; 36],
                 compressed: true,
                 version: 3,
-            };
+                ..Default::default()
+            })
+            .chain(with_body)
+        {
             let mut wire = Vec::new();
             write_msg(&mut futures::io::Cursor::new(&mut wire), &msg)
                 .await

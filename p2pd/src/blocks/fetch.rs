@@ -33,23 +33,25 @@ fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
         .flatten()
 }
 
+/// Asks `peer` for the manifest (`chunk` -1) or a chunk of `hash`: the hash the answer claims
+/// for its data, the data, its TTL, and the data's BLAKE3 hash when the envelope checked it.
 async fn request(
     node: &NodeHandle,
     peer: PeerId,
     hash: &Hash,
     chunk: i64,
-) -> Result<(Vec<u8>, bytes::Bytes, u64), String> {
+) -> Result<(Vec<u8>, bytes::Bytes, u64, Option<Hash>), String> {
     let req = BlockRequest {
         hash: hash.to_vec(),
         chunk,
         envelope: super::envelope::ACCEPTS,
     };
-    let resp = node
+    let answer = node
         .ask(move |n, reply| n.block_request(peer, req, reply))
         .await
         .map_err(|e| e.message)?;
-    let (claimed, data, block) = codec::open(resp, public_key_of(&peer).as_ref())?;
-    Ok((claimed, data, block.ttl))
+    let (claimed, data, block) = codec::open(answer.response, public_key_of(&peer).as_ref())?;
+    Ok((claimed, data, block.ttl, answer.data_blake3))
 }
 
 /// Announcements of fetched blocks run in the background, this many DHT queries at once; the
@@ -70,7 +72,7 @@ async fn manifest(
     hash: &Hash,
     peer: PeerId,
 ) -> Result<(BlockManifest, u64), String> {
-    let (claimed, manifest, ttl) = request(node, peer, hash, -1).await?;
+    let (claimed, manifest, ttl, _) = request(node, peer, hash, -1).await?;
     Ok((check_manifest(hash, &claimed, &manifest)?, ttl))
 }
 
@@ -128,18 +130,22 @@ async fn chunk(
     index: usize,
     want: Want<'_>,
 ) -> Result<bytes::Bytes, String> {
-    let (claimed, data, _) = request(node, peer, hash, index as i64).await?;
-    // Hashed on the blocking pool, so chunks in flight are checked side by side.
+    let (claimed, data, _, checked) = request(node, peer, hash, index as i64).await?;
     let with_blake3 = want.blake3.is_some();
-    let (data, got) = tokio::task::spawn_blocking(move || {
-        let got = match with_blake3 {
-            true => super::blake3(&data),
-            false => sha256(&data),
-        };
-        (data, got)
-    })
-    .await
-    .map_err(|e| format!("chunk check failed: {e}"))?;
+    let (data, got) = match checked {
+        // The envelope's check of its body hashed these very bytes.
+        Some(h) if with_blake3 => (data, h),
+        // Hashed on the blocking pool, so chunks in flight are checked side by side.
+        _ => tokio::task::spawn_blocking(move || {
+            let got = match with_blake3 {
+                true => super::blake3(&data),
+                false => sha256(&data),
+            };
+            (data, got)
+        })
+        .await
+        .map_err(|e| format!("chunk check failed: {e}"))?,
+    };
     let ok = claimed == want.sha256 && got.as_slice() == want.blake3.unwrap_or(want.sha256);
     if !ok {
         return Err(format!(

@@ -56,6 +56,11 @@ impl Meta {
         self.chunks.get(index).and_then(|c| parse_hash(c))
     }
 
+    /// The BLAKE3 hash of chunk `index` alone, when the metadata lists them.
+    pub fn chunk_blake3(&self, index: usize) -> Option<Hash> {
+        self.chunks_blake3.get(index).and_then(|c| parse_hash(c))
+    }
+
     pub fn chunk_blake3s(&self) -> Vec<Hash> {
         self.chunks_blake3
             .iter()

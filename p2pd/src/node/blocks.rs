@@ -3,6 +3,7 @@
 
 use super::Code;
 use super::{ApiError, Node, Reply};
+use crate::blocks::codec::Answer;
 use crate::blocks::envelope;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::PeerId;
@@ -26,18 +27,13 @@ const RESENDS_ON_CLOSE: u8 = 3;
 pub(super) struct Pending {
     peer: PeerId,
     request: BlockRequest,
-    reply: Reply<BlockResponse>,
+    reply: Reply<Answer>,
     resent: u8,
 }
 
 impl Node {
     /// Asks `peer` for a block manifest or chunk.
-    pub fn block_request(
-        &mut self,
-        peer: PeerId,
-        request: BlockRequest,
-        reply: Reply<BlockResponse>,
-    ) {
+    pub fn block_request(&mut self, peer: PeerId, request: BlockRequest, reply: Reply<Answer>) {
         self.send_block_request(Pending {
             peer,
             request,
@@ -97,8 +93,9 @@ impl Node {
     }
 
     /// An answer to our block request: the replay check here, the signature check (a hash over
-    /// up to a 1 MiB chunk) and decoding off the loop; a forged answer costs the peer score.
-    fn open_answer(&mut self, from: PeerId, msg: SignedMessage, reply: Reply<BlockResponse>) {
+    /// up to a 1 MiB chunk) and decoding off the loop; a forged answer costs the peer score, a
+    /// body that does not match the hash signed for it is refused like any corrupt chunk.
+    fn open_answer(&mut self, from: PeerId, msg: SignedMessage, reply: Reply<Answer>) {
         let refused = move |e: envelope::Refusal| {
             ApiError::new(Code::Failed, format!("answer from {from} refused: {e}"))
         };
@@ -110,12 +107,10 @@ impl Node {
         let handle = self.handle.clone();
         tokio::task::spawn_blocking(move || {
             let opened = match envelope::verify(&msg, &from) {
-                Ok(()) => BlockResponse::decode(msg.payload).map_err(|e| {
-                    ApiError::new(
-                        Code::Failed,
-                        format!("answer from {from} refused: undecodable message: {e}"),
-                    )
+                Ok(body_blake3) => crate::blocks::codec::unseal(msg, body_blake3).map_err(|e| {
+                    ApiError::new(Code::Failed, format!("answer from {from} refused: {e}"))
                 }),
+                Err(e @ envelope::Refusal::BadBody) => Err(refused(e)),
                 Err(e) => {
                     handle.try_tell(move |node| node.punish_invalid(from, "bad_signature"));
                     Err(refused(e))
@@ -141,6 +136,7 @@ impl Node {
                     envelope::Refusal::BadSignature(_) => {
                         self.punish_invalid(peer, "bad_signature")
                     }
+                    envelope::Refusal::BadBody => self.swarm.behaviour().policy.ignored("bad_body"),
                 }
                 return Err(e.to_string());
             }
@@ -177,16 +173,20 @@ impl Node {
                     let service = self.blocks.clone();
                     let handle = self.handle.clone();
                     tokio::task::spawn_blocking(move || {
-                        let response = crate::blocks::codec::serve(
+                        let (response, data_blake3) = crate::blocks::codec::serve_answer(
                             &service.store,
                             &service.key,
                             service.compress_threshold,
                             &request,
                         );
-                        // Signing hashes the whole (1 MiB) answer: here, not on the loop.
-                        let response = service
-                            .signer
-                            .seal_for(request.envelope, response.encode_to_vec());
+                        // Signing hashes the (1 MiB) answer, or its body when the store does
+                        // not know the hash: here, not on the loop.
+                        let response = crate::blocks::codec::seal(
+                            &service.signer,
+                            request.envelope,
+                            response,
+                            data_blake3,
+                        );
                         handle.try_tell(move |node| node.block_respond(channel, response));
                     });
                 }
