@@ -445,7 +445,16 @@ impl Client {
                     kind: Some(request::Kind::BlockPut(req)),
                 })),
             };
-            frame::write_message(&mut self.stream, &frame).await?;
+            if let Err(e) = frame::write_message(&mut self.stream, &frame).await {
+                // The daemon refused the upload midway and closed the connection: its answer,
+                // already sent, says why.
+                return match tokio::time::timeout(Duration::from_secs(5), self.next_response(id))
+                    .await
+                {
+                    Ok(Ok(r)) => Err(into_error(r.kind)),
+                    _ => Err(e.into()),
+                };
+            }
             if last {
                 break;
             }

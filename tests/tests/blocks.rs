@@ -344,7 +344,9 @@ fn block_files(n: &Node) -> Vec<String> {
 }
 
 /// An upload that breaks off — the client gone after some parts, or another request in the
-/// middle of it — stores nothing and leaves no temp file, and the daemon goes on serving.
+/// middle of it — stores nothing and leaves no temp file, and the daemon goes on serving. An
+/// interrupted upload is answered once, and its connection closed: the frames that follow are
+/// no longer known to be requests.
 #[test]
 fn an_upload_that_breaks_off_stores_nothing() {
     use std::io::{Read, Write};
@@ -368,21 +370,28 @@ fn an_upload_that_breaks_off_stores_nothing() {
         "a broken-off upload left {:?}",
         block_files(&n)
     );
-    // Two parts, then another request: the upload is refused, nothing is stored.
+    // Two parts, then another request: the upload is refused, nothing is stored, and the
+    // daemon closes the connection (the client keeps its end open: only the daemon ends it).
     let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
     let status = status_frame(2);
     s.write_all(&[hello, part(1, 4), part(1, 5), status].concat())
         .expect("write");
-    s.shutdown(std::net::Shutdown::Write).expect("half-close");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
+    s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    assert!(
-        String::from_utf8_lossy(&answer).contains("upload interrupted by another frame"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    let end = s.read_to_end(&mut answer);
+    assert!(end.is_ok(), "the connection stayed open: {end:?}");
+    let answers = responses(&answer);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    match &answers[0].kind {
+        Some(p2pd_proto::control::response::Kind::Error(e)) => assert!(
+            answers[0].id == 1
+                && e.message.contains("upload interrupted by another frame")
+                && e.message.contains("the connection closes"),
+            "{answers:?}"
+        ),
+        other => panic!("an interrupted upload was answered {other:?}"),
+    }
     assert!(
         wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
         "an interrupted upload left {:?}",
@@ -446,6 +455,68 @@ fn responses(mut bytes: &[u8]) -> Vec<p2pd_proto::control::Response> {
         }
     }
     out
+}
+
+/// A client that goes on sending after the disk filled, past what any block may hold: the
+/// daemon reads no more than a block's worth in all, answers once (the disk is full, and the
+/// upload went on past the limit) and closes the connection; nothing is left behind.
+#[test]
+fn an_upload_sent_on_past_the_size_limit_is_cut_off() {
+    use p2pd_proto::control::response::Kind;
+    use std::io::{Read, Write};
+    let mut n = Node::start("n", NodeOpts::default());
+    assert!(n.stop().success());
+    let Some(_disk) = Tmpfs::mount(&n.data_dir(), "6m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root (scripts/test.sh runs as root)");
+        return;
+    };
+    n.spawn(&NodeOpts::default());
+    let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    // A block's worth and eight parts more, never the last: written from a thread, which stops
+    // at the first refused write (the daemon closed the connection).
+    let mut w = s.try_clone().expect("clone");
+    let part = put_part(1, 7, false);
+    let sender = std::thread::spawn(move || {
+        w.write_all(&hello_frame("endless-upload"))?;
+        for _ in 0..(1 << 10) + 8 {
+            w.write_all(&part)?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    let mut answer = Vec::new();
+    // Closed with the client's parts still unread: a reset, after the answer.
+    let end = s.read_to_end(&mut answer);
+    assert!(
+        end.as_ref().map_or_else(
+            |e| e.kind() == std::io::ErrorKind::ConnectionReset,
+            |_| true
+        ),
+        "the connection stayed open: {end:?}"
+    );
+    assert!(
+        sender.join().expect("sender").is_err(),
+        "the daemon read the whole endless upload"
+    );
+    let answers = responses(&answer);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    match &answers[0].kind {
+        Some(Kind::Error(e)) => assert!(
+            e.message.contains("No space left")
+                && e.message.contains("past the block size limit")
+                && e.message.contains("the connection closes"),
+            "{}",
+            e.message
+        ),
+        other => panic!("an endless upload was answered {other:?}"),
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
+        "an endless upload left {:?}",
+        block_files(&n)
+    );
+    assert!(n.ctl(&["status"]).status.success());
 }
 
 /// A disk that fills up during an upload: the client gets one error that says so, the rest of

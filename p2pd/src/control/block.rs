@@ -53,6 +53,23 @@ const PUT_AHEAD: usize = 2;
 /// An upload's part on its way to the writer: data, whether it is the last, its budget share.
 type Part = (bytes::Bytes, bool, super::bounds::Held);
 
+/// How an upload ended for its connection.
+pub struct Upload {
+    pub answer: Result<Kind, ApiError>,
+    /// Close the connection after the answer: its frames no longer line up with requests (an
+    /// upload broken off, interrupted by another request, or sent on past the size limit).
+    pub close: bool,
+}
+
+impl Upload {
+    fn broken(e: ApiError) -> Self {
+        Upload {
+            answer: Err(e),
+            close: true,
+        }
+    }
+}
+
 /// Reads the rest of an upload (frames with the same request id until `last`), storing it as it
 /// arrives, then announces the block as a provider record. The store is written and hashed by
 /// a thread of its own while the next parts are read from the socket.
@@ -62,18 +79,38 @@ pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
     rd: &mut R,
     id: u64,
     first: BlockPutRequest,
-) -> Result<Kind, ApiError> {
+) -> Upload {
     caller.audit("block_put", "");
-    let writer =
-        tokio::task::block_in_place(|| ctx.store.writer(first.ttl_secs)).map_err(io_error)?;
+    let writer = match tokio::task::block_in_place(|| ctx.store.writer(first.ttl_secs)) {
+        Ok(w) => w,
+        // Nothing read past the first part: a later part would be taken for a new upload.
+        Err(e) => return Upload::broken(io_error(e)),
+    };
     let (to_disk, parts) = tokio::sync::mpsc::channel(PUT_AHEAD);
     let disk = tokio::task::spawn_blocking(move || write_parts(writer, parts));
     let read = read_parts(ctx, rd, id, first, &to_disk).await;
     drop(to_disk);
-    let written = disk.await.map_err(io_error)?;
-    // A broken upload is answered as such; the writer, dropped unfinished, leaves nothing.
-    read?;
-    let meta = written
+    let written = disk.await.map_err(io_error);
+    // A broken upload is answered as such (with the store's failure first, when it had one);
+    // the writer, dropped unfinished, leaves nothing.
+    if let Err(mut broken) = read {
+        if let Ok(Err(e)) = &written {
+            broken.message = format!("{e}; {}", broken.message);
+        }
+        return Upload::broken(broken);
+    }
+    Upload {
+        answer: finish_put(ctx, written).await,
+        close: false,
+    }
+}
+
+/// The answer to a whole upload: the block stored and announced, or the store's failure.
+async fn finish_put(
+    ctx: &Ctx,
+    written: Result<Result<Option<blocks::Meta>, blocks::store::StoreError>, ApiError>,
+) -> Result<Kind, ApiError> {
+    let meta = written?
         .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
         .ok_or_else(|| io_error("the writer stopped before the last part"))?;
     let key = parse_hash(&meta.hash)
@@ -89,7 +126,9 @@ pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
 
 /// Hands the upload's parts to the writer in order, until the last. When the writer failed (its
 /// error is the answer) the rest of the upload is still read, and dropped: the client may have
-/// sent it already, and its parts must not be taken for new requests.
+/// sent it already, and its parts must not be taken for new requests. No more than a whole
+/// block's worth is read in all: past that, the client is not sending a block, and the error
+/// says the connection closes.
 async fn read_parts<R: tokio::io::AsyncBufRead + Unpin>(
     ctx: &Ctx,
     rd: &mut R,
@@ -99,8 +138,19 @@ async fn read_parts<R: tokio::io::AsyncBufRead + Unpin>(
 ) -> Result<(), ApiError> {
     let mut part = (first, None);
     let mut writing = true;
+    let mut read: u64 = 0;
     loop {
         let last = part.0.last;
+        read += part.0.data.len() as u64;
+        if !writing && read > blocks::MAX_BLOCK_SIZE + blocks::CHUNK_SIZE as u64 {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!(
+                    "the upload went on past the block size limit ({} bytes) after the store stopped taking it; nothing was stored; the connection closes",
+                    blocks::MAX_BLOCK_SIZE
+                ),
+            ));
+        }
         if writing {
             writing = to_disk.send((part.0.data, last, part.1)).await.is_ok();
         }
@@ -122,13 +172,13 @@ async fn read_parts<R: tokio::io::AsyncBufRead + Unpin>(
             Ok(_) => {
                 return Err(ApiError::new(
                     Code::BadRequest,
-                    "upload interrupted by another frame; nothing was stored",
+                    "upload interrupted by another frame; nothing was stored; the connection closes (send other requests after an upload's last part, or on another connection)",
                 ))
             }
             Err(e) => {
                 return Err(ApiError::new(
                     Code::BadRequest,
-                    format!("upload broken ({e}); nothing was stored"),
+                    format!("upload broken ({e}); nothing was stored; the connection closes"),
                 ))
             }
         };

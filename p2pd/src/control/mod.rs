@@ -423,10 +423,16 @@ async fn serve_frames(
             Some(client_frame::Frame::Request(Request {
                 id,
                 kind: Some(request::Kind::BlockPut(first)),
-            })) => (
-                id,
-                block::put(ctx, &caller, &mut rd, id, first).await.into(),
-            ),
+            })) => match block::put(ctx, &caller, &mut rd, id, first).await {
+                block::Upload {
+                    answer: Err(e),
+                    close: true,
+                } => {
+                    let _ = send_error(stream, id, wire_code(e.code), &e.message).await;
+                    return None;
+                }
+                block::Upload { answer, .. } => (id, answer.into()),
+            },
             Some(client_frame::Frame::Request(req))
                 if matches!(req.kind, Some(request::Kind::PubsubPublish(_))) =>
             {
