@@ -457,6 +457,19 @@ fn responses(mut bytes: &[u8]) -> Vec<p2pd_proto::control::Response> {
     out
 }
 
+/// A node whose data directory is a tmpfs of `size`; `None` (the test is skipped) where
+/// mounting one needs root the test does not have.
+fn node_on_a_small_disk(size: &str) -> Option<(Node, Tmpfs)> {
+    let mut n = Node::start("n", NodeOpts::default());
+    assert!(n.stop().success());
+    let Some(disk) = Tmpfs::mount(&n.data_dir(), size) else {
+        eprintln!("skipped: mounting a small tmpfs needs root (scripts/test.sh runs as root)");
+        return None;
+    };
+    n.spawn(&NodeOpts::default());
+    Some((n, disk))
+}
+
 /// A client that goes on sending after the disk filled, past what any block may hold: the
 /// daemon reads no more than a block's worth in all, answers once (the disk is full, and the
 /// upload went on past the limit) and closes the connection; nothing is left behind.
@@ -464,13 +477,9 @@ fn responses(mut bytes: &[u8]) -> Vec<p2pd_proto::control::Response> {
 fn an_upload_sent_on_past_the_size_limit_is_cut_off() {
     use p2pd_proto::control::response::Kind;
     use std::io::{Read, Write};
-    let mut n = Node::start("n", NodeOpts::default());
-    assert!(n.stop().success());
-    let Some(_disk) = Tmpfs::mount(&n.data_dir(), "6m") else {
-        eprintln!("skipped: mounting a small tmpfs needs root (scripts/test.sh runs as root)");
+    let Some((n, _disk)) = node_on_a_small_disk("6m") else {
         return;
     };
-    n.spawn(&NodeOpts::default());
     let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(120)))
         .expect("timeout");
@@ -526,13 +535,9 @@ fn an_upload_sent_on_past_the_size_limit_is_cut_off() {
 fn an_upload_that_fills_the_disk_fails_once_and_stores_nothing() {
     use p2pd_proto::control::response::Kind;
     use std::io::{Read, Write};
-    let mut n = Node::start("n", NodeOpts::default());
-    assert!(n.stop().success());
-    let Some(_disk) = Tmpfs::mount(&n.data_dir(), "6m") else {
-        eprintln!("skipped: mounting a small tmpfs needs root (scripts/test.sh runs as root)");
+    let Some((n, _disk)) = node_on_a_small_disk("6m") else {
         return;
     };
-    n.spawn(&NodeOpts::default());
     // Twelve parts of 1 MiB on a 6 MiB disk, then another request on the same connection.
     let mut frames = vec![hello_frame("full-disk-upload")];
     frames.extend((0..12u8).map(|i| put_part(1, i, i == 11)));
