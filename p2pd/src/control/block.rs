@@ -61,15 +61,6 @@ pub struct Upload {
     pub close: bool,
 }
 
-impl Upload {
-    fn broken(e: ApiError) -> Self {
-        Upload {
-            answer: Err(e),
-            close: true,
-        }
-    }
-}
-
 /// Reads the rest of an upload (frames with the same request id until `last`), storing it as it
 /// arrives, then announces the block as a provider record. The store is written and hashed by
 /// a thread of its own while the next parts are read from the socket.
@@ -83,8 +74,13 @@ pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
     caller.audit("block_put", "");
     let writer = match tokio::task::block_in_place(|| ctx.store.writer(first.ttl_secs)) {
         Ok(w) => w,
-        // Nothing read past the first part: a later part would be taken for a new upload.
-        Err(e) => return Upload::broken(io_error(e)),
+        // Nothing read past the first part: any later part would be taken for a new upload.
+        Err(e) => {
+            return Upload {
+                answer: Err(io_error(e)),
+                close: !first.last,
+            }
+        }
     };
     let (to_disk, parts) = tokio::sync::mpsc::channel(PUT_AHEAD);
     let disk = tokio::task::spawn_blocking(move || write_parts(writer, parts));
@@ -97,7 +93,10 @@ pub async fn put<R: tokio::io::AsyncBufRead + Unpin>(
         if let Ok(Err(e)) = &written {
             broken.message = format!("{e}; {}", broken.message);
         }
-        return Upload::broken(broken);
+        return Upload {
+            answer: Err(broken),
+            close: true,
+        };
     }
     Upload {
         answer: finish_put(ctx, written).await,
