@@ -734,10 +734,6 @@ impl Node {
         }
     }
 
-    /// A host whose only interface is loopback (a container with a private network, a test
-    /// rig) is a loopback-only network even when the node listens on 0.0.0.0: what counts is
-    /// the addresses actually bound. Its peers' loopback addresses are routable and the DHT
-    /// serves (in `auto` mode), as on a node configured for 127.0.0.1.
     /// A QUIC dial from a family this node does not listen on opened a socket of its own:
     /// size it like the listeners' (once, as libp2p-quic keeps it for later dials).
     fn dialed_over(&mut self, remote: &Multiaddr) {
@@ -774,6 +770,10 @@ impl Node {
         }
     }
 
+    /// A host whose only interface is loopback (a container with a private network, a test
+    /// rig) is a loopback-only network even when the node listens on 0.0.0.0: what counts is
+    /// the addresses actually bound. Its peers' loopback addresses are routable and the DHT
+    /// serves (in `auto` mode), as on a node configured for 127.0.0.1.
     fn on_listen_addrs_changed(&mut self) {
         let bound: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
         let loopback_only = self
