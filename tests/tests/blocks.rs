@@ -343,6 +343,25 @@ fn block_files(n: &Node) -> Vec<String> {
     names
 }
 
+/// Waits until `n`'s block directory is empty again (`what` left something otherwise).
+fn assert_nothing_left(n: &Node, what: &str) {
+    assert!(
+        wait_until(Duration::from_secs(10), || block_files(n).is_empty()),
+        "{what} left {:?}",
+        block_files(n)
+    );
+}
+
+/// The message of the one error answer to request `id` among `answers`.
+fn error_answer(answers: &[p2pd_proto::control::Response], id: u64) -> String {
+    let to_id: Vec<_> = answers.iter().filter(|r| r.id == id).collect();
+    assert_eq!(to_id.len(), 1, "one answer to request {id}: {answers:?}");
+    match &to_id[0].kind {
+        Some(p2pd_proto::control::response::Kind::Error(e)) => e.message.clone(),
+        other => panic!("request {id} was answered {other:?}"),
+    }
+}
+
 /// An upload that breaks off — the client gone after some parts, or another request in the
 /// middle of it — stores nothing and leaves no temp file, and the daemon goes on serving. An
 /// interrupted upload is answered once, and its connection closed: the frames that follow are
@@ -365,11 +384,7 @@ fn an_upload_that_breaks_off_stores_nothing() {
         block_files(&n)
     );
     drop(s);
-    assert!(
-        wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
-        "a broken-off upload left {:?}",
-        block_files(&n)
-    );
+    assert_nothing_left(&n, "a broken-off upload");
     // Two parts, then another request: the upload is refused, nothing is stored, and the
     // daemon closes the connection (the client keeps its end open: only the daemon ends it).
     let mut s = std::os::unix::net::UnixStream::connect(&n.socket).expect("connect");
@@ -383,20 +398,12 @@ fn an_upload_that_breaks_off_stores_nothing() {
     assert!(end.is_ok(), "the connection stayed open: {end:?}");
     let answers = responses(&answer);
     assert_eq!(answers.len(), 1, "{answers:?}");
-    match &answers[0].kind {
-        Some(p2pd_proto::control::response::Kind::Error(e)) => assert!(
-            answers[0].id == 1
-                && e.message.contains("upload interrupted by another frame")
-                && e.message.contains("the connection closes"),
-            "{answers:?}"
-        ),
-        other => panic!("an interrupted upload was answered {other:?}"),
-    }
+    let e = error_answer(&answers, 1);
     assert!(
-        wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
-        "an interrupted upload left {:?}",
-        block_files(&n)
+        e.contains("upload interrupted by another frame") && e.contains("the connection closes"),
+        "{e}"
     );
+    assert_nothing_left(&n, "an interrupted upload");
     assert!(n.ctl(&["status"]).status.success());
 }
 
@@ -475,7 +482,6 @@ fn node_on_a_small_disk(size: &str) -> Option<(Node, Tmpfs)> {
 /// upload went on past the limit) and closes the connection; nothing is left behind.
 #[test]
 fn an_upload_sent_on_past_the_size_limit_is_cut_off() {
-    use p2pd_proto::control::response::Kind;
     use std::io::{Read, Write};
     let Some((n, _disk)) = node_on_a_small_disk("6m") else {
         return;
@@ -510,21 +516,14 @@ fn an_upload_sent_on_past_the_size_limit_is_cut_off() {
     );
     let answers = responses(&answer);
     assert_eq!(answers.len(), 1, "{answers:?}");
-    match &answers[0].kind {
-        Some(Kind::Error(e)) => assert!(
-            e.message.contains("No space left")
-                && e.message.contains("past the block size limit")
-                && e.message.contains("the connection closes"),
-            "{}",
-            e.message
-        ),
-        other => panic!("an endless upload was answered {other:?}"),
-    }
+    let e = error_answer(&answers, 1);
     assert!(
-        wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
-        "an endless upload left {:?}",
-        block_files(&n)
+        e.contains("No space left")
+            && e.contains("past the block size limit")
+            && e.contains("the connection closes"),
+        "{e}"
     );
+    assert_nothing_left(&n, "an endless upload");
     assert!(n.ctl(&["status"]).status.success());
 }
 
@@ -550,26 +549,17 @@ fn an_upload_that_fills_the_disk_fails_once_and_stores_nothing() {
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     let answers = responses(&answer);
-    let upload: Vec<_> = answers.iter().filter(|r| r.id == 1).collect();
-    assert_eq!(upload.len(), 1, "one answer to the upload: {answers:?}");
-    match &upload[0].kind {
-        Some(Kind::Error(e)) => assert!(
-            e.message.contains("No space left") && e.message.contains("disk full"),
-            "{}",
-            e.message
-        ),
-        other => panic!("an upload onto a full disk was answered {other:?}"),
-    }
+    let e = error_answer(&answers, 1);
+    assert!(
+        e.contains("No space left") && e.contains("disk full"),
+        "{e}"
+    );
     assert!(
         answers
             .iter()
             .any(|r| r.id == 2 && matches!(r.kind, Some(Kind::Status(_)))),
         "the request after the upload was not answered: {answers:?}"
     );
-    assert!(
-        wait_until(Duration::from_secs(10), || block_files(&n).is_empty()),
-        "an upload onto a full disk left {:?}",
-        block_files(&n)
-    );
+    assert_nothing_left(&n, "an upload onto a full disk");
     assert!(n.ctl(&["status"]).status.success());
 }
