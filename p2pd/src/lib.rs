@@ -21,6 +21,7 @@ pub mod node;
 pub mod persist;
 pub mod policy;
 pub mod ports;
+pub mod quic;
 pub mod reload;
 pub mod replay;
 pub mod rlimit;

@@ -1,5 +1,5 @@
-//! TLS 1.3 on TCP (`/tls/1.0.0`, the libp2p TLS handshake) with p2pd's own rustls
-//! configuration around libp2p-tls's certificate code.
+//! TLS 1.3 on TCP (`/tls/1.0.0`, the libp2p TLS handshake) and inside QUIC ([`crate::quic`])
+//! with p2pd's own rustls configuration around libp2p-tls's certificate code.
 //!
 //! libp2p-tls builds its configuration with ChaCha20-Poly1305 preferred and a key log that
 //! writes every session secret to the file named by `SSLKEYLOGFILE`. Here the certificate
@@ -239,6 +239,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The rustls configurations, for QUIC ([`crate::quic`]).
+    pub fn rustls(&self) -> (Arc<rustls::ClientConfig>, Arc<rustls::ServerConfig>) {
+        (self.client.clone(), self.server.clone())
+    }
+
     pub fn new(key: &Keypair) -> Result<Self, TlsError> {
         let (cert, cert_key) = certificate::generate(key)?;
         let ours = Arc::new(OurCertificate(Arc::new(rustls::sign::CertifiedKey::new(

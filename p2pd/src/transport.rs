@@ -11,7 +11,7 @@ use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::core::{upgrade::Version, Transport};
 use libp2p::identity::Keypair;
-use libp2p::{noise, quic, tcp, PeerId};
+use libp2p::{noise, tcp, PeerId};
 use std::time::Duration;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -121,16 +121,15 @@ pub fn gated(
     handshake_timeout: Duration,
     rules: SharedRules,
 ) -> Result<Gate<Boxed<(PeerId, StreamMuxerBox)>>, BoxError> {
+    let secure = Secure::new(key)?;
+    let quic = crate::quic::Transport::new(key, &secure.tls, streams, handshake_timeout)?
+        .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .map(|socket, _| Coalesce::new(socket))
         .upgrade(Version::V1Lazy)
-        .authenticate(Secure::new(key)?)
+        .authenticate(secure)
         .multiplex(muxer(streams))
         .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
-    let mut q = quic::Config::new(key);
-    q.max_concurrent_stream_limit = streams;
-    q.handshake_timeout = handshake_timeout;
-    let quic = quic::tokio::Transport::new(q).map(|(p, c), _| (p, StreamMuxerBox::new(c)));
     let both = tcp
         .or_transport(quic)
         .map(|either, _| either.into_inner())

@@ -1,18 +1,18 @@
 //! Socket buffers for QUIC's UDP sockets.
 //!
-//! libp2p-quic binds its sockets with the kernel's default buffers (`net.core.rmem_default`,
-//! 208 KiB on most distributions). A peer sending at full speed over a fast path fills that
-//! between two turns of the receiving endpoint: the kernel drops the datagrams, QUIC takes the
-//! loss for congestion and halves its window. Measured here, 1 GiB through a stream: ~400-800
-//! drops and 350-390 MiB/s with the defaults, none and 400-470 MiB/s with 4 MiB buffers.
+//! The kernel's default buffers (`net.core.rmem_default`, 208 KiB on most distributions) are
+//! too small for QUIC: a peer sending at full speed over a fast path fills them between two
+//! turns of the receiving endpoint, the kernel drops the datagrams, and QUIC takes the loss for
+//! congestion and halves its window. Measured here, 1 GiB through a stream: ~400-800 drops and
+//! 350-390 MiB/s with the defaults, none and 400-470 MiB/s with 4 MiB buffers.
 //!
-//! The sockets are created inside libp2p-quic, so they are found the way `ss -p` finds them:
-//! each of the process's descriptors that is a UDP socket (through a duplicate this module
-//! owns, so a descriptor closed meanwhile costs nothing) gets [`WANTED`] bytes of receive and
-//! send buffer. The kernel caps the request at `net.core.rmem_max` / `wmem_max` without
-//! saying so; the size it granted is read back, logged when short, reported by
-//! `p2pctl status` and checked by `p2pctl diag`. The packages raise both maxima
-//! (`/usr/lib/sysctl.d/30-p2pd.conf`).
+//! [`crate::quic`] asks for [`WANTED`] bytes of receive and send buffer when it binds a socket.
+//! What the kernel granted is found the way `ss -p` finds it: each of the process's
+//! descriptors that is a UDP socket (through a duplicate this module owns, so a descriptor
+//! closed meanwhile costs nothing) is asked for the same again and read back. The kernel caps
+//! the request at `net.core.rmem_max` / `wmem_max` without saying so; the size it granted is
+//! logged when short, reported by `p2pctl status` and checked by `p2pctl diag`. The packages
+//! raise both maxima (`/usr/lib/sysctl.d/30-p2pd.conf`).
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -81,7 +81,7 @@ pub fn size_sockets(wanted: impl Fn(&SocketAddr) -> bool) -> std::io::Result<Vec
         }
         let Some(dup) = duplicate(fd) else { continue };
         let Some(addr) = udp_addr(&dup) else { continue };
-        // libp2p-quic keeps a second descriptor of each listener's socket (hole punching).
+        // quic.rs keeps a second descriptor of each listener's socket (hole punching).
         if !wanted(&addr) || out.iter().any(|g: &Granted| g.addr == addr) {
             continue;
         }

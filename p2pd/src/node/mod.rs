@@ -735,7 +735,7 @@ impl Node {
     }
 
     /// A QUIC dial from a family this node does not listen on opened a socket of its own:
-    /// size it like the listeners' (once, as libp2p-quic keeps it for later dials).
+    /// read back what it was granted (once, as the transport keeps it for later dials).
     fn dialed_over(&mut self, remote: &Multiaddr) {
         let quic = remote.iter().any(|p| p == Protocol::QuicV1) && !addr::is_relayed(remote);
         let Some(ip) = addr::ip_of(remote).filter(|_| quic) else {
