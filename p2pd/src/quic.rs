@@ -584,8 +584,8 @@ type StreamPair = (quinn::SendStream, quinn::RecvStream);
 /// stream.
 pub struct Connection {
     connection: quinn::Connection,
-    inbound: Option<BoxFuture<'static, Result<StreamPair, quinn::ConnectionError>>>,
-    outbound: Option<BoxFuture<'static, Result<StreamPair, quinn::ConnectionError>>>,
+    inbound: Option<NextStream>,
+    outbound: Option<NextStream>,
     closing: Option<BoxFuture<'static, quinn::ConnectionError>>,
 }
 
@@ -600,19 +600,29 @@ impl Connection {
     }
 }
 
+type NextStream = BoxFuture<'static, Result<StreamPair, quinn::ConnectionError>>;
+
+/// Polls the stream being accepted or opened in `slot`, starting it with `start` if none is.
+fn next_stream(
+    slot: &mut Option<NextStream>,
+    cx: &mut Context<'_>,
+    start: impl FnOnce() -> NextStream,
+) -> Poll<Result<Stream, QuicError>> {
+    let pair = futures::ready!(slot.get_or_insert_with(start).poll_unpin(cx));
+    *slot = None;
+    Poll::Ready(Ok(Stream::new(pair?)))
+}
+
 impl StreamMuxer for Connection {
     type Substream = Stream;
     type Error = QuicError;
 
     fn poll_inbound(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Stream, QuicError>> {
         let this = self.get_mut();
-        let c = this.connection.clone();
-        let next = this
-            .inbound
-            .get_or_insert_with(|| async move { c.accept_bi().await }.boxed());
-        let pair = futures::ready!(next.poll_unpin(cx));
-        this.inbound = None;
-        Poll::Ready(Ok(Stream::new(pair?)))
+        next_stream(&mut this.inbound, cx, || {
+            let c = this.connection.clone();
+            async move { c.accept_bi().await }.boxed()
+        })
     }
 
     fn poll_outbound(
@@ -620,13 +630,10 @@ impl StreamMuxer for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Stream, QuicError>> {
         let this = self.get_mut();
-        let c = this.connection.clone();
-        let next = this
-            .outbound
-            .get_or_insert_with(|| async move { c.open_bi().await }.boxed());
-        let pair = futures::ready!(next.poll_unpin(cx));
-        this.outbound = None;
-        Poll::Ready(Ok(Stream::new(pair?)))
+        next_stream(&mut this.outbound, cx, || {
+            let c = this.connection.clone();
+            async move { c.open_bi().await }.boxed()
+        })
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), QuicError>> {
