@@ -739,6 +739,99 @@ mod tests {
         assert_eq!(multiaddr("127.0.0.1:4001".parse().unwrap()), a);
     }
 
+    fn transport(key: &Keypair) -> Transport {
+        let tls = crate::tls::Config::new(key).unwrap();
+        Transport::new(key, &tls, 16, Duration::from_secs(2)).unwrap()
+    }
+
+    /// The next event of `t` (a listener's), polled on this task.
+    async fn next_event(t: &mut Transport) -> TransportEvent<Upgrade, QuicError> {
+        use libp2p::core::Transport as _;
+        futures::future::poll_fn(|cx| Pin::new(&mut *t).poll(cx)).await
+    }
+
+    #[tokio::test]
+    async fn two_transports_connect_name_each_other_and_carry_a_stream_both_ways() {
+        use futures::{AsyncReadExt, AsyncWriteExt};
+        use libp2p::core::Transport as _;
+        let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (mut a, mut b) = (transport(&ka), transport(&kb));
+        let id = ListenerId::next();
+        a.listen_on(id, "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .unwrap();
+        let TransportEvent::NewAddress { listen_addr, .. } = next_event(&mut a).await else {
+            panic!("no listen address");
+        };
+        let (port_use, role) = (PortUse::Reuse, Endpoint::Dialer);
+        let dial = b
+            .dial(listen_addr.clone(), DialOpts { role, port_use })
+            .unwrap();
+        let accept = async {
+            match next_event(&mut a).await {
+                TransportEvent::Incoming {
+                    upgrade,
+                    send_back_addr,
+                    ..
+                } => {
+                    assert!(socket_addr(&send_back_addr).is_some(), "{send_back_addr}");
+                    upgrade.await
+                }
+                _ => panic!("no incoming connection"),
+            }
+        };
+        // The dial sends its first packet when it is first polled.
+        let ((to_a, mut ca), (to_b, mut cb)) = futures::try_join!(dial, accept).unwrap();
+        assert_eq!(
+            (to_a, to_b),
+            (ka.public().to_peer_id(), kb.public().to_peer_id())
+        );
+
+        let (out, inc) = futures::join!(
+            async {
+                let mut s = futures::future::poll_fn(|cx| Pin::new(&mut cb).poll_outbound(cx))
+                    .await
+                    .unwrap();
+                s.write_all(b"ping").await.unwrap();
+                s.close().await.unwrap();
+                // Closing again answers the same, as libp2p's streams expect.
+                s.close().await.unwrap();
+                let mut back = Vec::new();
+                s.read_to_end(&mut back).await.unwrap();
+                back
+            },
+            async {
+                let mut s = futures::future::poll_fn(|cx| Pin::new(&mut ca).poll_inbound(cx))
+                    .await
+                    .unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                s.write_all(b"pong").await.unwrap();
+                s.close().await.unwrap();
+                got
+            }
+        );
+        assert_eq!(
+            (out.as_slice(), inc.as_slice()),
+            (&b"pong"[..], &b"ping"[..])
+        );
+
+        // Closing the connection ends the peer's side of it.
+        futures::future::poll_fn(|cx| Pin::new(&mut cb).poll_close(cx))
+            .await
+            .unwrap();
+        let after = futures::future::poll_fn(|cx| Pin::new(&mut ca).poll_inbound(cx)).await;
+        assert!(after.is_err());
+
+        // A removed listener says it closed, and its address no longer answers.
+        assert!(a.remove_listener(id));
+        assert!(matches!(
+            next_event(&mut a).await,
+            TransportEvent::ListenerClosed { listener_id, reason: Ok(()) } if listener_id == id
+        ));
+        let late = b.dial(listen_addr, DialOpts { role, port_use }).unwrap();
+        assert!(late.await.is_err());
+    }
+
     #[test]
     fn reset_tokens_verify_only_under_their_key() {
         use quinn::crypto::HmacKey;

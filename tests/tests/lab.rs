@@ -17,6 +17,20 @@ const LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-
 const NAT_DEADLINE: Duration = Duration::from_secs(60);
 
 fn node(name: &str, host: &Host, bootstrap: Option<&Node>, env: &[(&str, String)]) -> Node {
+    let bootstrap = bootstrap
+        .map(|b| vec![tcp_addr(b, &public_ip_of(b))])
+        .unwrap_or_default();
+    node_on(name, host, &LISTEN, bootstrap, env)
+}
+
+/// A lab node listening on `listen` and bootstrapping from `bootstrap`.
+fn node_on(
+    name: &str,
+    host: &Host,
+    listen: &[&str],
+    bootstrap: Vec<String>,
+    env: &[(&str, String)],
+) -> Node {
     let mut env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -26,10 +40,8 @@ fn node(name: &str, host: &Host, bootstrap: Option<&Node>, env: &[(&str, String)
         name,
         NodeOpts {
             netns: Some(host.ns.clone()),
-            listen: LISTEN.iter().map(|s| s.to_string()).collect(),
-            bootstrap: bootstrap
-                .map(|b| vec![tcp_addr(b, &public_ip_of(b))])
-                .unwrap_or_default(),
+            listen: listen.iter().map(|s| s.to_string()).collect(),
+            bootstrap,
             env,
             ..Default::default()
         },
@@ -58,6 +70,17 @@ fn public_ip_of(n: &Node) -> String {
 
 fn tcp_addr(n: &Node, ip: &str) -> String {
     format!("/ip4/{ip}/tcp/4001/p2p/{}", n.peer_id())
+}
+
+fn quic_addr(n: &Node, ip: &str) -> String {
+    format!("/ip4/{ip}/udp/4001/quic-v1/p2p/{}", n.peer_id())
+}
+
+/// What the nodes behind the NATs listen on and reach the relay over.
+#[derive(Clone, Copy)]
+enum Over {
+    TcpAndQuic,
+    QuicOnly,
 }
 
 fn nat_status(n: &Node) -> Value {
@@ -265,7 +288,7 @@ struct Relayed {
     _lab: Lab,
 }
 
-fn relayed_pair(b_nat: NatKind) -> Relayed {
+fn relayed_pair(b_nat: NatKind, over: Over) -> Relayed {
     let mut lab = Lab::new();
     let (r, a, b) = (
         lab.public("relay"),
@@ -273,9 +296,13 @@ fn relayed_pair(b_nat: NatKind) -> Relayed {
         lab.behind_nat("b", b_nat),
     );
     let relay = relay(&r);
-    let relays = [("P2P_NETWORK__RELAYS", tcp_addr(&relay, &r.ip.to_string()))];
-    let na = node("a", &a, Some(&relay), &relays);
-    let nb = node("b", &b, Some(&relay), &relays);
+    let (listen, to_relay): (&[&str], _) = match over {
+        Over::TcpAndQuic => (&LISTEN, tcp_addr(&relay, &r.ip.to_string())),
+        Over::QuicOnly => (&LISTEN[1..], quic_addr(&relay, &r.ip.to_string())),
+    };
+    let relays = [("P2P_NETWORK__RELAYS", to_relay.clone())];
+    let na = node_on("a", &a, listen, vec![to_relay.clone()], &relays);
+    let nb = node_on("b", &b, listen, vec![to_relay], &relays);
     wait_for_reservation(&na);
     let circuit_b = wait_for_reservation(&nb);
     let b_id = nb.peer_id();
@@ -296,8 +323,9 @@ fn relayed_pair(b_nat: NatKind) -> Relayed {
     }
 }
 
-#[test]
-fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
+/// Two nodes behind cone NATs, relayed to each other, punch a hole: the direct connections
+/// from a to b once one is there.
+fn punched_through_cone_nats(over: Over) -> Vec<String> {
     // Every field bound: what a `..` leaves out is dropped at once (the relay, the lab).
     let Relayed {
         a: na,
@@ -306,7 +334,7 @@ fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
         started,
         _relay: _r,
         _lab: _l,
-    } = relayed_pair(NatKind::Cone);
+    } = relayed_pair(NatKind::Cone, over);
     let mut conns = Vec::new();
     let direct = wait_until(Duration::from_secs(60), || {
         conns = connections_to(&na, &b_id);
@@ -327,6 +355,26 @@ fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
     let successes = metric(&na, "p2p_hole_punch_total{result=\"success\"}")
         + metric(&nb, "p2p_hole_punch_total{result=\"success\"}");
     assert!(successes >= 1.0);
+    conns.retain(|c| !c.contains("/p2p-circuit"));
+    conns
+}
+
+#[test]
+fn two_nodes_behind_cone_nats_upgrade_a_relayed_connection_to_a_direct_one() {
+    punched_through_cone_nats(Over::TcpAndQuic);
+}
+
+/// The same with QUIC alone (p2pd's own QUIC transport, quic.rs): the hole is punched with
+/// the listeners' UDP sockets.
+#[test]
+fn over_quic_alone_two_nodes_behind_cone_nats_punch_a_direct_connection() {
+    let direct = punched_through_cone_nats(Over::QuicOnly);
+    assert!(
+        direct
+            .iter()
+            .all(|c| c.contains("/udp/") && c.contains("/quic-v1")),
+        "{direct:?}"
+    );
 }
 
 #[test]
@@ -338,7 +386,7 @@ fn behind_a_symmetric_nat_the_connection_stays_relayed_and_diag_says_why() {
         _relay: _r,
         _lab: _l,
         ..
-    } = relayed_pair(NatKind::Symmetric);
+    } = relayed_pair(NatKind::Symmetric, Over::TcpAndQuic);
     // Hole punching is tried and fails (on one side or both).
     let failed = |n: &Node| n.status()["hole_punch_failed"].as_u64().unwrap_or(0);
     let ok = wait_until(Duration::from_secs(90), || failed(&na) + failed(&ns) >= 1);
