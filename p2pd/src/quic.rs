@@ -15,7 +15,10 @@
 //! the one it can dial back, and NAT mappings serve both directions), else one dial-only socket
 //! per address family; a dial as listener with a new port ([`PortUse::New`]) is a hole punch:
 //! random datagrams from the listener's socket to the peer until the peer's connection arrives
-//! on that listener.
+//! on that listener. One choice differs: an inbound attempt's handshake starts only when the
+//! swarm first polls its upgrade, which it does once the policy let the connection in (bans,
+//! per-address limits); libp2p-quic started it before the policy saw the attempt, so every
+//! refused attempt still cost a key exchange and a signature.
 
 use crate::tls::TlsError;
 use futures::channel::oneshot;
@@ -555,17 +558,15 @@ impl Listener {
             Poll::Ready(Some(incoming)) => {
                 self.accept = accept(&self.endpoint);
                 let from = incoming.remote_address();
-                let event = match incoming.accept() {
-                    Ok(connecting) => TransportEvent::Incoming {
-                        listener_id: self.id,
-                        upgrade: upgrade(connecting, self.handshake_timeout),
-                        local_addr: multiaddr(self.local),
-                        send_back_addr: multiaddr(from),
-                    },
-                    Err(e) => TransportEvent::ListenerError {
-                        listener_id: self.id,
-                        error: e.into(),
-                    },
+                // Accepted only when the upgrade is first polled: the swarm polls it once the
+                // policy let the connection in (bans, per-address limits); one it refused is
+                // dropped unpolled, and quinn refuses the attempt without any TLS work.
+                let limit = self.handshake_timeout;
+                let event = TransportEvent::Incoming {
+                    listener_id: self.id,
+                    upgrade: async move { upgrade(incoming.accept()?, limit).await }.boxed(),
+                    local_addr: multiaddr(self.local),
+                    send_back_addr: multiaddr(from),
                 };
                 Poll::Ready(Some(event))
             }
@@ -830,6 +831,41 @@ mod tests {
         ));
         let late = b.dial(listen_addr, DialOpts { role, port_use }).unwrap();
         assert!(late.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_incoming_connection_dropped_unpolled_is_refused_at_once() {
+        use libp2p::core::Transport as _;
+        let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (mut a, mut b) = (transport(&ka), transport(&kb));
+        a.listen_on(
+            ListenerId::next(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        )
+        .unwrap();
+        let TransportEvent::NewAddress { listen_addr, .. } = next_event(&mut a).await else {
+            panic!("no listen address");
+        };
+        let opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        let dial = b.dial(listen_addr, opts).unwrap();
+        // What the swarm does with a connection the policy refuses: drops its upgrade.
+        let refuse = async {
+            match next_event(&mut a).await {
+                TransportEvent::Incoming { upgrade, .. } => drop(upgrade),
+                _ => panic!("no incoming connection"),
+            }
+        };
+        let (dialed, ()) = futures::join!(dial, refuse);
+        match dialed {
+            Err(QuicError::Connection(quinn::ConnectionError::ConnectionClosed(c))) => {
+                assert_eq!(c.error_code, quinn::TransportErrorCode::CONNECTION_REFUSED)
+            }
+            Err(e) => panic!("not refused: {e}"),
+            Ok(_) => panic!("a refused connection was established"),
+        }
     }
 
     #[test]
