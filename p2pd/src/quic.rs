@@ -267,12 +267,12 @@ impl Transport {
             .ok_or(QuicError::NoListener)?
             .socket
             .try_clone()?;
-        let (tx, rx) = oneshot::channel();
-        if let Some(earlier) = self.punches.get(&remote) {
-            if !earlier.is_canceled() {
-                return Err(QuicError::PunchUnderWay(remote));
-            }
+        // Punches that ended (their dial dropped) leave: the map holds only those under way.
+        self.punches.retain(|_, waiting| !waiting.is_canceled());
+        if self.punches.contains_key(&remote) {
+            return Err(QuicError::PunchUnderWay(remote));
         }
+        let (tx, rx) = oneshot::channel();
         self.punches.insert(remote, tx);
         let limit = self.handshake_timeout;
         Ok(async move {
@@ -838,14 +838,7 @@ mod tests {
         use libp2p::core::Transport as _;
         let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
         let (mut a, mut b) = (transport(&ka), transport(&kb));
-        a.listen_on(
-            ListenerId::next(),
-            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-        )
-        .unwrap();
-        let TransportEvent::NewAddress { listen_addr, .. } = next_event(&mut a).await else {
-            panic!("no listen address");
-        };
+        let listen_addr = listening(&mut a).await;
         let opts = DialOpts {
             role: Endpoint::Dialer,
             port_use: PortUse::Reuse,
@@ -866,6 +859,68 @@ mod tests {
             Err(e) => panic!("not refused: {e}"),
             Ok(_) => panic!("a refused connection was established"),
         }
+    }
+
+    /// A listener on a loopback port of `t`, and its address.
+    async fn listening(t: &mut Transport) -> Multiaddr {
+        use libp2p::core::Transport as _;
+        t.listen_on(
+            ListenerId::next(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        )
+        .unwrap();
+        match next_event(t).await {
+            TransportEvent::NewAddress { listen_addr, .. } => listen_addr,
+            _ => panic!("no listen address"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hole_punch_takes_the_peers_connection_from_the_listener() {
+        use libp2p::core::Transport as _;
+        let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (mut a, mut b) = (transport(&ka), transport(&kb));
+        let (la, lb) = (listening(&mut a).await, listening(&mut b).await);
+        let a_id = ka.public().to_peer_id();
+        // b is the listener of the connection to come: it punches towards a's listener...
+        let as_listener = DialOpts {
+            role: Endpoint::Listener,
+            port_use: PortUse::New,
+        };
+        let punch = b
+            .dial(la.clone().with(Protocol::P2p(a_id)), as_listener)
+            .unwrap();
+        // ...while a dials it from that listener's port.
+        let opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        let dial = a.dial(lb, opts).unwrap();
+        let both = futures::future::try_join(punch, dial);
+        // b's listener must run for the connection to reach the punch; it reports nothing else.
+        let stray = async {
+            next_event(&mut b).await;
+        };
+        let (punched, dialed) = match futures::future::select(both.boxed(), stray.boxed()).await {
+            Either::Left((r, _)) => r.unwrap(),
+            Either::Right(_) => panic!("the connection went past the punch"),
+        };
+        assert_eq!(punched.0, a_id);
+        assert_eq!(dialed.0, kb.public().to_peer_id());
+        assert!(b.punches.is_empty());
+        // A punch needs the peer's id and a listener of the family.
+        let unnamed = b.dial(la, as_listener).err();
+        assert!(matches!(
+            unnamed,
+            Some(TransportError::MultiaddrNotSupported(_))
+        ));
+        let v6 = format!("/ip6/::1/udp/9/quic-v1/p2p/{a_id}")
+            .parse()
+            .unwrap();
+        assert!(matches!(
+            b.dial(v6, as_listener).err(),
+            Some(TransportError::Other(QuicError::NoListener))
+        ));
     }
 
     #[test]
