@@ -119,7 +119,8 @@ pub async fn run(
         rules.clone(),
         crate::policy::metrics::PolicyMetrics::register(&mut registry),
     );
-    let swarm = node::build_swarm(&key, &cfg, &mut registry, policy, rules)?;
+    let udp = crate::udp::Sockets::default();
+    let swarm = node::build_swarm(&key, &cfg, &mut registry, policy, rules, udp.clone())?;
     let streams = crate::streams::Forwarder::new(
         swarm.behaviour().streams.new_control(),
         cfg.limits.stream_idle_timeout.0 .0,
@@ -194,6 +195,7 @@ pub async fn run(
             blocks,
             service: node::ServiceState::new(notifier.clone()),
             p2p,
+            udp,
         },
     );
     node.listen()?;

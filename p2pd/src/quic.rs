@@ -114,8 +114,7 @@ fn socket_addr(addr: &Multiaddr) -> Option<(SocketAddr, Option<PeerId>)> {
 }
 
 /// A UDP socket bound to `addr` (IPv6 sockets take IPv6 only, as the TCP listeners do), with
-/// the buffers of [`crate::udp::WANTED`] asked for before its first datagram (what the kernel
-/// granted is read back by [`crate::udp::size_sockets`]).
+/// the buffers of [`crate::udp::WANTED`] asked for before its first datagram.
 fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(
@@ -126,9 +125,7 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    // Failures leave the default buffers, which work, only slower.
-    let _ = socket.set_recv_buffer_size(crate::udp::WANTED);
-    let _ = socket.set_send_buffer_size(crate::udp::WANTED);
+    crate::udp::size(&socket);
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
@@ -146,16 +143,20 @@ pub struct Transport {
     dialers: HashMap<bool, quinn::Endpoint>,
     /// Hole punches waiting for the peer's connection, by the peer's address.
     punches: HashMap<SocketAddr, oneshot::Sender<Upgrade>>,
+    /// The sockets new connections use, with their buffers, for `p2pctl status`.
+    sockets: crate::udp::Sockets,
     waker: Option<Waker>,
 }
 
 impl Transport {
-    /// `streams` caps the peer's concurrent streams on a connection.
+    /// `streams` caps the peer's concurrent streams on a connection; `sockets` learns the
+    /// sockets new connections use.
     pub fn new(
         key: &Keypair,
         tls: &crate::tls::Config,
         streams: u32,
         handshake_timeout: Duration,
+        sockets: crate::udp::Sockets,
     ) -> Result<Self, TlsError> {
         use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
         let (client_tls, server_tls) = tls.rustls();
@@ -195,6 +196,7 @@ impl Transport {
             listeners: Vec::new(),
             dialers: HashMap::new(),
             punches: HashMap::new(),
+            sockets,
             waker: None,
         })
     }
@@ -254,7 +256,11 @@ impl Transport {
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
-        let endpoint = self.new_endpoint(bind(SocketAddr::new(any, 0))?, None)?;
+        let socket = bind(SocketAddr::new(any, 0))?;
+        if port_use == PortUse::Reuse {
+            self.sockets.record(&socket)?;
+        }
+        let endpoint = self.new_endpoint(socket, None)?;
         if port_use == PortUse::Reuse {
             self.dialers.insert(remote.is_ipv4(), endpoint.clone());
         }
@@ -352,11 +358,18 @@ impl libp2p::core::Transport for Transport {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
         let socket = bind(local).map_err(|e| TransportError::Other(e.into()))?;
+        self.sockets
+            .record(&socket)
+            .map_err(|e| TransportError::Other(e.into()))?;
         let listener = Listener::new(id, socket, self, self.handshake_timeout)
             .map_err(TransportError::Other)?;
         // Later dials of this family share the listener's port; the dial-only endpoint goes
         // when its last connection does.
-        self.dialers.remove(&local.is_ipv4());
+        if let Some(dialer) = self.dialers.remove(&local.is_ipv4()) {
+            if let Ok(addr) = dialer.local_addr() {
+                self.sockets.forget(addr);
+            }
+        }
         self.listeners.push(listener);
         self.wake();
         Ok(())
@@ -435,7 +448,8 @@ impl libp2p::core::Transport for Transport {
                 }
                 Poll::Ready(Some(event)) => return Poll::Ready(event),
                 Poll::Ready(None) => {
-                    this.listeners.swap_remove(i);
+                    let gone = this.listeners.swap_remove(i);
+                    this.sockets.forget(gone.local);
                 }
                 Poll::Pending => i += 1,
             }
@@ -742,7 +756,7 @@ mod tests {
 
     fn transport(key: &Keypair) -> Transport {
         let tls = crate::tls::Config::new(key).unwrap();
-        Transport::new(key, &tls, 16, Duration::from_secs(2)).unwrap()
+        Transport::new(key, &tls, 16, Duration::from_secs(2), Default::default()).unwrap()
     }
 
     /// The next event of `t` (a listener's), polled on this task.

@@ -114,15 +114,17 @@ where
     }
 }
 
-/// TCP and QUIC-v1 behind the gate. `streams` caps the concurrent streams of a connection.
+/// TCP and QUIC-v1 behind the gate. `streams` caps the concurrent streams of a connection;
+/// `udp` learns QUIC's sockets.
 pub fn gated(
     key: &Keypair,
     streams: u32,
     handshake_timeout: Duration,
     rules: SharedRules,
+    udp: crate::udp::Sockets,
 ) -> Result<Gate<Boxed<(PeerId, StreamMuxerBox)>>, BoxError> {
     let secure = Secure::new(key)?;
-    let quic = crate::quic::Transport::new(key, &secure.tls, streams, handshake_timeout)?
+    let quic = crate::quic::Transport::new(key, &secure.tls, streams, handshake_timeout, udp)?
         .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .map(|socket, _| Coalesce::new(socket))

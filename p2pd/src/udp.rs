@@ -6,16 +6,15 @@
 //! congestion and halves its window. Measured here, 1 GiB through a stream: ~400-800 drops and
 //! 350-390 MiB/s with the defaults, none and 400-470 MiB/s with 4 MiB buffers.
 //!
-//! [`crate::quic`] asks for [`WANTED`] bytes of receive and send buffer when it binds a socket.
-//! What the kernel granted is found the way `ss -p` finds it: each of the process's
-//! descriptors that is a UDP socket (through a duplicate this module owns, so a descriptor
-//! closed meanwhile costs nothing) is asked for the same again and read back. The kernel caps
-//! the request at `net.core.rmem_max` / `wmem_max` without saying so; the size it granted is
-//! logged when short, reported by `p2pctl status` and checked by `p2pctl diag`. The packages
-//! raise both maxima (`/usr/lib/sysctl.d/30-p2pd.conf`).
+//! [`crate::quic`] asks for [`WANTED`] bytes of receive and send buffer on every socket it binds
+//! and records here, in [`Sockets`], what the kernel granted each socket new connections use (a
+//! listener's, or a family's dial-only socket) while it does. The kernel caps the request at
+//! `net.core.rmem_max` / `wmem_max` without saying so: a capped socket is logged once, and
+//! `p2pctl status` and `p2pctl diag` show it. The packages raise both maxima
+//! (`/usr/lib/sysctl.d/30-p2pd.conf`).
 
-use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
 
 /// Receive and send buffer asked for on each QUIC socket.
 pub const WANTED: usize = 4 << 20;
@@ -36,65 +35,55 @@ impl Granted {
     }
 }
 
-/// A duplicate of descriptor `fd` of this process, if it is still open.
-fn duplicate(fd: RawFd) -> Option<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC takes any integer and fails with EBADF on a closed one; the new
-    // descriptor it returns is ours alone.
-    #[allow(unsafe_code)]
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    #[allow(unsafe_code)]
-    (dup >= 0).then(|| unsafe { OwnedFd::from_raw_fd(dup) })
+/// Asks for [`WANTED`] bytes of receive and send buffer on `socket`. Failures leave the default
+/// buffers, which work, only slower (and show in what [`Sockets::record`] reads back).
+pub fn size(socket: &socket2::Socket) {
+    let _ = socket.set_recv_buffer_size(WANTED);
+    let _ = socket.set_send_buffer_size(WANTED);
 }
 
-/// The local address of `fd` when it is a bound IPv4 or IPv6 UDP socket.
-fn udp_addr(fd: &OwnedFd) -> Option<SocketAddr> {
-    use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    if getsockopt(fd, sockopt::SockType).ok()? != SockType::Datagram {
-        return None;
-    }
-    let name: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
-    if let Some(v4) = name.as_sockaddr_in() {
-        Some(SocketAddr::from((v4.ip(), v4.port())))
-    } else {
-        name.as_sockaddr_in6()
-            .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
-    }
-}
+/// The UDP sockets QUIC serves new connections from, with what the kernel granted each: written
+/// by the transport, read by the node for `p2pctl status`.
+#[derive(Debug, Clone, Default)]
+pub struct Sockets(Arc<Mutex<Vec<Granted>>>);
 
-/// Gives every UDP socket of this process that `wanted` selects (by its local address) the
-/// buffers of [`WANTED`], and returns what the kernel granted each, once per address.
-pub fn size_sockets(wanted: impl Fn(&SocketAddr) -> bool) -> std::io::Result<Vec<Granted>> {
-    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        let Ok(entry) = entry else { continue };
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
+impl Sockets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Granted>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads back what the kernel granted `socket` and keeps it; says so once when the kernel
+    /// capped it.
+    pub fn record(&self, socket: &UdpSocket) -> std::io::Result<Granted> {
+        let s = socket2::SockRef::from(socket);
+        let g = Granted {
+            addr: socket.local_addr()?,
+            recv: s.recv_buffer_size()?,
+            send: s.send_buffer_size()?,
         };
-        // Only sockets: the link names "socket:[inode]".
-        let is_socket = std::fs::read_link(entry.path())
-            .map(|l| l.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
-            .unwrap_or(false);
-        if !is_socket {
-            continue;
+        if g.short() {
+            tracing::warn!(
+                socket = %g.addr,
+                receive_bytes = g.recv / 2,
+                send_bytes = g.send / 2,
+                wanted_bytes = WANTED,
+                "the kernel capped a QUIC socket's buffers (net.core.rmem_max / wmem_max): under load it drops datagrams and QUIC slows down; raise both to {WANTED} (the packages ship /usr/lib/sysctl.d/30-p2pd.conf: `systemctl restart systemd-sysctl`), then restart p2pd"
+            );
         }
-        let Some(dup) = duplicate(fd) else { continue };
-        let Some(addr) = udp_addr(&dup) else { continue };
-        // quic.rs keeps a second descriptor of each listener's socket (hole punching).
-        if !wanted(&addr) || out.iter().any(|g: &Granted| g.addr == addr) {
-            continue;
-        }
-        // Failures leave the default buffers, which work, only slower: read back either way.
-        let _ = setsockopt(&dup, sockopt::RcvBuf, &WANTED);
-        let _ = setsockopt(&dup, sockopt::SndBuf, &WANTED);
-        out.push(Granted {
-            addr,
-            recv: getsockopt(&dup, sockopt::RcvBuf).unwrap_or(0),
-            send: getsockopt(&dup, sockopt::SndBuf).unwrap_or(0),
-        });
+        let mut all = self.lock();
+        all.retain(|o| o.addr != g.addr);
+        all.push(g);
+        Ok(g)
     }
-    Ok(out)
+
+    /// The socket bound to `addr` no longer serves new connections.
+    pub fn forget(&self, addr: SocketAddr) {
+        self.lock().retain(|g| g.addr != addr);
+    }
+
+    pub fn granted(&self) -> Vec<Granted> {
+        self.lock().clone()
+    }
 }
 
 #[cfg(test)]
@@ -102,35 +91,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_the_selected_udp_sockets_only() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let _a2 = a.try_clone().unwrap();
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let (pa, tcp_port) = (a.local_addr().unwrap(), tcp.local_addr().unwrap().port());
-        let got = size_sockets(|s| *s == pa || s.port() == tcp_port).unwrap();
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].addr, pa);
+    fn sockets_are_sized_recorded_once_and_forgotten() {
+        let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        size(&raw);
+        raw.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let a: UdpSocket = raw.into();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sockets = Sockets::default();
+        let got = sockets.record(&a).unwrap();
+        assert_eq!(got.addr, a.local_addr().unwrap());
         // The kernel grants at least its default and reports twice what it keeps.
-        assert!(
-            got[0].recv >= 2 * 4096 && got[0].send >= 2 * 4096,
-            "{got:?}"
-        );
+        assert!(got.recv >= 2 * 4096 && got.send >= 2 * 4096, "{got:?}");
         let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         if max >= WANTED {
-            assert_eq!(got[0].recv, 2 * WANTED);
-            assert!(!got[0].short() || got[0].send < 2 * WANTED);
+            assert_eq!(got.recv, 2 * WANTED);
         } else {
-            assert!(got[0].short());
+            assert!(got.short());
         }
-        // The socket itself now has the granted size (the duplicate shared it).
-        let own = nix::sys::socket::getsockopt(&a, nix::sys::socket::sockopt::RcvBuf).unwrap();
-        assert_eq!(own, got[0].recv);
-        let untouched =
-            nix::sys::socket::getsockopt(&b, nix::sys::socket::sockopt::RcvBuf).unwrap();
-        assert!(untouched < got[0].recv || max < WANTED);
+        // An unsized socket has less (unless the host's default is the size asked for).
+        let other = sockets.record(&b).unwrap();
+        assert!(other.recv < got.recv || max < WANTED, "{other:?} {got:?}");
+        // Recorded again: listed once.
+        sockets.record(&a).unwrap();
+        assert_eq!(sockets.granted(), vec![other, got]);
+        sockets.forget(b.local_addr().unwrap());
+        assert_eq!(sockets.granted(), vec![got]);
     }
 }

@@ -32,7 +32,6 @@ use anyhow::Context;
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::metrics::{Metrics, Recorder, Registry};
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
@@ -87,7 +86,7 @@ pub struct Node {
     /// Peers to dial once the listeners are bound ([`Node::join`]).
     to_join: Option<Vec<(PeerId, Vec<Multiaddr>)>>,
     /// QUIC's UDP sockets and the buffers the kernel granted them ([`crate::udp`]).
-    udp: Vec<crate::udp::Granted>,
+    udp: crate::udp::Sockets,
 }
 
 /// Builds the swarm: TCP (TLS 1.3 or Noise, yamux) and QUIC-v1 behind the policy's gate, DNS,
@@ -98,13 +97,14 @@ pub fn build_swarm(
     registry: &mut Registry,
     policy: crate::policy::Policy,
     rules: crate::policy::gate::SharedRules,
+    udp: crate::udp::Sockets,
 ) -> anyhow::Result<Swarm<Slim<Behaviour>>> {
     // limits.max_outbound_streams caps the concurrent streams of one connection, on every muxer.
     let streams = config.limits.max_outbound_streams;
     let handshake = config.limits.handshake_timeout.0 .0;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        .with_other_transport(|key| crate::transport::gated(key, streams, handshake, rules))
+        .with_other_transport(|key| crate::transport::gated(key, streams, handshake, rules, udp))
         .map_err(|e| anyhow::anyhow!("TCP/QUIC transport: {e}"))?
         .with_dns()
         .context("DNS resolver (check /etc/resolv.conf)")?
@@ -137,6 +137,8 @@ pub struct Services {
     pub blocks: BlockService,
     pub service: ServiceState,
     pub p2p: crate::metrics::P2pMetrics,
+    /// QUIC's sockets and their buffers, as the transport records them.
+    pub udp: crate::udp::Sockets,
 }
 
 impl Node {
@@ -154,6 +156,7 @@ impl Node {
             blocks,
             service,
             p2p,
+            udp,
         } = services;
         let loopback_only = config.network.listen.iter().all(|a| addr::is_loopback(a));
         let n = &config.network;
@@ -187,7 +190,7 @@ impl Node {
             p2p,
             nat,
             to_join: None,
-            udp: Vec::new(),
+            udp,
         };
         node.learn_trusted_addrs();
         node.p2p.set_limits(&node.config.limits);
@@ -455,6 +458,7 @@ impl Node {
                 .collect(),
             udp_buffers: self
                 .udp
+                .granted()
                 .iter()
                 .map(|g| (g.recv / 2, g.send / 2))
                 .reduce(|(r, s), (r2, s2)| (r.min(r2), s.min(s2))),
@@ -531,9 +535,6 @@ impl Node {
                 listener_id,
                 address,
             } => {
-                if address.iter().any(|p| p == Protocol::QuicV1) {
-                    self.size_udp_buffers();
-                }
                 tracing::info!(address = %address.clone().with_p2p(self.local_peer_id()).unwrap_or(address), "listening");
                 self.on_listen_addrs_changed();
                 if self.service.listener_bound(listener_id) {
@@ -564,9 +565,6 @@ impl Node {
                     .trusted_connected(&peer_id);
                 self.dials
                     .established(connection_id, peer_id, endpoint.get_remote_address());
-                if endpoint.is_dialer() {
-                    self.dialed_over(endpoint.get_remote_address());
-                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -731,42 +729,6 @@ impl Node {
             BehaviourEvent::AutonatV2Server(ev) => self.on_autonat_v2_server(ev),
             BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
             _ => {}
-        }
-    }
-
-    /// A QUIC dial from a family this node does not listen on opened a socket of its own:
-    /// read back what it was granted (once, as the transport keeps it for later dials).
-    fn dialed_over(&mut self, remote: &Multiaddr) {
-        let quic = remote.iter().any(|p| p == Protocol::QuicV1) && !addr::is_relayed(remote);
-        let Some(ip) = addr::ip_of(remote).filter(|_| quic) else {
-            return;
-        };
-        if !self.udp.iter().any(|g| g.addr.is_ipv4() == ip.is_ipv4()) {
-            self.size_udp_buffers();
-        }
-    }
-
-    /// Gives QUIC's sockets their buffers; says once per socket when the kernel capped them.
-    fn size_udp_buffers(&mut self) {
-        match crate::udp::size_sockets(|_| true) {
-            Ok(granted) => {
-                for g in granted.iter().filter(|g| g.short()) {
-                    if !self.udp.iter().any(|o| o.addr == g.addr) {
-                        tracing::warn!(
-                            socket = %g.addr,
-                            receive_bytes = g.recv / 2,
-                            send_bytes = g.send / 2,
-                            wanted_bytes = crate::udp::WANTED,
-                            "the kernel capped a QUIC socket's buffers (net.core.rmem_max / wmem_max): under load it drops datagrams and QUIC slows down; raise both to {} (the packages ship /usr/lib/sysctl.d/30-p2pd.conf: `systemctl restart systemd-sysctl`), then restart p2pd",
-                            crate::udp::WANTED
-                        );
-                    }
-                }
-                self.udp = granted;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot size QUIC's UDP buffers (/proc/self/fd is unreadable): the kernel's defaults stay")
-            }
         }
     }
 
