@@ -42,11 +42,13 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuicError {
-    #[error("{0}")]
+    // Transparent: libp2p prints an error with each of its sources, so a wrapper that also
+    // printed what it wraps said everything twice.
+    #[error(transparent)]
     Io(#[from] io::Error),
-    #[error("QUIC: {0}")]
+    #[error(transparent)]
     Connect(#[from] quinn::ConnectError),
-    #[error("QUIC: {0}")]
+    #[error(transparent)]
     Connection(#[from] quinn::ConnectionError),
     #[error("the QUIC handshake did not finish within {0:?}")]
     HandshakeTimedOut(Duration),
