@@ -363,8 +363,7 @@ impl libp2p::core::Transport for Transport {
         self.sockets
             .record(&socket)
             .map_err(|e| TransportError::Other(e.into()))?;
-        let listener = Listener::new(id, socket, self, self.handshake_timeout)
-            .map_err(TransportError::Other)?;
+        let listener = Listener::new(id, socket, self).map_err(TransportError::Other)?;
         // Later dials of this family share the listener's port; the dial-only endpoint goes
         // when its last connection does.
         if let Some(dialer) = self.dialers.remove(&local.is_ipv4()) {
@@ -484,12 +483,7 @@ fn accept(endpoint: &quinn::Endpoint) -> BoxFuture<'static, Option<quinn::Incomi
 }
 
 impl Listener {
-    fn new(
-        id: ListenerId,
-        socket: UdpSocket,
-        transport: &Transport,
-        handshake_timeout: Duration,
-    ) -> Result<Self, QuicError> {
+    fn new(id: ListenerId, socket: UdpSocket, transport: &Transport) -> Result<Self, QuicError> {
         let local = socket.local_addr()?;
         let duplicate = socket.try_clone()?;
         let endpoint = transport.new_endpoint(socket, Some(transport.server.clone()))?;
@@ -502,7 +496,7 @@ impl Listener {
             watcher: None,
             addrs: HashSet::new(),
             pending: VecDeque::new(),
-            handshake_timeout,
+            handshake_timeout: transport.handshake_timeout,
             closed: false,
         };
         if local.ip().is_unspecified() {
