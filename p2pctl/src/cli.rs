@@ -143,6 +143,9 @@ pub enum BlockCmd {
         ttl: Option<Duration>,
     },
     /// Fetch a block (from providers found in the DHT if needed), verified before it is stored.
+    /// Output that can take it back (-o FILE, a regular file, /dev/null) gets it while it is
+    /// fetched, and loses it again if the whole fails its hash; a pipe or terminal gets only
+    /// bytes already checked.
     Get {
         hash: String,
         /// Write to FILE instead of standard output (atomically: complete or not at all).

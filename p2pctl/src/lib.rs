@@ -466,17 +466,44 @@ impl Client {
         }
     }
 
-    /// Fetches a block (from the network if needed, verified by the daemon) into `sink`.
+    /// Fetches a block (from the network if needed, verified by the daemon) into `sink`: only
+    /// bytes checked against the block's hash reach it.
     pub async fn block_get<W: tokio::io::AsyncWrite + Unpin>(
         &mut self,
         hash: &str,
         timeout: Option<Duration>,
+        sink: W,
+    ) -> Result<BlockStat, ClientError> {
+        self.get_block(hash, timeout, false, sink).await
+    }
+
+    /// [`Client::block_get`] for a sink that can take back what it was given: a block fetched
+    /// from the network arrives while it is fetched, each chunk once it matches the provider's
+    /// manifest, before the whole is checked against the hash. `Ok` means the whole matched and
+    /// the daemon stored it; after an error, everything written to `sink` must be thrown away
+    /// (a provider can list chunks that match each other but not the hash). Saves the read-out
+    /// after the fetch, a pass over the whole block.
+    pub async fn block_get_early<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        hash: &str,
+        timeout: Option<Duration>,
+        sink: W,
+    ) -> Result<BlockStat, ClientError> {
+        self.get_block(hash, timeout, true, sink).await
+    }
+
+    async fn get_block<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        hash: &str,
+        timeout: Option<Duration>,
+        early: bool,
         mut sink: W,
     ) -> Result<BlockStat, ClientError> {
         use tokio::io::AsyncWriteExt;
         let req = BlockGetRequest {
             hash: hash.into(),
             timeout_ms: timeout_ms(timeout),
+            early,
         };
         let id = self.send_request(request::Kind::BlockGet(req)).await?;
         let mut stat = None;

@@ -455,6 +455,72 @@ fn content_key(text: &str, raw: bool) -> Result<p2pctl::content::ContentKey, Cli
     p2pctl::content::ContentKey::parse(text, raw).map_err(ClientError::Usage)
 }
 
+/// How standard output takes back what `block get` wrote of a block that then failed its
+/// check, when it can: such output gets the block while it is fetched
+/// ([`Client::block_get_early`]); any other gets only bytes checked against the block's hash.
+enum TakeBack {
+    /// /dev/null: nothing was kept.
+    Nothing,
+    /// A regular file not opened for appending (a file others append to moves under us): cut
+    /// back to where the block began.
+    Truncate(std::fs::File, u64),
+}
+
+impl TakeBack {
+    /// Pipes, terminals and sockets cannot take anything back.
+    fn of_stdout() -> Option<Self> {
+        use std::io::Seek;
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
+        let meta = out.metadata().ok()?;
+        if meta.file_type().is_char_device() {
+            let null = std::fs::metadata("/dev/null").ok()?;
+            let is_null = null.file_type().is_char_device() && meta.rdev() == null.rdev();
+            return is_null.then_some(TakeBack::Nothing);
+        }
+        let flags = nix::fcntl::fcntl(&out, nix::fcntl::FcntlArg::F_GETFL).ok()?;
+        if !meta.file_type().is_file()
+            || nix::fcntl::OFlag::from_bits_retain(flags).contains(nix::fcntl::OFlag::O_APPEND)
+        {
+            return None;
+        }
+        let at = (&out).stream_position().ok()?;
+        Some(TakeBack::Truncate(out, at))
+    }
+
+    /// Takes back what was written before `failed`; says so in the error when it cannot.
+    fn undo(self, failed: ClientError) -> ClientError {
+        use std::io::{Seek, Write};
+        let TakeBack::Truncate(out, at) = self else {
+            return failed;
+        };
+        let undone = std::io::stdout()
+            .flush()
+            .and_then(|()| out.set_len(at))
+            .and_then(|()| (&out).seek(std::io::SeekFrom::Start(at)).map(|_| ()));
+        match undone {
+            Ok(()) => failed,
+            Err(e) => {
+                let note = format!(
+                    "; standard output could not be cut back to where the block began ({e}): \
+                     what it holds past byte {at} is not the block"
+                );
+                match failed {
+                    ClientError::Daemon { code, message } => ClientError::Daemon {
+                        code,
+                        message: message + &note,
+                    },
+                    ClientError::Io(e) => {
+                        ClientError::Io(std::io::Error::new(e.kind(), format!("{e}{note}")))
+                    }
+                    other => ClientError::Protocol(format!("{other}{note}")),
+                }
+            }
+        }
+    }
+}
+
 async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, ClientError> {
     if let BlockCmd::Verify { hash } = cmd {
         let checked = client.block_verify(hash.as_deref()).await?;
@@ -484,7 +550,8 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
         } => {
             let tmp = path.with_extension("p2pctl-partial");
             let f = p2pctl::WriteInPlace(std::fs::File::create(&tmp)?);
-            match client.block_get(hash, wire_deadline(cli), f).await {
+            // The file appears only when the whole matched: it can take the data early.
+            match client.block_get_early(hash, wire_deadline(cli), f).await {
                 Ok(s) => {
                     tokio::fs::rename(&tmp, path).await?;
                     s
@@ -496,13 +563,14 @@ async fn block(cli: &Cli, mut client: Client, cmd: &BlockCmd) -> Result<String, 
             }
         }
         BlockCmd::Get { hash, output: None } => {
-            client
-                .block_get(
-                    hash,
-                    wire_deadline(cli),
-                    p2pctl::WriteInPlace(std::io::stdout().lock()),
-                )
-                .await?;
+            let out = p2pctl::WriteInPlace(std::io::stdout().lock());
+            match TakeBack::of_stdout() {
+                None => client.block_get(hash, wire_deadline(cli), out).await?,
+                Some(undo) => match client.block_get_early(hash, wire_deadline(cli), out).await {
+                    Ok(s) => s,
+                    Err(e) => return Err(undo.undo(e)),
+                },
+            };
             return Ok(String::new());
         }
         BlockCmd::Stat { hash } => client.block_stat(hash).await?,

@@ -164,6 +164,123 @@ fn corrupt_provider_is_detected_and_nothing_corrupt_is_stored() {
     assert!(std::fs::read(&out_path).expect("fetched") == data);
 }
 
+/// `block get` hands out a block while it is fetched only to outputs that can take it back, and
+/// takes it back when the whole then fails its hash: a provider whose chunks match its own
+/// manifest but not the block's hash (an honest store cannot serve that; this one's files are
+/// forged while it is stopped).
+#[test]
+fn early_block_data_is_taken_back_when_the_whole_fails_its_hash() {
+    let mut nodes = tcp_network(2);
+    let file = nodes[0].dir.join("block.bin");
+    let data = noise_file(&file, (3 << 20) + 123, 5);
+    let hash = put(&nodes[0], &file);
+    let a_opts = NodeOpts {
+        transport: Transport::Tcp,
+        is_bootstrap: true,
+        ..Default::default()
+    };
+
+    // Early delivery of an honest block: every byte, after what the output already held.
+    let out_path = nodes[1].dir.join("out.bin");
+    let mut out = std::fs::File::create(&out_path).expect("output file");
+    std::io::Write::write_all(&mut out, b"header\n").expect("header");
+    let got = clean_command(&bin("p2pctl"), &nodes[1].dir)
+        .arg("--socket")
+        .arg(&nodes[1].socket)
+        .args(["--timeout", "300s", "block", "get", &hash])
+        .stdout(out)
+        .output()
+        .expect("run p2pctl");
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let back = std::fs::read(&out_path).expect("output");
+    assert!(
+        back[..7] == *b"header\n" && back[7..] == data,
+        "early output differs"
+    );
+
+    // A's copy is forged: other bytes of the same length, metadata listing their chunks.
+    assert!(nodes[0].stop().success());
+    let blocks = nodes[0].data_dir().join("blocks");
+    let forged = noise_file(&blocks.join(&hash), data.len(), 6);
+    let meta_path = blocks.join(format!("{hash}.json"));
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).expect("metadata")).expect("json");
+    meta["chunks"] = forged
+        .chunks(1 << 20)
+        .map(|c| hex(&sha2::Sha256::digest(c)))
+        .collect();
+    meta.as_object_mut()
+        .expect("object")
+        .remove("chunks_blake3");
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).expect("json")).expect("forge");
+    nodes[0].spawn(&a_opts);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    assert!(wait_until(Duration::from_secs(10), || a
+        .peers()
+        .contains(&b.peer_id())
+        || b.peers().contains(&a.peer_id())));
+    // B must fetch it again.
+    for f in [hash.clone(), format!("{hash}.json")] {
+        std::fs::remove_file(b.data_dir().join("blocks").join(f)).expect("remove B's copy");
+    }
+    assert_eq!(b.ctl(&["block", "stat", &hash]).status.code(), Some(1));
+
+    // The client library: the forged chunks arrive, then the verdict.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut received = Vec::new();
+    let verdict = rt.block_on(async {
+        let mut client = p2pctl::Client::connect(&b.socket).await.expect("connect");
+        client
+            .block_get_early(&hash, Some(Duration::from_secs(60)), &mut received)
+            .await
+    });
+    let e = verdict
+        .expect_err("a forged block was accepted")
+        .to_string();
+    assert!(e.contains("nothing was stored"), "{e}");
+    assert!(
+        received.len() >= 1 << 20 && received == forged[..received.len()],
+        "no forged chunk arrived early ({} bytes)",
+        received.len()
+    );
+    assert_nothing_left(b, "after a forged block");
+
+    // p2pctl to a file: cut back to what it held; with -o: no file; to a pipe: nothing at all.
+    let mut out = std::fs::File::create(&out_path).expect("output file");
+    std::io::Write::write_all(&mut out, b"header\n").expect("header");
+    let got = clean_command(&bin("p2pctl"), &b.dir)
+        .arg("--socket")
+        .arg(&b.socket)
+        .args(["--timeout", "300s", "block", "get", &hash])
+        .stdout(out)
+        .output()
+        .expect("run p2pctl");
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert_eq!(got.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
+    let held = std::fs::read(&out_path).expect("output");
+    assert!(
+        held == b"header\n",
+        "the output was not cut back: {} bytes",
+        held.len()
+    );
+    let o = b.dir.join("o.bin");
+    let got = ctl_slow(b, &["block", "get", &hash, "-o", &o.display().to_string()]);
+    assert_eq!(got.status.code(), Some(1));
+    assert!(!o.exists() && !o.with_extension("p2pctl-partial").exists());
+    let got = ctl_slow(b, &["block", "get", &hash]);
+    assert_eq!(got.status.code(), Some(1));
+    assert!(got.stdout.is_empty(), "unchecked bytes reached a pipe");
+    assert_nothing_left(b, "after forged blocks");
+}
+
 /// 16 uploads of the same bytes at once all succeed and leave one block (and no temp file).
 #[test]
 fn concurrent_identical_uploads_all_succeed_as_one_block() {

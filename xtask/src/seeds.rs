@@ -105,6 +105,7 @@ fn requests() -> Vec<(&'static str, Kind)> {
             Kind::BlockGet(c::BlockGetRequest {
                 hash: hash.clone(),
                 timeout_ms: 100,
+                early: true,
             }),
         ),
         (

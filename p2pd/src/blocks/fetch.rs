@@ -62,6 +62,34 @@ static ANNOUNCING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8)
 /// the BLAKE3 it was checked against when listed.
 type Verified = (bytes::Bytes, Hash, Option<Hash>);
 
+/// Where a fetch hands each chunk, in order, as soon as it matches the manifest (before the
+/// whole is checked): the client of a `block get` asked with `early`. A receiver that went
+/// away is let go; the fetch goes on for the store.
+pub type Early = tokio::sync::mpsc::Sender<bytes::Bytes>;
+
+/// Where a fetch hands each chunk once it verified: the store's writer, and the client when it
+/// asked for the data early.
+struct Outlets {
+    disk: tokio::sync::mpsc::Sender<Verified>,
+    early: Option<Early>,
+}
+
+impl Outlets {
+    /// Hands on one verified chunk; false when the writer failed (its error is the caller's).
+    async fn hand(&mut self, chunk: Verified) -> bool {
+        let data = chunk.0.clone();
+        if self.disk.send(chunk).await.is_err() {
+            return false;
+        }
+        if let Some(client) = &self.early {
+            if client.send(data).await.is_err() {
+                self.early = None;
+            }
+        }
+        true
+    }
+}
+
 /// Chunk requests in flight per provider: enough to keep a loopback or LAN link busy while
 /// each answer is read, signed and checked off the event loop.
 const PIPELINE: usize = 8;
@@ -168,6 +196,7 @@ async fn from_providers(
     mut providers: Vec<PeerId>,
     mut connected: usize,
     reasons: &mut Vec<String>,
+    early: Option<Early>,
 ) -> Result<(Meta, Vec<PeerId>), String> {
     let (m, ttl) = loop {
         let Some(&peer) = providers.first() else {
@@ -197,6 +226,10 @@ async fn from_providers(
         let aborted = aborted.clone();
         move || write_chunks(writer, from_fetch, &whole, &aborted)
     });
+    let mut out = Outlets {
+        disk: to_disk,
+        early,
+    };
     let received = receive(
         node,
         hash,
@@ -204,13 +237,13 @@ async fn from_providers(
         &mut providers,
         &mut spares,
         reasons,
-        &to_disk,
+        &mut out,
     )
     .await;
     if received.is_err() {
         aborted.store(true, Ordering::SeqCst);
     }
-    drop(to_disk);
+    drop(out);
     let written = disk
         .await
         .map_err(|e| format!("the block writer failed: {e}"));
@@ -221,8 +254,8 @@ async fn from_providers(
     }
 }
 
-/// Takes the chunks of `m` from `providers`, in order, and hands each to the writer once it
-/// verified; a spare joins when every provider in use has failed.
+/// Takes the chunks of `m` from `providers`, in order, and hands each to the writer (and to
+/// `early`) once it verified; a spare joins when every provider in use has failed.
 async fn receive(
     node: &NodeHandle,
     hash: &Hash,
@@ -230,7 +263,7 @@ async fn receive(
     providers: &mut Vec<PeerId>,
     spares: &mut Vec<PeerId>,
     reasons: &mut Vec<String>,
-    to_disk: &tokio::sync::mpsc::Sender<Verified>,
+    out: &mut Outlets,
 ) -> Result<(), String> {
     use futures::stream::{FuturesOrdered, StreamExt};
     let wants = m.chunk_hashes.len();
@@ -295,8 +328,8 @@ async fn receive(
             .map(Hash::try_from)
             .transpose()
             .map_err(|_| "bad chunk hash")?;
-        if to_disk.send((data, sha, blake3)).await.is_err() {
-            break; // The writer failed: its error is the caller's.
+        if !out.hand((data, sha, blake3)).await {
+            break;
         }
         written += 1;
     }
@@ -327,12 +360,14 @@ pub struct Fetched {
     pub just_verified: bool,
 }
 
-/// Returns the stored block, fetching it from the network first if needed.
+/// Returns the stored block, fetching it from the network first if needed (handing its chunks
+/// to `early` as they verify; a block already stored is not).
 pub async fn fetch(
     node: &NodeHandle,
     store: &BlockStore,
     me: PeerId,
     hash: &Hash,
+    early: Option<Early>,
 ) -> Result<Fetched, ApiError> {
     if let Some(meta) = store.stat(hash) {
         return Ok(Fetched {
@@ -359,7 +394,7 @@ pub async fn fetch(
         .ask(move |n, reply| n.connected_first(providers, reply))
         .await?;
     if !providers.is_empty() {
-        match from_providers(node, store, hash, providers, connected, &mut reasons).await {
+        match from_providers(node, store, hash, providers, connected, &mut reasons, early).await {
             Ok((meta, served)) => {
                 tracing::info!(hash = %to_hex(hash), providers = served.len(), size = meta.size, "fetched and verified a block");
                 // Announced in the background: on a real network the announcement is a whole

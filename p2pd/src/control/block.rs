@@ -255,6 +255,9 @@ pub async fn verify(ctx: &Ctx, req: BlockVerifyRequest) -> Result<Kind, ApiError
     ))
 }
 
+/// Chunks of an `early` get held for a client slower than the fetch (1 MiB each).
+const EARLY_AHEAD: usize = 4;
+
 pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
     let hash = match hash_arg(&req.hash) {
         Ok(h) => h,
@@ -264,21 +267,62 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
         0 => std::time::Duration::from_secs(300),
         ms => std::time::Duration::from_millis(ms),
     };
-    let fetched = match tokio::time::timeout(
-        limit,
-        fetch::fetch(&ctx.node, &ctx.store, ctx.peer_id, &hash),
-    )
-    .await
-    {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => return Outcome::Reply(Err(e)),
-        Err(_) => {
-            return Outcome::Reply(Err(ApiError::new(
-                Code::Timeout,
-                "the block was not fetched in time; nothing was stored",
-            )))
+    let fetching = {
+        let (node, store, me) = (ctx.node.clone(), ctx.store.clone(), ctx.peer_id);
+        move |early| async move {
+            match tokio::time::timeout(limit, fetch::fetch(&node, &store, me, &hash, early)).await {
+                Ok(fetched) => fetched,
+                Err(_) => Err(ApiError::new(
+                    Code::Timeout,
+                    "the block was not fetched in time; nothing was stored",
+                )),
+            }
         }
     };
+    let store = ctx.store.clone();
+    if !req.early {
+        return match fetching(None).await {
+            Ok(fetched) => Outcome::Stream(read_out(store, hash, fetched)),
+            Err(e) => Outcome::Reply(Err(e)),
+        };
+    }
+    // Early: the fetch runs as a task of its own and its chunks go to the client as they match
+    // the manifest; the last answer says whether the whole matched the hash and was stored. A
+    // client that goes away leaves the fetch to finish for the store.
+    let (tx, rx) = tokio::sync::mpsc::channel(EARLY_AHEAD);
+    let task = tokio::spawn(fetching(Some(tx)));
+    let chunks = futures::stream::unfold(rx, |mut rx| async move {
+        let data = rx.recv().await?;
+        Some((Kind::BlockData(BlockData { data }), rx))
+    });
+    let end = futures::stream::once(task).flat_map(move |fetched| match fetched {
+        // Every chunk went out as it came: the whole matched and is stored.
+        Ok(Ok(f)) if f.just_verified => {
+            futures::stream::once(async move { Kind::BlockStat(stat_of(&f.meta)) }).boxed()
+        }
+        // Stored already, so nothing was fetched: read out as usual.
+        Ok(Ok(f)) => read_out(store.clone(), hash, f),
+        Ok(Err(e)) => futures::stream::once(async move {
+            Kind::Error(p2pd_proto::control::Error {
+                code: super::wire_code(e.code) as i32,
+                message: e.message,
+            })
+        })
+        .boxed(),
+        Err(e) => futures::stream::once(async move {
+            Kind::Error(error_of(&std::io::Error::other(e.to_string()).into()))
+        })
+        .boxed(),
+    });
+    Outcome::Stream(chunks.chain(end).boxed())
+}
+
+/// A stored block read out to the client.
+fn read_out(
+    store: blocks::BlockStore,
+    hash: blocks::Hash,
+    fetched: fetch::Fetched,
+) -> futures::stream::BoxStream<'static, Kind> {
     // A block already in the store is checked as it streams: every chunk against the manifest,
     // the whole against the hash at the end; a mismatch quarantines the block and ends the
     // transfer with an error. One this request just fetched was verified byte by byte moments
@@ -288,7 +332,7 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
         just_verified,
     } = fetched;
     let out = ReadOut {
-        store: ctx.store.clone(),
+        store,
         hash,
         chunks: meta.chunks.len(),
         next: 0,
@@ -298,7 +342,7 @@ pub async fn get(ctx: &Ctx, req: BlockGetRequest) -> Outcome {
         whole: (!just_verified).then(<sha2::Sha256 as sha2::Digest>::new),
         done: false,
     };
-    Outcome::Stream(futures::stream::unfold(out, ReadOut::step).boxed())
+    futures::stream::unfold(out, ReadOut::step).boxed()
 }
 
 /// What a chunk read off the event loop gives back: its bytes (checked against the manifest
