@@ -222,6 +222,47 @@ pub(crate) fn error_frame(id: u64, code: ErrorCode, message: &str) -> ServerFram
 /// much (a block's chunk of 1 MiB goes alone); more waits for the next write.
 const BATCH_BYTES: usize = 256 * 1024;
 
+/// A BlockData answer at least this large goes to the socket from where it is (see
+/// [`block_data_head`]) instead of being copied into the batch.
+const IN_PLACE_BYTES: usize = 64 * 1024;
+
+/// Response tags of the frame around a block's bytes (control.proto): `ServerFrame.response`,
+/// `Response.block_data`, `BlockData.data`.
+const TAG_RESPONSE: u32 = 2;
+const TAG_BLOCK_DATA: u32 = 41;
+const TAG_DATA: u32 = 1;
+
+/// The frame of a BlockData answer of `len` (> 0) bytes up to those bytes, which end it: they
+/// are BlockData's only field, and the answer's kind is encoded after its id and `more`. The
+/// bytes then go to the socket from where they are, not copied into the frame first.
+fn block_data_head(id: u64, more: bool, len: usize) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+    use prost::Message;
+    let ld = |tag: u32, inner: usize| key_len(tag) + encoded_len_varint(inner as u64) + inner;
+    let bare = Response {
+        id,
+        more,
+        kind: None,
+    };
+    let data = ld(TAG_DATA, len);
+    let response = bare.encoded_len() + ld(TAG_BLOCK_DATA, data);
+    let mut head = Vec::with_capacity(32 + bare.encoded_len());
+    encode_varint(ld(TAG_RESPONSE, response) as u64, &mut head);
+    for (tag, inner) in [
+        (TAG_RESPONSE, response),
+        (TAG_BLOCK_DATA, data),
+        (TAG_DATA, len),
+    ] {
+        encode_key(tag, WireType::LengthDelimited, &mut head);
+        encode_varint(inner as u64, &mut head);
+        if tag == TAG_RESPONSE {
+            // Encoding into a Vec cannot fail: it grows as needed.
+            let _ = bare.encode(&mut head);
+        }
+    }
+    head
+}
+
 /// Several frames in one write (and one flush).
 async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -293,8 +334,15 @@ where
                 // to BATCH_BYTES: one wake-up of the client per batch, not per message.
                 tokio::task::yield_now().await;
                 let (mut out, mut ended, mut next) = (Vec::new(), false, item);
+                // A large chunk that ends this write, sent from where it is.
+                let mut in_place = None;
                 loop {
                     match next {
+                        Some(response::Kind::BlockData(d)) if d.data.len() >= IN_PLACE_BYTES => {
+                            out.extend_from_slice(&block_data_head(id, true, d.data.len()));
+                            in_place = Some(d.data);
+                            break;
+                        }
                         Some(kind) => frame::encode_frame_into(&response_frame(id, true, kind), &mut out),
                         None => {
                             ended = true;
@@ -318,7 +366,13 @@ where
                     let ack = response::Kind::Ack(p2pd_proto::control::Ack {});
                     frame::encode_frame_into(&response_frame(id, false, ack), &mut out);
                 }
-                write_encoded(wr, &out).await?;
+                match in_place {
+                    Some(data) => {
+                        tokio::io::AsyncWriteExt::write_all(wr, &out).await?;
+                        write_encoded(wr, &data).await?;
+                    }
+                    None => write_encoded(wr, &out).await?,
+                }
                 if ended {
                     return Ok(());
                 }
@@ -614,5 +668,39 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, req: Request) -> Outcome {
         K::LimitsSet(r) => policy::limits_set(node, caller, r).await.into(),
         K::Reload(_) => service::reload(ctx, caller).await.into(),
         K::LogLevel(r) => service::log_level(caller, r).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_data_head_and_its_bytes_are_the_frame() {
+        for len in [
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            IN_PLACE_BYTES,
+            1 << 20,
+            (1 << 21) + 3,
+        ] {
+            for id in [0, 1, 300, u64::MAX] {
+                for more in [false, true] {
+                    let data = bytes::Bytes::from(vec![0xa5; len]);
+                    let kind = response::Kind::BlockData(p2pd_proto::control::BlockData {
+                        data: data.clone(),
+                    });
+                    let mut split = block_data_head(id, more, len);
+                    split.extend_from_slice(&data);
+                    assert!(
+                        split == frame::encode_frame(&response_frame(id, more, kind)),
+                        "len {len}, id {id}, more {more}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -282,10 +282,13 @@ fn stream(transport: Transport, file: &Path, dir: &Path) -> (f64, f64) {
     )
 }
 
-/// Block exchange: `block put` of the file on A, `block get` on B. Returns MiB/s of each.
-fn blocks(file: &Path) -> (f64, f64) {
+/// Block exchange: `block put` of the file on A, `block get` on B to /dev/null (written while
+/// it is fetched), and on C into a pipe this process drains (written once checked whole).
+/// Returns MiB/s of each.
+fn blocks(file: &Path) -> (f64, f64, f64) {
     let a = Node::start("bench-ba", opts(Transport::Tcp));
     let b = Node::start("bench-bb", opts(Transport::Tcp));
+    let c = Node::start("bench-bc", opts(Transport::Tcp));
     let size = file.metadata().expect("size").len() as f64;
     let start = Instant::now();
     let put = a.ctl_within("600s", &["block", "put", &file.display().to_string()]);
@@ -314,7 +317,31 @@ fn blocks(file: &Path) -> (f64, f64) {
         .expect("block get");
     let get_rate = size / MIB / start.elapsed().as_secs_f64();
     assert!(st.success(), "block get failed:\n{}", b.log());
-    (put_rate, get_rate)
+    assert!(c
+        .ctl(&["connect", &a.multiaddr(Transport::Tcp)])
+        .status
+        .success());
+    let start = Instant::now();
+    let mut get = clean_command(&bin("p2pctl"), &c.dir)
+        .arg("--socket")
+        .arg(&c.socket)
+        .args(["--timeout", "600s", "block", "get", &hash])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("block get");
+    let mut out = get.stdout.take().expect("pipe");
+    let (mut buf, mut got) = (vec![0u8; 1 << 20], 0);
+    while let Ok(n @ 1..) = std::io::Read::read(&mut out, &mut buf) {
+        got += n;
+    }
+    let st = get.wait().expect("block get");
+    let pipe_rate = size / MIB / start.elapsed().as_secs_f64();
+    assert!(
+        st.success() && got as f64 == size,
+        "block get into a pipe failed:\n{}",
+        c.log()
+    );
+    (put_rate, get_rate, pipe_rate)
 }
 
 /// ms per `ban` (one change, acknowledged once durable) over the first `window` bans of an
@@ -662,6 +689,11 @@ fn main() {
         "MiB/s",
         "raw TCP copy",
     );
+    let get_pipe = row(
+        "  same, into a pipe (checked first)".into(),
+        "MiB/s",
+        "raw TCP copy",
+    );
     let burst = row(
         format!("pubsub burst, {} x 100 B, 2 nodes", sizes.burst),
         "msg/s",
@@ -725,11 +757,13 @@ fn main() {
 
         if want("block") {
             let raw = raw_tcp(&block_file);
-            let (p, g) = blocks(&block_file);
+            let (p, g, piped) = blocks(&block_file);
             rows[put].values.push(p);
             rows[put].base.push(raw);
             rows[get].values.push(g);
             rows[get].base.push(raw);
+            rows[get_pipe].values.push(piped);
+            rows[get_pipe].base.push(raw);
         }
 
         if want("pubsub") {
