@@ -215,7 +215,7 @@ pub fn serve_answer(
             chunk_hashes: meta.chunk_hashes().iter().map(|h| h.to_vec()).collect(),
             chunk_blake3: meta.chunk_blake3s().iter().map(|h| h.to_vec()).collect(),
         };
-        (hash.to_vec(), manifest.encode_to_vec())
+        (hash.to_vec(), manifest.encode_to_vec().into())
     } else {
         let index = req.chunk as usize;
         let Some(chunk_hash) = meta.chunk_hash(index) else {
@@ -236,7 +236,7 @@ pub fn serve_answer(
     // it is, and the requester skips decompressing it.
     let (data, compressed) = if data.len() >= compress_threshold && worth_compressing(&data) {
         match snap::raw::Encoder::new().compress_vec(&data) {
-            Ok(c) if c.len() < data.len() => (c, true),
+            Ok(c) if c.len() < data.len() => (c.into(), true),
             Ok(_) => (data, false),
             Err(e) => return (error(format!("compression failed: {e}")), None),
         }
@@ -245,7 +245,7 @@ pub fn serve_answer(
     };
     let mut block = Block {
         hash: block_hash,
-        data: data.into(),
+        data,
         timestamp: meta.created_unix,
         ttl: meta.ttl_secs,
         version: VERSION,

@@ -191,9 +191,21 @@ impl BlockStore {
         (!meta.expired(now_unix()) && data_len.is_some()).then_some(meta)
     }
 
-    /// Reads chunk `index` of a stored block.
-    pub fn read_chunk(&self, hash: &Hash, index: usize) -> std::io::Result<Vec<u8>> {
-        let mut f = File::open(self.data_path(hash))?;
+    /// Reads chunk `index` of a stored block, letting go of a large block's cached pages behind.
+    pub fn read_chunk(&self, hash: &Hash, index: usize) -> std::io::Result<bytes::Bytes> {
+        self.read_chunk_as(hash, index, false)
+    }
+
+    /// [`BlockStore::read_chunk`]; `direct`: a large block's chunk is read past the page cache
+    /// (see [`streaming::read_direct`]), for chunks served to peers.
+    fn read_chunk_as(
+        &self,
+        hash: &Hash,
+        index: usize,
+        direct: bool,
+    ) -> std::io::Result<bytes::Bytes> {
+        let path = self.data_path(hash);
+        let mut f = File::open(&path)?;
         let len = f.metadata()?.len();
         let start = (index as u64).saturating_mul(CHUNK_SIZE as u64);
         if start >= len && !(len == 0 && index == 0) {
@@ -202,13 +214,22 @@ impl BlockStore {
                 "no such chunk",
             ));
         }
+        let large = len >= streaming::DROP_BEHIND_MIN;
+        if direct && large {
+            let want = CHUNK_SIZE.min((len - start) as usize);
+            match streaming::read_direct(&path, start, want)? {
+                Some(data) if data.len() == want => return Ok(data),
+                // Not taken, or the file changed under the read: through the cache.
+                _ => {}
+            }
+        }
         f.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::with_capacity(CHUNK_SIZE.min((len - start) as usize));
         (&mut f).take(CHUNK_SIZE as u64).read_to_end(&mut buf)?;
-        if len >= streaming::DROP_BEHIND_MIN {
+        if large {
             streaming::drop_cached(&f, start, buf.len() as u64);
         }
-        Ok(buf)
+        Ok(buf.into())
     }
 
     /// Whether this process has checked every byte of block `hash` (see the `trusted` field).
@@ -231,16 +252,16 @@ impl BlockStore {
 
     /// Chunk `index` for a peer: a trusted block's as it is on disk, any other checked
     /// ([`BlockStore::read_verified`]).
-    pub fn serve_chunk(&self, meta: &Meta, index: usize) -> Result<Vec<u8>, StoreError> {
+    pub fn serve_chunk(&self, meta: &Meta, index: usize) -> Result<bytes::Bytes, StoreError> {
         match parse_hash(&meta.hash) {
-            Some(h) if self.trusted(&h) => self.read_chunk(&h, index).map_err(|e| {
+            Some(h) if self.trusted(&h) => self.read_chunk_as(&h, index, true).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     self.quarantine(&h, &format!("chunk {index} is missing: {e}"))
                 } else {
                     e.into()
                 }
             }),
-            _ => self.read_verified(meta, index),
+            _ => self.read_verified_as(meta, index, true),
         }
     }
 
@@ -254,13 +275,22 @@ impl BlockStore {
 
     /// Reads chunk `index` and checks it against the block's manifest: a block whose bytes do not
     /// match is moved aside and never served.
-    pub fn read_verified(&self, meta: &Meta, index: usize) -> Result<Vec<u8>, StoreError> {
+    pub fn read_verified(&self, meta: &Meta, index: usize) -> Result<bytes::Bytes, StoreError> {
+        self.read_verified_as(meta, index, false)
+    }
+
+    fn read_verified_as(
+        &self,
+        meta: &Meta,
+        index: usize,
+        direct: bool,
+    ) -> Result<bytes::Bytes, StoreError> {
         let hash = parse_hash(&meta.hash).ok_or_else(|| StoreError::Corrupt {
             hash: meta.hash.clone(),
             why: "malformed hash in the metadata".into(),
             aside: String::new(),
         })?;
-        let data = match self.read_chunk(&hash, index) {
+        let data = match self.read_chunk_as(&hash, index, direct) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(self.quarantine(&hash, &format!("chunk {index} is missing: {e}")))
@@ -686,6 +716,35 @@ mod tests {
         .unwrap();
         assert!(reopened.expire() >= 1);
         assert!(!reopened.trusted(&hash));
+    }
+
+    #[test]
+    fn a_large_block_is_served_whole_and_checked_past_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path()).unwrap();
+        let len = streaming::DROP_BEHIND_MIN as usize + 4099;
+        let data: Vec<u8> = (0..len).map(|i| (i % 239) as u8).collect();
+        let hash = super::super::sha256(&data);
+        let mut w = store.writer(0).unwrap();
+        w.write(&data).unwrap();
+        let meta = w.finish(Some(&hash)).unwrap();
+        let last = meta.chunks.len() - 1;
+        // Trusted (checked whole as written), then a fresh process's store, which checks.
+        for store in [store.clone(), BlockStore::open(dir.path()).unwrap()] {
+            for i in [0, 1, last] {
+                let want = &data[i * CHUNK_SIZE..len.min((i + 1) * CHUNK_SIZE)];
+                assert!(store.serve_chunk(&meta, i).unwrap() == want, "chunk {i}");
+            }
+        }
+        // Rot in the short last chunk is caught by the checked read.
+        let mut bytes = fs::read(store.data_path(&hash)).unwrap();
+        bytes[len - 2] ^= 0xff;
+        fs::write(store.data_path(&hash), &bytes).unwrap();
+        let fresh = BlockStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            fresh.serve_chunk(&meta, last),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -51,6 +51,56 @@ pub fn drop_cached(f: &File, offset: u64, len: u64) {
     );
 }
 
+/// Alignment of a direct read's buffer, offset and length: the largest logical block size of
+/// common disks (512 or 4096 bytes).
+const DIRECT_ALIGN: usize = 4096;
+
+/// Reads up to `len` bytes at `offset` (a multiple of [`DIRECT_ALIGN`]) of `path` past the page
+/// cache (`O_DIRECT`): the disk hands them straight to this buffer, with no copy out of the
+/// cache and no cache pages to fill and drop. Fewer bytes only at the end of the file. `None`
+/// when the file system takes no direct reads (tmpfs before Linux 6.6, some overlay and
+/// network file systems): read through the cache instead.
+///
+/// For chunks served to peers, several read at once on the blocking pool: the provider's CPU
+/// for a 256 MiB block went 0.26 -> 0.24 s here. A reader going through a file one chunk
+/// after another does better with the cache's read-ahead (a 256 MiB `block get` whose read-out
+/// read direct: 422 against 479 MiB/s, medians of five interleaved pairs).
+pub fn read_direct(
+    path: &std::path::Path,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<Option<bytes::Bytes>> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let unsupported = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if unsupported(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let want = len.next_multiple_of(DIRECT_ALIGN);
+    let mut buf = vec![0u8; want + DIRECT_ALIGN];
+    let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let mut got = 0;
+    // A direct read returns less only at the end of the file (or, rarely, a whole number of
+    // blocks): carry on from where it stopped while that stays aligned.
+    while got < len && got % DIRECT_ALIGN == 0 {
+        match f.read_at(&mut buf[start + got..start + want], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if got == 0 && unsupported(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(
+        bytes::Bytes::from(buf).slice(start..start + got.min(len)),
+    ))
+}
+
 /// Write-behind for one file written from start to end: call [`WriteBehind::wrote`] after each
 /// write with the file's new length.
 #[derive(Debug, Default)]
@@ -102,6 +152,29 @@ impl WriteBehind {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn a_direct_read_gives_the_bytes_at_its_offset_and_stops_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(3 * STEP as usize + 123))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let step = STEP as usize;
+        for (offset, len, want) in [
+            (0, step, &data[..step]),
+            (step, step, &data[step..2 * step]),
+            (3 * step, step, &data[3 * step..]),
+            (4 * step, step, &data[..0]),
+        ] {
+            match read_direct(&path, offset as u64, len).unwrap() {
+                Some(got) => assert!(got == want, "at {offset}"),
+                // This file system takes no direct reads: the store reads through the cache.
+                None => return,
+            }
+        }
+    }
 
     #[test]
     fn write_behind_keeps_every_byte_and_moves_its_marks() {

@@ -348,7 +348,7 @@ fn read_out(
 /// What a chunk read off the event loop gives back: its bytes (checked against the manifest
 /// when the whole is being checked too), and the whole's hash so far.
 type ChunkRead = (
-    Result<Vec<u8>, blocks::store::StoreError>,
+    Result<bytes::Bytes, blocks::store::StoreError>,
     Option<sha2::Sha256>,
 );
 
@@ -431,7 +431,7 @@ impl ReadOut {
                 } else {
                     self.whole = whole;
                 }
-                Some((Kind::BlockData(BlockData { data: data.into() }), self))
+                Some((Kind::BlockData(BlockData { data }), self))
             }
             Err(e) => {
                 self.done = true;
