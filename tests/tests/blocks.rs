@@ -57,6 +57,29 @@ fn fetch(node: &Node, hash: &str) -> Vec<u8> {
     std::fs::read(&out_path).expect("fetched")
 }
 
+/// `block get HASH` on `node` with standard output on `path`, a file that already holds a
+/// header line (so the block must land after it, or be cut back to it).
+fn get_after_header(node: &Node, hash: &str, path: &Path) -> Output {
+    let mut out = std::fs::File::create(path).expect("output file");
+    std::io::Write::write_all(&mut out, b"header\n").expect("header");
+    clean_command(&bin("p2pctl"), &node.dir)
+        .arg("--socket")
+        .arg(&node.socket)
+        .args(["--timeout", "300s", "block", "get", hash])
+        .stdout(out)
+        .output()
+        .expect("run p2pctl")
+}
+
+/// How the first node of [`tcp_network`] is started again.
+fn bootstrap_opts() -> NodeOpts {
+    NodeOpts {
+        transport: Transport::Tcp,
+        is_bootstrap: true,
+        ..Default::default()
+    }
+}
+
 fn disconnect(from: &Node, peer: &Node) {
     let id = peer.peer_id();
     let _ = from.ctl(&["disconnect", &id]);
@@ -117,11 +140,6 @@ fn corrupt_provider_is_detected_and_nothing_corrupt_is_stored() {
 
     // Only the corrupt provider is reachable: it refuses to serve its rotten copy (or, were it
     // to, C would refuse the bytes); the fetch fails, clearly, and stores nothing.
-    let a_opts = NodeOpts {
-        transport: Transport::Tcp,
-        is_bootstrap: true,
-        ..Default::default()
-    };
     assert!(nodes[0].stop().success());
     let c = &nodes[2];
     let out_path = c.dir.join("fetched.bin");
@@ -145,7 +163,7 @@ fn corrupt_provider_is_detected_and_nothing_corrupt_is_stored() {
     assert!(leftovers.is_empty(), "C stored something: {leftovers:?}");
 
     // The honest provider comes back: the fetch fails over to it and succeeds.
-    nodes[0].spawn(&a_opts);
+    nodes[0].spawn(&bootstrap_opts());
     let c = &nodes[2];
     let a_id = nodes[0].peer_id();
     assert!(wait_until(Duration::from_secs(10), || nodes[0]
@@ -174,23 +192,10 @@ fn early_block_data_is_taken_back_when_the_whole_fails_its_hash() {
     let file = nodes[0].dir.join("block.bin");
     let data = noise_file(&file, (3 << 20) + 123, 5);
     let hash = put(&nodes[0], &file);
-    let a_opts = NodeOpts {
-        transport: Transport::Tcp,
-        is_bootstrap: true,
-        ..Default::default()
-    };
 
     // Early delivery of an honest block: every byte, after what the output already held.
     let out_path = nodes[1].dir.join("out.bin");
-    let mut out = std::fs::File::create(&out_path).expect("output file");
-    std::io::Write::write_all(&mut out, b"header\n").expect("header");
-    let got = clean_command(&bin("p2pctl"), &nodes[1].dir)
-        .arg("--socket")
-        .arg(&nodes[1].socket)
-        .args(["--timeout", "300s", "block", "get", &hash])
-        .stdout(out)
-        .output()
-        .expect("run p2pctl");
+    let got = get_after_header(&nodes[1], &hash, &out_path);
     assert!(
         got.status.success(),
         "{}",
@@ -217,7 +222,7 @@ fn early_block_data_is_taken_back_when_the_whole_fails_its_hash() {
         .expect("object")
         .remove("chunks_blake3");
     std::fs::write(&meta_path, serde_json::to_vec(&meta).expect("json")).expect("forge");
-    nodes[0].spawn(&a_opts);
+    nodes[0].spawn(&bootstrap_opts());
     let (a, b) = (&nodes[0], &nodes[1]);
     assert!(wait_until(Duration::from_secs(10), || a
         .peers()
@@ -253,15 +258,7 @@ fn early_block_data_is_taken_back_when_the_whole_fails_its_hash() {
     assert_nothing_left(b, "after a forged block");
 
     // p2pctl to a file: cut back to what it held; with -o: no file; to a pipe: nothing at all.
-    let mut out = std::fs::File::create(&out_path).expect("output file");
-    std::io::Write::write_all(&mut out, b"header\n").expect("header");
-    let got = clean_command(&bin("p2pctl"), &b.dir)
-        .arg("--socket")
-        .arg(&b.socket)
-        .args(["--timeout", "300s", "block", "get", &hash])
-        .stdout(out)
-        .output()
-        .expect("run p2pctl");
+    let got = get_after_header(b, &hash, &out_path);
     let err = String::from_utf8_lossy(&got.stderr);
     assert_eq!(got.status.code(), Some(1), "{err}");
     assert!(err.contains("nothing was stored"), "{err}");

@@ -303,32 +303,26 @@ fn blocks(file: &Path) -> (f64, f64, f64) {
         .next()
         .expect("hash")
         .to_string();
-    assert!(b
-        .ctl(&["connect", &a.multiaddr(Transport::Tcp)])
-        .status
-        .success());
+    // `block get` of the block from A on `node`, connected to A first.
+    let get_from_a = |node: &Node| {
+        assert!(node
+            .ctl(&["connect", &a.multiaddr(Transport::Tcp)])
+            .status
+            .success());
+        let mut cmd = clean_command(&bin("p2pctl"), &node.dir);
+        cmd.arg("--socket")
+            .arg(&node.socket)
+            .args(["--timeout", "600s", "block", "get", &hash]);
+        cmd
+    };
+    let mut cmd = get_from_a(&b);
     let start = Instant::now();
-    let st = clean_command(&bin("p2pctl"), &b.dir)
-        .arg("--socket")
-        .arg(&b.socket)
-        .args(["--timeout", "600s", "block", "get", &hash])
-        .stdout(Stdio::null())
-        .status()
-        .expect("block get");
+    let st = cmd.stdout(Stdio::null()).status().expect("block get");
     let get_rate = size / MIB / start.elapsed().as_secs_f64();
     assert!(st.success(), "block get failed:\n{}", b.log());
-    assert!(c
-        .ctl(&["connect", &a.multiaddr(Transport::Tcp)])
-        .status
-        .success());
+    let mut cmd = get_from_a(&c);
     let start = Instant::now();
-    let mut get = clean_command(&bin("p2pctl"), &c.dir)
-        .arg("--socket")
-        .arg(&c.socket)
-        .args(["--timeout", "600s", "block", "get", &hash])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("block get");
+    let mut get = cmd.stdout(Stdio::piped()).spawn().expect("block get");
     let mut out = get.stdout.take().expect("pipe");
     let (mut buf, mut got) = (vec![0u8; 1 << 20], 0);
     while let Ok(n @ 1..) = std::io::Read::read(&mut out, &mut buf) {
