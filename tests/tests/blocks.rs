@@ -206,6 +206,11 @@ fn early_block_data_is_taken_back_when_the_whole_fails_its_hash() {
         back[..7] == *b"header\n" && back[7..] == data,
         "early output differs"
     );
+    // Stored now: asked early, it is read out of the store (and checked) as usual.
+    assert!(
+        fetch(&nodes[1], &hash) == data,
+        "stored block read out differs"
+    );
 
     // A's copy is forged: other bytes of the same length, metadata listing their chunks.
     assert!(nodes[0].stop().success());
