@@ -461,8 +461,9 @@ fn content_key(text: &str, raw: bool) -> Result<p2pctl::content::ContentKey, Cli
 enum TakeBack {
     /// /dev/null: nothing was kept.
     Nothing,
-    /// A regular file not opened for appending (a file others append to moves under us): cut
-    /// back to where the block began.
+    /// A regular file written at its end and not opened for appending (a file others append
+    /// to moves under us; one written over in the middle, `1<>FILE`, would lose what the
+    /// block overwrote): cut back to where the block began.
     Truncate(std::fs::File, u64),
 }
 
@@ -486,7 +487,7 @@ impl TakeBack {
             return None;
         }
         let at = (&out).stream_position().ok()?;
-        Some(TakeBack::Truncate(out, at))
+        (at == meta.len()).then_some(TakeBack::Truncate(out, at))
     }
 
     /// Takes back what was written before `failed`; says so in the error when it cannot.

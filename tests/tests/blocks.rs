@@ -273,6 +273,24 @@ fn early_block_data_is_taken_back_when_the_whole_fails_its_hash() {
         "the output was not cut back: {} bytes",
         held.len()
     );
+    // A file written over from its start (`1<>FILE`) cannot be cut back without losing what
+    // it held: it gets only checked bytes, so here nothing.
+    let kept = b.dir.join("kept.bin");
+    std::fs::write(&kept, b"what the file held").expect("file");
+    let over = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&kept)
+        .expect("open");
+    let got = clean_command(&bin("p2pctl"), &b.dir)
+        .arg("--socket")
+        .arg(&b.socket)
+        .args(["--timeout", "300s", "block", "get", &hash])
+        .stdout(over)
+        .output()
+        .expect("run p2pctl");
+    assert_eq!(got.status.code(), Some(1));
+    assert_eq!(std::fs::read(&kept).expect("file"), b"what the file held");
     let o = b.dir.join("o.bin");
     let got = ctl_slow(b, &["block", "get", &hash, "-o", &o.display().to_string()]);
     assert_eq!(got.status.code(), Some(1));
